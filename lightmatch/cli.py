@@ -1,0 +1,186 @@
+"""Command-line interface: parse options, call one library function, print its result, map errors to exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Optional
+
+import click
+
+from .errors import LightmatchError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> None:
+    """Print a one-line error on stderr and exit."""
+    click.echo(f"lightmatch: error: {message}", err=True)
+    sys.exit(code)
+
+
+class Group(click.Group):
+    """Turns library errors into one-line messages (a traceback only with LIGHTMATCH_DEBUG=1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LightmatchError as exc:
+            if os.environ.get("LIGHTMATCH_DEBUG"):
+                raise
+            fail(str(exc).replace("\n", " "), exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("lightmatch: interrupted", err=True)
+            sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug or an unexpected environment problem: still one line
+            if os.environ.get("LIGHTMATCH_DEBUG"):
+                raise
+            fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                 "(rerun with LIGHTMATCH_DEBUG=1 for a traceback)")
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="lightmatch")
+def main() -> None:
+    """lightmatch: local feature extraction and matching.
+
+    \b
+    Match two images:       lightmatch match a.jpg b.jpg -o out --viz out/matches.png
+    Match a folder:         lightmatch match --image-dir imgs --pairs-mode exhaustive -o out
+    Evaluate, benchmark:    lightmatch eval pose PAIRS IMAGES / lightmatch benchmark
+    Weights:                lightmatch weights list
+
+    Outputs are hloc-compatible HDF5 stores (features.h5, matches.h5). Errors are one line on stderr with a
+    non-zero exit code (1 error, 2 usage, 3 some pairs of a batch failed).
+    """
+
+
+def extractor_options(func):
+    """Options shared by every command that extracts features."""
+    options = [
+        click.option("--features", "features", default="aliked", show_default=True,
+                     help="Extractor: aliked (aliked-n16), aliked-n16rot, aliked-n32, aliked-t16, disk, superpoint, "
+                          "sift, xfeat."),
+        click.option("--max-keypoints", type=int, default=None,
+                     help="Keypoints per image (default: 2048; 4096 for xfeat; -1: no cap)."),
+        click.option("--resize", type=int, default=1024, show_default=True,
+                     help="Long side of the image given to the network (-1: original size). Keypoints are "
+                          "reported in original-image pixels."),
+        click.option("--detection-threshold", type=float, default=None,
+                     help="Detection score threshold (extractor's default when omitted)."),
+        click.option("--aliked-nms", type=click.Choice(["reference", "strict"]), default="reference",
+                     show_default=True,
+                     help="ALIKED keypoint NMS: the reference's (what LightGlue was trained on) or kornia's strict "
+                          "local maxima."),
+        click.option("--weights", "extractor_weights", type=click.Path(dir_okay=False), default=None,
+                     help="Extractor weights file (default: resolved from the registry)."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def matcher_options(func):
+    """Options shared by every command that matches."""
+    options = [
+        click.option("--matcher", default="lightglue", show_default=True,
+                     type=click.Choice(["lightglue", "superglue", "nn"]), help="Matcher."),
+        click.option("--depth-confidence", type=float, default=0.95, show_default=True,
+                     help="LightGlue early exit (-1 disables adaptive depth)."),
+        click.option("--width-confidence", type=float, default=0.99, show_default=True,
+                     help="LightGlue point pruning (-1 disables adaptive width)."),
+        click.option("--filter-threshold", type=float, default=None,
+                     help="Minimum match confidence (LightGlue 0.1, SuperGlue 0.2)."),
+        click.option("--sinkhorn-iterations", type=int, default=None, help="SuperGlue Sinkhorn iterations (100)."),
+        click.option("--superglue-weights", type=click.Choice(["indoor", "outdoor"]), default="outdoor",
+                     show_default=True, help="SuperGlue weights."),
+        click.option("--ratio-threshold", type=float, default=None, help="NN matcher: Lowe ratio test."),
+        click.option("--distance-threshold", type=float, default=None, help="NN matcher: max descriptor distance."),
+        click.option("--matcher-weights", type=click.Path(dir_okay=False), default=None,
+                     help="Matcher weights file (default: resolved from the registry)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_models(opts: dict):
+    """Extractor and matcher from the parsed options."""
+    from .models.factory import load_extractor, load_matcher
+
+    features = opts["features"]
+    extra: dict[str, Any] = {"detection_threshold": opts.get("detection_threshold")}
+    if features.startswith("aliked"):
+        extra["nms"] = opts.get("aliked_nms")
+    max_kp = opts.get("max_keypoints")
+    if max_kp is None:
+        max_kp = 4096 if features == "xfeat" else 2048
+    resize = opts.get("resize")
+    extractor = load_extractor(features, max_keypoints=max_kp, resize=None if resize in (None, -1) else resize,
+                               device=opts.get("device", "auto"), weights=opts.get("extractor_weights"), **extra)
+    name = opts.get("matcher", "lightglue")
+    mopts: dict[str, Any] = {}
+    if name == "lightglue":
+        mopts = {"depth_confidence": opts.get("depth_confidence"), "width_confidence": opts.get("width_confidence"),
+                 "filter_threshold": opts.get("filter_threshold")}
+    elif name == "superglue":
+        mopts = {"variant": opts.get("superglue_weights"), "sinkhorn_iterations": opts.get("sinkhorn_iterations"),
+                 "match_threshold": opts.get("filter_threshold")}
+    elif name == "nn":
+        mopts = {"ratio_threshold": opts.get("ratio_threshold"),
+                 "distance_threshold": opts.get("distance_threshold")}
+    matcher = load_matcher(name, features=features, device=extractor.device, weights=opts.get("matcher_weights"),
+                           **mopts)
+    return extractor, matcher
+
+
+def format_pair_text(summary: dict) -> str:
+    """Human-readable lines for one pair's summary."""
+    t = summary["timings_ms"]
+    lines = [f"{summary['image0']}: {summary['keypoints0']} keypoints",
+             f"{summary['image1']}: {summary['keypoints1']} keypoints",
+             f"matches: {summary['matches']}" + (f" (correct within 3 px: {summary['correct']})"
+                                                 if "correct" in summary else "")
+             + (f", stopped after layer {summary['stop_layer']}" if summary.get("stop_layer") else ""),
+             "time: " + ", ".join(f"{k} {v:.0f} ms" for k, v in t.items())]
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("images", nargs=-1, type=click.Path())
+@click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for features.h5 and matches.h5 (hloc layout).")
+@click.option("--viz", "viz_path", type=click.Path(dir_okay=False), default=None,
+              help="Write a match plot (PNG), matches coloured by confidence.")
+@click.option("--homography", type=click.Path(dir_okay=False), default=None,
+              help="Ground-truth 3x3 homography (text) image0 -> image1: report matches correct within 3 px.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per pair on stdout.")
+@extractor_options
+@matcher_options
+def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional[str], homography: Optional[str],
+          as_json: bool, **opts: Any) -> None:
+    """Match IMAGE0 and IMAGE1.
+
+    \b
+    lightmatch match a.jpg b.jpg -o out --viz out/matches.png
+    """
+    from .pipeline.match import match_pair, read_homography
+
+    if len(images) != 2:
+        raise click.UsageError("give exactly two images (IMAGE0 IMAGE1)")
+    H = read_homography(homography) if homography else None
+    extractor, matcher = build_models(opts)
+    result = match_pair(images[0], images[1], extractor, matcher, output_dir=output_dir, viz_path=viz_path,
+                        homography=H)
+    for warning in result.warnings:
+        click.echo(f"lightmatch: warning: {warning}", err=True)
+    summary = result.summary()
+    click.echo(json.dumps(summary) if as_json else format_pair_text(summary))
+
+
+if __name__ == "__main__":
+    main()

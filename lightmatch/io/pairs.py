@@ -1,0 +1,158 @@
+"""Image lists and pairs: listing a directory, exhaustive and sequential pairing, hloc pairs files.
+
+A pairs file (hloc's format) has one pair per line, ``name0 name1``, names relative to the image root with ``/``
+separators. Blank lines and lines starting with ``#`` are skipped; fields after the first two are ignored, so
+SuperGlue's evaluation files (``name0 name1 rot0 rot1 K0(9) K1(9) T_0to1(16)``) parse as pairs too. Names cannot
+contain whitespace in this format.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..errors import ConfigError, InputError, OutputError
+from .images import is_image_path
+
+Pair = tuple[str, str]
+
+
+def list_images(image_dir: str | os.PathLike) -> list[str]:
+    """Sorted names of all images under ``image_dir``, recursively, relative to it with ``/`` separators.
+
+    Images are recognised by extension, case-insensitively (:func:`lightmatch.io.images.is_image_path`). Hidden
+    files and folders (name starting with ``.``, e.g. macOS ``._x.jpg`` resource forks) are skipped. Symbolic links
+    to folders are followed once (a link cycle is not walked twice). An empty folder gives an empty list.
+    """
+    root = Path(image_dir)
+    if not root.exists():
+        raise InputError(f"{root}: no such directory")
+    if not root.is_dir():
+        raise InputError(f"{root}: not a directory")
+    names: list[str] = []
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a symlink cycle or a second link to the same folder
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if name.startswith(".") or not is_image_path(name):
+                continue
+            path = Path(folder, name)
+            if path.is_file():
+                names.append(path.relative_to(root).as_posix())
+    return sorted(names)
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(names))
+
+
+def exhaustive_pairs(names: Sequence[str]) -> list[Pair]:
+    """Every unordered pair of distinct names, ``(names[i], names[j])`` for ``i < j``, in order.
+
+    Repeated names are dropped (first occurrence kept).
+    """
+    names = _unique(names)
+    return [(names[i], names[j]) for i in range(len(names)) for j in range(i + 1, len(names))]
+
+
+def sequential_pairs(names: Sequence[str], window: int = 5, loop: bool = False) -> list[Pair]:
+    """Each image paired with the next ``window`` images in the given order (hloc's ``pairs_from_sequential``).
+
+    With ``loop=True`` the sequence is treated as closed (e.g. a turntable or a walk around an object): the last
+    images are also paired with the first ones, as if ``names`` wrapped around, so image ``i`` is paired with
+    ``(i + k) % N`` for ``k = 1..window``. Each unordered pair appears once; repeated names are dropped.
+    """
+    if window < 1:
+        raise ConfigError(f"sequential pairing needs a window of at least 1, got {window}")
+    names = _unique(names)
+    n = len(names)
+    pairs: list[Pair] = []
+    seen: set[frozenset[int]] = set()
+    for i in range(n):
+        for k in range(1, window + 1):
+            j = i + k
+            if j >= n:
+                if not loop:
+                    break
+                j %= n
+            key = frozenset((i, j))
+            if i == j or key in seen:
+                continue
+            seen.add(key)
+            pairs.append((names[i], names[j]))
+    return pairs
+
+
+def format_pairs(pairs: Iterable[Pair]) -> str:
+    """Pairs as the text of an hloc pairs file, one ``name0 name1`` line per pair."""
+    lines = []
+    for name0, name1 in pairs:
+        for name in (name0, name1):
+            if not name or any(c.isspace() for c in name):
+                raise InputError(f"image name {name!r} is empty or contains whitespace, which a pairs file "
+                                 "cannot represent; rename the file")
+        lines.append(f"{name0} {name1}\n")
+    return "".join(lines)
+
+
+def write_pairs(path: str | os.PathLike, pairs: Iterable[Pair]) -> None:
+    """Write ``pairs`` to ``path`` as an hloc pairs file (replacing it atomically)."""
+    path = Path(path)
+    text = format_pairs(pairs)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        if str(path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write pairs file ({exc.strerror or exc})") from exc
+
+
+def parse_pairs(lines: Iterable[str], source: str) -> list[Pair]:
+    """Parse the lines of an hloc pairs file; ``source`` names the file in error messages.
+
+    Blank lines and ``#`` comments are skipped, extra fields after the two names are ignored, and pairs are kept
+    as written (order and duplicates included). A line with a single field raises :class:`InputError` naming
+    ``source`` and the line number.
+    """
+    pairs: list[Pair] = []
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        fields = text.split()
+        if len(fields) < 2:
+            shown = text if len(text) <= 80 else text[:77] + "..."
+            raise InputError(f"{source}:{number}: expected two image names 'name0 name1', got {shown!r}")
+        pairs.append((fields[0], fields[1]))
+    return pairs
+
+
+def read_pairs(path_or_dash: str | os.PathLike) -> list[Pair]:
+    """Read an hloc pairs file; ``'-'`` reads standard input (named ``<stdin>`` in errors)."""
+    if str(path_or_dash) == "-":
+        try:
+            return parse_pairs(sys.stdin, "<stdin>")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"<stdin>: not a text pairs list ({exc.reason})") from exc
+    path = Path(path_or_dash)
+    if not path.exists():
+        raise InputError(f"{path}: no such pairs file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a pairs file")
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            return parse_pairs(handle, str(path))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not a UTF-8 text pairs file ({exc.reason})") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc

@@ -1,0 +1,101 @@
+"""Build extractors and matchers by name, with the options the CLI exposes."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+
+from ..errors import ConfigError
+from .aliked import MODELS as ALIKED_MODELS
+from .base import Extractor, Matcher
+
+EXTRACTORS = ("aliked", *ALIKED_MODELS, "disk", "superpoint", "sift", "xfeat")
+MATCHERS = ("lightglue", "superglue", "nn")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device '{device}'") from exc
+
+
+def feature_family(name: str) -> str:
+    """The feature type a matcher's weights are trained for: every ALIKED variant is ``aliked``."""
+    return "aliked" if name.startswith("aliked") else name
+
+
+def _drop_none(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def load_extractor(name: str = "aliked", max_keypoints: Optional[int] = 2048, resize: Optional[int] = 1024,
+                   device: str | torch.device = "auto", weights: Optional[str] = None, **options: Any) -> Extractor:
+    """Build extractor ``name`` with its pretrained weights on ``device``.
+
+    ``options`` are passed to the extractor class (e.g. ``detection_threshold``, ``nms`` for ALIKED).
+    """
+    device = resolve_device(device) if isinstance(device, str) else device
+    options = _drop_none(options)
+    builders: dict[str, Callable[[], Extractor]] = {}
+    if name.startswith("aliked"):
+        from .aliked import ALIKED
+        model = "aliked-n16" if name == "aliked" else name
+        builders[name] = lambda: ALIKED(model=model, max_keypoints=max_keypoints or -1, resize=resize,
+                                        weights_path=weights, **options)
+    elif name == "disk":
+        from .disk import DISK
+        builders[name] = lambda: DISK(max_keypoints=max_keypoints, resize=resize, weights_path=weights, **options)
+    elif name == "superpoint":
+        from .superpoint import SuperPoint
+        builders[name] = lambda: SuperPoint(max_keypoints=max_keypoints or -1, resize=resize, weights_path=weights,
+                                            **options)
+    elif name == "sift":
+        from .sift import SIFT
+        builders[name] = lambda: SIFT(max_keypoints=max_keypoints or -1, resize=resize, **options)
+    elif name == "xfeat":
+        from .xfeat import XFeat
+        builders[name] = lambda: XFeat(max_keypoints=max_keypoints or 4096, resize=resize, weights_path=weights,
+                                       **options)
+    if name not in builders:
+        raise ConfigError(f"unknown extractor '{name}': choose from {', '.join(EXTRACTORS)}")
+    return builders[name]().to(device)
+
+
+def load_matcher(name: str = "lightglue", features: str = "aliked", device: str | torch.device = "auto",
+                 weights: Optional[str] = None, **options: Any) -> Matcher:
+    """Build matcher ``name`` for ``features`` (the extractor's name) on ``device``.
+
+    A pair with no trained weights (e.g. SuperGlue on DISK) is a :class:`ConfigError`.
+    """
+    device = resolve_device(device) if isinstance(device, str) else device
+    options = _drop_none(options)
+    family = feature_family(features)
+    if name == "lightglue":
+        from .lightglue import VARIANTS, LightGlue
+        if family == "xfeat":
+            from .xfeat import lighterglue
+            matcher: Matcher = lighterglue(weights_path=weights, **options)
+        elif family not in VARIANTS:
+            raise ConfigError(f"no LightGlue weights for features '{features}' "
+                              f"(LightGlue works with {', '.join(VARIANTS)}, xfeat); try --matcher nn")
+        else:
+            matcher = LightGlue(family, weights_path=weights, **options)
+    elif name == "superglue":
+        if family != "superpoint":
+            raise ConfigError(f"SuperGlue is trained for SuperPoint features only, not '{features}'; "
+                              "use --features superpoint or --matcher lightglue|nn")
+        from .superglue import SuperGlue
+        matcher = SuperGlue(weights_path=weights, **options)
+    elif name == "nn":
+        from .nearest_neighbor import NearestNeighborMatcher
+        matcher = NearestNeighborMatcher(**options)
+    else:
+        raise ConfigError(f"unknown matcher '{name}': choose from {', '.join(MATCHERS)}")
+    return matcher.to(device)

@@ -1,0 +1,403 @@
+"""Our LightGlue-style matcher: a transformer over both images' keypoints with adaptive depth and width.
+
+Architecture and parameter names follow LightGlue (Lindenberger et al., ICCV 2023) so the official checkpoints load
+with ``strict=True``; the computation is reorganised for speed, with the same results:
+
+* the tokens of both images live in one ``(M + N, D)`` tensor, so every linear layer is one matrix product for the
+  pair (the reference runs each image separately);
+* the query/key/value projection is reordered once per forward into contiguous q, k, v blocks whose head channels
+  are in "half-split" order, which makes the rotary encoding two fused multiply-adds instead of layout copies;
+* cross-attention computes the similarity once and normalises it along both axes in place, and multiplies with
+  the transposed attention directly instead of copying it;
+* on CUDA, attention runs through ``scaled_dot_product_attention`` (flash) under fp16/bf16 autocast.
+
+Adaptive depth: after each layer a per-token confidence decides whether enough points are settled to stop.
+Adaptive width: points confidently unmatchable are dropped from later layers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import weights
+from ..errors import ConfigError
+from ..types import Features, Matches
+from .base import Matcher
+
+
+@dataclass(frozen=True)
+class LightGlueVariant:
+    """What distinguishes the checkpoints: descriptor size in, weights name, whether scale/orientation is encoded."""
+
+    weights: str
+    input_dim: int
+    descriptor_dim: int = 256
+    n_layers: int = 9
+    num_heads: int = 4
+    add_scale_ori: bool = False
+
+
+VARIANTS: dict[str, LightGlueVariant] = {
+    "aliked": LightGlueVariant("aliked_lightglue", 128),
+    "disk": LightGlueVariant("disk_lightglue", 128),
+    "superpoint": LightGlueVariant("superpoint_lightglue", 256),
+    "sift": LightGlueVariant("sift_lightglue", 128, add_scale_ori=True),
+}
+
+# Pruning costs a gather per layer; it pays off only above this many points (reference's measured values).
+PRUNING_MIN_POINTS = {"cpu": -1, "mps": -1, "cuda": 1024, "cuda_flash": 1536}
+
+
+def normalize_keypoints(kpts: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """Map ``(N, 2)`` pixel keypoints of an image of ``size`` ``(W, H)`` to about [-1, 1], keeping the aspect."""
+    size = size.to(kpts)
+    return (kpts - size / 2) / (size.max() / 2)
+
+
+def half_split_order(num_heads: int, head_dim: int) -> torch.Tensor:
+    """Channel order that puts the even then the odd channels of each head together (rotary pairs become halves)."""
+    per_head = torch.cat([torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)])
+    return (torch.arange(num_heads)[:, None] * head_dim + per_head[None]).reshape(-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary encoding of ``(..., T, dh)`` in half-split channel order with ``(T, dh/2)`` cos/sin."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+class LearnableFourierPositionalEncoding(nn.Module):
+    """Fourier features of the keypoint positions: cos/sin of a learned projection (the rotary frequencies)."""
+
+    def __init__(self, in_dim: int, head_dim: int) -> None:
+        super().__init__()
+        self.Wr = nn.Linear(in_dim, head_dim // 2, bias=False)
+        nn.init.normal_(self.Wr.weight.data, mean=0, std=1.0)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(T, in_dim)`` -> cos, sin of shape ``(T, head_dim / 2)``."""
+        projected = self.Wr(x)
+        return torch.cos(projected), torch.sin(projected)
+
+
+def _ffn(dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.LayerNorm(2 * dim, elementwise_affine=True), nn.GELU(),
+                         nn.Linear(2 * dim, dim))
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Softmax attention of ``(H, Tq, dh)`` queries over ``(H, Tk, dh)`` keys/values."""
+    if q.shape[-2] == 0 or k.shape[-2] == 0:
+        return q.new_zeros(q.shape[:-1] + (v.shape[-1],))
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+class SelfBlock(nn.Module):
+    """Self-attention within each image with rotary positional encoding, then a residual MLP."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.Wqkv = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.ffn = _ffn(dim)
+        # Official Wqkv rows are ordered (head, channel, q/k/v); ours: q (half-split), k (half-split), v.
+        rows = torch.arange(3 * dim).view(num_heads, self.head_dim, 3)
+        order = half_split_order(num_heads, self.head_dim)
+        q_rows = rows[..., 0].reshape(-1)[order]
+        k_rows = rows[..., 1].reshape(-1)[order]
+        v_rows = rows[..., 2].reshape(-1)
+        self.register_buffer("qkv_order", torch.cat([q_rows, k_rows, v_rows]), persistent=False)
+
+    def forward(self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(M + N, D)`` tokens of both images (image 0 first, ``split`` = M); cos/sin ``(M + N, dh/2)``."""
+        t, d = x.shape
+        qkv = F.linear(x, self.Wqkv.weight[self.qkv_order], self.Wqkv.bias[self.qkv_order])
+        qkv = qkv.view(t, 3, self.num_heads, self.head_dim).permute(1, 2, 0, 3)  # (3, H, T, dh)
+        q = apply_rotary(qkv[0], cos, sin)
+        k = apply_rotary(qkv[1], cos, sin)
+        v = qkv[2]
+        if 2 * split == t:  # equal sizes: both images in one batched call
+            def pair(z: torch.Tensor) -> torch.Tensor:
+                return z.unflatten(1, (2, split)).transpose(0, 1)  # (2, H, M, dh)
+            context = _attend(pair(q), pair(k), pair(v)).transpose(0, 1).flatten(1, 2)
+        else:
+            context = torch.cat([_attend(q[:, :split], k[:, :split], v[:, :split]),
+                                 _attend(q[:, split:], k[:, split:], v[:, split:])], dim=1)
+        message = self.out_proj(context.transpose(0, 1).reshape(t, d))
+        return x + self.ffn(torch.cat([x, message], -1))
+
+
+class CrossBlock(nn.Module):
+    """Bidirectional cross-attention between the images (shared similarity), then a residual MLP."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.heads = num_heads
+        self.head_dim = dim // num_heads
+        self.to_qk = nn.Linear(dim, dim)
+        self.to_v = nn.Linear(dim, dim)
+        self.to_out = nn.Linear(dim, dim)
+        self.ffn = _ffn(dim)
+        self.use_sdpa = False  # set by the matcher: True on CUDA (flash), False where the shared similarity wins
+
+    def forward(self, x: torch.Tensor, split: int) -> torch.Tensor:
+        t, d = x.shape
+        qkv = F.linear(x, torch.cat([self.to_qk.weight, self.to_v.weight]), torch.cat([self.to_qk.bias,
+                                                                                       self.to_v.bias]))
+        qkv = qkv.view(t, 2, self.heads, self.head_dim).permute(1, 2, 0, 3)  # (2, H, T, dh)
+        qk0, qk1 = qkv[0, :, :split], qkv[0, :, split:]
+        v0, v1 = qkv[1, :, :split], qkv[1, :, split:]
+        if split == 0 or split == t:
+            message = x.new_zeros((t, d))
+        else:
+            if self.use_sdpa:
+                m0, m1 = _attend(qk0, qk1, v1), _attend(qk1, qk0, v0)
+            else:
+                s = self.head_dim ** -0.25  # scale both sides, as the reference does (same rounding)
+                sim = torch.matmul(qk0 * s, (qk1 * s).transpose(-1, -2))  # (H, M, N)
+                m0 = torch.matmul(sim.softmax(-1), v1)
+                m1 = torch.matmul(sim.softmax(-2).transpose(-1, -2), v0)
+            message = torch.cat([m0, m1], dim=1).transpose(0, 1).reshape(t, d)
+            message = self.to_out(message)
+        return x + self.ffn(torch.cat([x, message], -1))
+
+
+class TransformerLayer(nn.Module):
+    """One self-attention block then one cross-attention block."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.self_attn = SelfBlock(dim, num_heads)
+        self.cross_attn = CrossBlock(dim, num_heads)
+
+    def forward(self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        return self.cross_attn(self.self_attn(x, split, cos, sin), split)
+
+
+class MatchAssignment(nn.Module):
+    """Matchability of each point and the projected descriptors whose similarity gives the assignment."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.matchability = nn.Linear(dim, 1, bias=True)
+        self.final_proj = nn.Linear(dim, dim, bias=True)
+
+    def log_scores(self, x: torch.Tensor, split: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pair log-probabilities ``(M, N)`` (dual softmax + matchability) and the dustbin log-probabilities
+        ``(M,)``, ``(N,)``: the assignment matrix without materialising its extra row/column."""
+        md = self.final_proj(x)
+        md = md / md.shape[-1] ** 0.25
+        sim = md[:split] @ md[split:].transpose(0, 1)
+        z = self.matchability(x)[:, 0]
+        z0, z1 = z[:split], z[split:]
+        scores = sim.log_softmax(1) + sim.log_softmax(0) + F.logsigmoid(z0)[:, None] + F.logsigmoid(z1)[None]
+        return scores, F.logsigmoid(-z0), F.logsigmoid(-z1)
+
+    def get_matchability(self, x: torch.Tensor) -> torch.Tensor:
+        """``(T,)`` probability that each point has a match."""
+        return torch.sigmoid(self.matchability(x))[:, 0]
+
+
+class TokenConfidence(nn.Module):
+    """Per-point confidence that its prediction will not change in later layers."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.token = nn.Sequential(nn.Linear(dim, 1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.token(x.detach())[:, 0]
+
+
+def log_assignment_matrix(scores: torch.Tensor, dust0: torch.Tensor, dust1: torch.Tensor) -> torch.Tensor:
+    """Full ``(M + 1, N + 1)`` log-assignment matrix (the training target's layout) from :meth:`log_scores`."""
+    m, n = scores.shape
+    full = scores.new_zeros((m + 1, n + 1))
+    full[:m, :n] = scores
+    full[:m, n] = dust0
+    full[m, :n] = dust1
+    return full
+
+
+def filter_matches(scores: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                      torch.Tensor]:
+    """Mutual best matches of ``(M, N)`` log-probabilities with probability above ``threshold``.
+
+    Returns matches0 ``(M,)``, matches1 ``(N,)`` (index or -1) and their probabilities (0 where not mutual).
+    """
+    max0, max1 = scores.max(1), scores.max(0)
+    m0, m1 = max0.indices, max1.indices
+    mutual0 = torch.arange(len(m0), device=m0.device) == m1[m0]
+    mutual1 = torch.arange(len(m1), device=m1.device) == m0[m1]
+    zero = scores.new_tensor(0)
+    mscores0 = torch.where(mutual0, max0.values.exp(), zero)
+    mscores1 = torch.where(mutual1, mscores0[m1], zero)
+    valid0 = mutual0 & (mscores0 > threshold)
+    valid1 = mutual1 & valid0[m1]
+    return torch.where(valid0, m0, -1), torch.where(valid1, m1, -1), mscores0, mscores1
+
+
+class LightGlue(Matcher):
+    """LightGlue matcher for one feature type.
+
+    Args:
+        features: ``aliked``, ``disk``, ``superpoint`` or ``sift`` (picks the checkpoint and input size), or a
+            :class:`LightGlueVariant` for other checkpoints (e.g. LighterGlue).
+        depth_confidence: early-exit ratio of confident points (``-1`` disables adaptive depth).
+        width_confidence: pruning threshold on matchability (``-1`` disables adaptive width).
+        filter_threshold: minimum match probability.
+        precision: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16`` or ``bf16``.
+        weights_path: explicit checkpoint; default: the registry's file for the feature type.
+        state_dict: an already loaded checkpoint (skips file resolution).
+    """
+
+    name = "lightglue"
+
+    def __init__(self, features: str | LightGlueVariant = "aliked", depth_confidence: float = 0.95,
+                 width_confidence: float = 0.99, filter_threshold: float = 0.1, precision: str = "auto",
+                 weights_path: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
+        super().__init__()
+        if isinstance(features, str):
+            if features not in VARIANTS:
+                raise ConfigError(f"LightGlue has no weights for features '{features}': "
+                                  f"choose from {', '.join(VARIANTS)}")
+            variant = VARIANTS[features]
+        else:
+            variant = features
+        if precision not in ("auto", "fp32", "fp16", "bf16"):
+            raise ConfigError(f"unknown precision '{precision}': choose auto, fp32, fp16 or bf16")
+        self.variant = variant
+        self.depth_confidence = depth_confidence
+        self.width_confidence = width_confidence
+        self.filter_threshold = filter_threshold
+        self.precision = precision
+        d, h, n = variant.descriptor_dim, variant.num_heads, variant.n_layers
+        self.input_proj = nn.Linear(variant.input_dim, d) if variant.input_dim != d else nn.Identity()
+        self.posenc = LearnableFourierPositionalEncoding(2 + 2 * variant.add_scale_ori, d // h)
+        self.transformers = nn.ModuleList([TransformerLayer(d, h) for _ in range(n)])
+        self.log_assignment = nn.ModuleList([MatchAssignment(d) for _ in range(n)])
+        self.token_confidence = nn.ModuleList([TokenConfidence(d) for _ in range(n - 1)])
+        thresholds = [min(max(0.8 + 0.1 * math.exp(-4.0 * i / n), 0.0), 1.0) for i in range(n)]
+        self.register_buffer("confidence_thresholds", torch.tensor(thresholds), persistent=False)
+        if state_dict is None:
+            state_dict = weights.load_state_dict(variant.weights, weights_path)
+        weights.load_into(self, _rename_legacy_keys(state_dict, n), variant.weights, str(weights_path or ""))
+        self.eval()
+
+    def _autocast_dtype(self, device: torch.device) -> Optional[torch.dtype]:
+        if self.precision == "fp32" or (self.precision == "auto" and device.type != "cuda"):
+            return None
+        return torch.bfloat16 if self.precision == "bf16" else torch.float16
+
+    def pruning_min_points(self, device: torch.device) -> int:
+        """Pruning is only worth its overhead above this many points on ``device``."""
+        if device.type == "cuda":
+            return PRUNING_MIN_POINTS["cuda_flash"]
+        return PRUNING_MIN_POINTS.get(device.type, -1)
+
+    def should_stop(self, confidence: torch.Tensor, layer: int, num_points: int) -> bool:
+        """Early exit: the share of confident points (pruned points count as confident) exceeds depth_confidence."""
+        unconfident = (confidence < self.confidence_thresholds[layer]).sum()
+        return bool(1.0 - unconfident / num_points > self.depth_confidence)
+
+    def prune_mask(self, matchability: torch.Tensor, confidence: Optional[torch.Tensor], layer: int) -> torch.Tensor:
+        """Points to keep: matchable enough, or not yet confident (low-confidence points are never pruned)."""
+        keep = matchability > (1 - self.width_confidence)
+        if confidence is not None:
+            keep |= confidence <= self.confidence_thresholds[layer]
+        return keep
+
+    @torch.inference_mode()
+    def match(self, feats0: Features, feats1: Features) -> Matches:
+        device = self.device
+        dtype = self._autocast_dtype(device)
+        with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            return self._match(feats0.to(device), feats1.to(device))
+
+    def _encode_positions(self, feats: Features) -> torch.Tensor:
+        size = torch.tensor(feats.image_size, device=feats.device, dtype=torch.float32)
+        kpts = normalize_keypoints(feats.keypoints.float(), size)
+        if self.variant.add_scale_ori:
+            if feats.scales is None or feats.oris is None:
+                raise ConfigError("this LightGlue variant needs keypoint scales and orientations (SIFT features)")
+            kpts = torch.cat([kpts, feats.scales[:, None], feats.oris[:, None]], -1)
+        return kpts
+
+    def _match(self, feats0: Features, feats1: Features) -> Matches:
+        m, n = len(feats0), len(feats1)
+        device = feats0.device
+        if m == 0 or n == 0:
+            return Matches(torch.full((m,), -1, dtype=torch.long, device=device), feats0.keypoints.new_zeros((m,)),
+                           stop_layer=0, info={"pruned0": 0, "pruned1": 0})
+        for f in (feats0, feats1):
+            if f.descriptors.shape[-1] != self.variant.input_dim:
+                raise ConfigError(f"LightGlue '{self.variant.weights}' expects {self.variant.input_dim}-d "
+                                  f"descriptors, got {f.descriptors.shape[-1]}-d")
+        sdpa_cross = device.type == "cuda"
+        for layer in self.transformers:
+            layer.cross_attn.use_sdpa = sdpa_cross
+        x = self.input_proj(torch.cat([feats0.descriptors, feats1.descriptors]).float())
+        cos, sin = self.posenc(torch.cat([self._encode_positions(feats0), self._encode_positions(feats1)]))
+        ind0 = torch.arange(m, device=device)
+        ind1 = torch.arange(n, device=device)
+        split = m
+        early_stop = self.depth_confidence > 0
+        prune = self.width_confidence > 0
+        prune_min = self.pruning_min_points(device)
+        n_layers = len(self.transformers)
+        for i in range(n_layers):
+            x = self.transformers[i](x, split, cos, sin)
+            if i == n_layers - 1:
+                break
+            confidence = None
+            if early_stop:
+                confidence = self.token_confidence[i](x)
+                if self.should_stop(confidence, i, m + n):
+                    break
+            if prune:
+                keep = torch.ones(len(x), dtype=torch.bool, device=device)
+                need = [split > prune_min, len(x) - split > prune_min]
+                if any(need):
+                    matchability = self.log_assignment[i].get_matchability(x)
+                    mask = self.prune_mask(matchability, confidence, i)
+                    if need[0]:
+                        keep[:split] = mask[:split]
+                    if need[1]:
+                        keep[split:] = mask[split:]
+                if not bool(keep.all()):
+                    ind0, ind1 = ind0[keep[:split]], ind1[keep[split:]]
+                    split = len(ind0)
+                    x, cos, sin = x[keep], cos[keep], sin[keep]
+                if split == 0 or split == len(x):
+                    break
+        stop_layer = i + 1
+        m0 = torch.full((m,), -1, dtype=torch.long, device=device)
+        s0 = torch.zeros((m,), dtype=torch.float32, device=device)
+        if 0 < split < len(x):
+            scores, _, _ = self.log_assignment[i].log_scores(x, split)
+            pm0, _, ps0, _ = filter_matches(scores.float(), self.filter_threshold)
+            m0[ind0] = torch.where(pm0 == -1, -1, ind1[pm0.clamp(min=0)])
+            s0[ind0] = ps0
+        return Matches(m0, s0, stop_layer=stop_layer,
+                       info={"pruned0": m - len(ind0), "pruned1": n - len(ind1)})
+
+
+def _rename_legacy_keys(state: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
+    """Old LightGlue checkpoints name layers ``self_attn.i`` / ``cross_attn.i``; map them to ``transformers.i``."""
+    renamed = {}
+    for key, value in state.items():
+        for i in range(n_layers):
+            for kind in ("self_attn", "cross_attn"):
+                prefix = f"{kind}.{i}."
+                if key.startswith(prefix):
+                    key = f"transformers.{i}.{kind}." + key[len(prefix):]
+        renamed[key] = value
+    return renamed

@@ -1,0 +1,116 @@
+"""SIFT through OpenCV (``cv2.SIFT_create``), optionally as RootSIFT, with scales and orientations.
+
+OpenCV's keypoint ``pt`` puts the centre of the top-left pixel at (0, 0), our convention, so coordinates are used
+as they are. Scales are OpenCV's ``size`` (diameter of the meaningful neighbourhood) mapped back to original-image
+pixels; orientations are OpenCV's ``angle`` converted to radians.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import Optional
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..types import Features
+from .base import Extractor
+
+
+def sift_to_rootsift(desc: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """RootSIFT (Arandjelović & Zisserman 2012): L1-normalise, square root, L2-normalise. ``(N, D) -> (N, D)``."""
+    desc = F.normalize(desc, p=1, dim=-1, eps=eps).clamp(min=eps).sqrt()
+    return F.normalize(desc, p=2, dim=-1, eps=eps)
+
+
+class SIFT(Extractor):
+    """OpenCV SIFT keypoints and 128-d descriptors.
+
+    Args:
+        resize: long side of the network image (None keeps the original size).
+        max_keypoints: keep the best ``k`` by detector response; -1 keeps all.
+        rootsift: return RootSIFT descriptors (unit L2 norm); otherwise OpenCV's raw descriptors L2-normalised.
+        contrast_threshold: OpenCV's ``contrastThreshold`` (lower finds more, weaker points; the default is
+            LightGlue's, from COLMAP's peak threshold).
+        edge_threshold: OpenCV's ``edgeThreshold``.
+        n_octave_layers: OpenCV's ``nOctaveLayers``.
+        sigma: OpenCV's ``sigma`` of the first octave's Gaussian.
+
+    :meth:`extract` fills ``Features.scales`` (pixels of the original image) and ``Features.oris`` (radians).
+    """
+
+    name = "sift"
+    descriptor_dim = 128
+    grayscale = True
+
+    def __init__(
+        self,
+        resize: Optional[int] = 1024,
+        max_keypoints: int = 4096,
+        rootsift: bool = True,
+        contrast_threshold: float = 0.0066667,
+        edge_threshold: float = 10.0,
+        n_octave_layers: int = 3,
+        sigma: float = 1.6,
+    ) -> None:
+        super().__init__(resize=resize)
+        if max_keypoints == 0 or max_keypoints < -1:
+            raise ConfigError(f"sift: max_keypoints must be positive or -1 (all), got {max_keypoints}")
+        self.max_keypoints = int(max_keypoints)
+        self.rootsift = bool(rootsift)
+        self.contrast_threshold = float(contrast_threshold)
+        self.edge_threshold = float(edge_threshold)
+        self.n_octave_layers = int(n_octave_layers)
+        self.sigma = float(sigma)
+        self._last: dict[int, tuple] = {}  # scales/orientations of the last call, per thread id
+
+    def _sift(self) -> "cv2.SIFT":
+        # A fresh detector per call (cheap): no shared OpenCV state between threads, and the module stays picklable.
+        return cv2.SIFT_create(nfeatures=0, nOctaveLayers=self.n_octave_layers,
+                               contrastThreshold=self.contrast_threshold, edgeThreshold=self.edge_threshold,
+                               sigma=self.sigma)
+
+    def detect(self, image: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Run OpenCV on a ``(1, H, W)`` grayscale image in [0, 1].
+
+        Returns:
+            keypoints ``(N, 2)``, responses ``(N,)``, sizes ``(N,)``, angles in radians ``(N,)``, raw descriptors
+            ``(N, 128)``; the best ``max_keypoints`` by response, in decreasing order of response.
+        """
+        if image.dim() != 3 or image.shape[0] != 1:
+            raise ConfigError(f"sift: expected a (1, H, W) grayscale image, got shape {tuple(image.shape)}")
+        img = (image[0].detach().float().cpu().numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+        detections, desc = self._sift().detectAndCompute(img, None)
+        n = len(detections)
+        kpts = np.array([k.pt for k in detections], dtype=np.float32).reshape(n, 2)
+        resp = np.array([k.response for k in detections], dtype=np.float32)
+        sizes = np.array([k.size for k in detections], dtype=np.float32)
+        angles = np.deg2rad(np.array([k.angle for k in detections], dtype=np.float32))
+        desc = np.zeros((0, 128), np.float32) if desc is None else desc.astype(np.float32)
+        order = np.argsort(-resp, kind="stable")
+        if self.max_keypoints >= 0:
+            order = order[: self.max_keypoints]
+        return kpts[order], resp[order], sizes[order], angles[order], desc[order]
+
+    def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(1, H, W)`` grayscale in [0, 1] -> keypoints ``(N, 2)``, responses ``(N,)``, descriptors ``(N, 128)``.
+
+        Also keeps the sizes and orientations (radians) for :meth:`extract` of the same thread.
+        """
+        kpts, resp, sizes, angles, desc = self.detect(image)
+        d = torch.from_numpy(desc)
+        d = sift_to_rootsift(d) if self.rootsift else F.normalize(d, dim=-1)
+        self._last[threading.get_ident()] = (sizes, angles, tuple(image.shape[-2:]))
+        return torch.from_numpy(kpts), torch.from_numpy(resp), d
+
+    def extract(self, image: torch.Tensor) -> Features:
+        """As :meth:`Extractor.extract`, with ``scales`` (original-image pixels) and ``oris`` (radians) filled in."""
+        feats = super().extract(image)
+        sizes, angles, (h_net, w_net) = self._last.pop(threading.get_ident())
+        h, w = image.shape[-2:]
+        scale = (w_net / w + h_net / h) / 2  # network pixels per original pixel
+        return replace(feats, scales=torch.from_numpy(sizes / scale), oris=torch.from_numpy(angles))

@@ -1,0 +1,174 @@
+"""Downloading registry weights into the cache, and listing what is known and present.
+
+A download goes to a temporary file beside the target, is checked against the registry's sha256 (when known), and
+is renamed into place atomically: whatever happens (offline, HTTP error, bad checksum, a transfer cut short,
+Ctrl-C), no partial file is left under the target's name or as a leftover temporary. Failures raise
+:class:`~lightmatch.errors.WeightsError` with a one-line message. The library never prints: progress is reported
+through a callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import socket
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Callable, Optional
+
+from . import weights
+from .errors import WeightsError
+
+ProgressCallback = Callable[[int, Optional[int]], None]
+"""Called as ``progress(bytes_done, bytes_total_or_None)`` after each block (and once at the start)."""
+
+_BLOCK = 1 << 16
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _manual_hint(name: str, url: str, target: Path) -> str:
+    return (f"download {url} by hand and place it at {target} or in $LIGHTMATCH_WEIGHTS_DIR, "
+            f"or pass --weights PATH")
+
+
+def _open(url: str, name: str, target: Path, timeout: float):
+    """Open ``url``; map connection failures to one-line :class:`WeightsError`s."""
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "lightmatch"}),
+                                      timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        raise WeightsError(f"cannot download weights '{name}' from {url}: HTTP {exc.code} "
+                           f"{_one_line(exc.reason)}") from None
+    except urllib.error.URLError as exc:
+        host = urllib.parse.urlsplit(url).hostname or url
+        raise WeightsError(f"cannot download weights '{name}': offline or {host} unreachable "
+                           f"({_one_line(exc.reason)}); {_manual_hint(name, url, target)}") from None
+    except (TimeoutError, socket.timeout, OSError, http.client.HTTPException) as exc:
+        host = urllib.parse.urlsplit(url).hostname or url
+        raise WeightsError(f"cannot download weights '{name}': offline or {host} unreachable "
+                           f"({type(exc).__name__}: {_one_line(exc) or 'no reply'}); "
+                           f"{_manual_hint(name, url, target)}") from None
+    except ValueError as exc:  # malformed URL
+        raise WeightsError(f"cannot download weights '{name}': bad URL {url!r} ({_one_line(exc)})") from None
+
+
+def download(
+    name: str,
+    dest_dir: Optional[str | os.PathLike] = None,
+    url: Optional[str] = None,
+    progress: Optional[ProgressCallback] = None,
+    force: bool = False,
+    timeout: float = 30.0,
+) -> Path:
+    """Download the weights ``name`` of the registry and return the path of the file.
+
+    Args:
+        name: registry name (see :data:`lightmatch.weights.REGISTRY`).
+        dest_dir: target folder; default the user cache (:func:`lightmatch.weights.cache_dir`).
+        url: override of the registry's URL (e.g. a mirror); the registry's checksum still applies.
+        progress: ``progress(done, total)`` callback; ``total`` is None when the server does not say.
+        force: download even when a valid file is already there.
+        timeout: seconds to wait for the connection and for each read.
+
+    Raises:
+        WeightsError: offline or unreachable host, HTTP error, transfer cut short, checksum mismatch, or the
+            folder cannot be written. No partial file remains in any of these cases.
+    """
+    spec = weights.spec_for(name)
+    url = url or spec.url
+    folder = Path(dest_dir) if dest_dir is not None else weights.cache_dir()
+    target = folder / spec.filename
+
+    if target.is_file() and not force:
+        if spec.sha256 is None or weights.sha256_of(target) == spec.sha256:
+            return target
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".part", dir=folder)
+    except OSError as exc:
+        raise WeightsError(f"{folder}: cannot write the weights folder ({_one_line(exc.strerror or exc)}); "
+                           f"set $LIGHTMATCH_CACHE_DIR to a writable folder") from None
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            response = _open(url, name, target, timeout)
+            with response:
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                done = 0
+                if progress is not None:
+                    progress(done, total)
+                while True:
+                    try:
+                        block = response.read(_BLOCK)
+                    except (OSError, http.client.HTTPException) as exc:
+                        raise WeightsError(
+                            f"download of weights '{name}' from {url} interrupted after {done} bytes "
+                            f"({type(exc).__name__}: {_one_line(exc) or 'connection lost'}); nothing was kept, "
+                            f"run the download again") from None
+                    if not block:
+                        break
+                    try:
+                        out.write(block)
+                    except OSError as exc:
+                        raise WeightsError(f"{folder}: cannot write weights '{name}' "
+                                           f"({_one_line(exc.strerror or exc)})") from None
+                    digest.update(block)
+                    done += len(block)
+                    if progress is not None:
+                        progress(done, total)
+            if total is not None and done != total:
+                raise WeightsError(f"download of weights '{name}' from {url} interrupted after {done} of {total} "
+                                   f"bytes; nothing was kept, run the download again")
+            if done == 0:
+                raise WeightsError(f"download of weights '{name}' from {url} returned an empty file")
+            out.flush()
+            os.fsync(out.fileno())
+        got = digest.hexdigest()
+        if spec.sha256 is not None and got != spec.sha256:
+            raise WeightsError(f"checksum mismatch for weights '{name}' downloaded from {url}: expected sha256 "
+                               f"{spec.sha256[:16]}..., got {got[:16]}...; nothing was kept")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def list_weights() -> list[dict]:
+    """Every registry entry with where it stands locally.
+
+    Returns:
+        one dict per model, in registry order, with ``name``, ``filename``, ``available`` (bool), ``path``
+        (the file found, else where a download would put it), ``source`` (where it was found, or None),
+        ``size`` (bytes, or None), ``licence``, ``description``, ``url``, ``sha256``.
+    """
+    rows = []
+    for name, spec in weights.REGISTRY.items():
+        found_path, source = None, None
+        for where, path in weights.candidate_paths(name):
+            if path.is_file():
+                found_path, source = path, where
+                break
+        rows.append({
+            "name": name,
+            "filename": spec.filename,
+            "available": found_path is not None,
+            "path": str(found_path if found_path is not None else weights.cache_dir() / spec.filename),
+            "source": source,
+            "size": found_path.stat().st_size if found_path is not None else None,
+            "licence": spec.licence,
+            "description": spec.description,
+            "url": spec.url,
+            "sha256": spec.sha256,
+        })
+    return rows
