@@ -85,7 +85,8 @@ def _rot90_points(pts: np.ndarray, w: int, h: int, rot: int) -> np.ndarray:
 @pytest.mark.parametrize("rots", [(0, 0), (1, 0), (0, 3), (2, 1)])
 def test_adapt_pair_to_images_keeps_epipolar_geometry(rots):
     rng = np.random.default_rng(0)
-    w0, h0, w1, h1 = 1296, 968, 1024, 768
+    # sizes that resize uniformly: SuperGlue swaps the (sx, sy) scales for odd rotations, which is exact only then
+    w0, h0, w1, h1 = 1280, 960, 1024, 768
     K0 = np.array([[1100.0, 0.0, 640.0], [0.0, 1090.0, 490.0], [0.0, 0.0, 1.0]])
     K1 = np.array([[900.0, 0.0, 510.0], [0.0, 905.0, 380.0], [0.0, 0.0, 1.0]])
     R, _ = cv2.Rodrigues(np.array([0.02, 0.15, -0.05]))
@@ -108,6 +109,13 @@ def test_adapt_pair_to_images_keeps_epipolar_geometry(rots):
     if rots == (0, 0):
         assert np.array_equal(Ta, T)
         assert np.allclose(K0a, PD.scale_intrinsics(K0, (w0 / rw0, h0 / rh0)))
+
+
+def test_eval_image_scales_swaps_for_odd_rotations():
+    # SuperGlue's read_image: scales = (w / w_new, h / h_new), reversed when the rotation is odd
+    assert PD.eval_image_scales(1296, 968, [640], 0) == ((640, 478), (1296 / 640, 968 / 478))
+    assert PD.eval_image_scales(1296, 968, [640], 1) == ((640, 478), (968 / 478, 1296 / 640))
+    assert PD.eval_image_scales(1296, 968, [640], 2) == ((640, 478), (1296 / 640, 968 / 478))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -308,8 +316,9 @@ def test_homography_pairs_file_errors(tmp_path: Path):
         HD.read_homography_pairs(path)
     with pytest.raises(InputError, match="no such file or folder"):
         HD.load_homography_pairs(tmp_path / "nope")
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
     with pytest.raises(InputError, match="no HPatches sequence"):
-        HD.load_homography_pairs(tmp_path / ".." / tmp_path.name / "sub" if False else tmp_path.parent / "empty_dir"
-                                 if (tmp_path.parent / "empty_dir").mkdir(exist_ok=True) is None else tmp_path)
+        HD.load_homography_pairs(empty)
     with pytest.raises(InputError):
         HD.make_synthetic_pairs([], 1, tmp_path / "x")

@@ -384,7 +384,10 @@ def homography_corner_error(
 
 
 def symmetric_homography_error(pts0: np.ndarray, pts1: np.ndarray, H_0to1: np.ndarray) -> np.ndarray:
-    """glue-factory's ``sym_homography_error``: ``(|H x0 - x1| + |H^-1 x1 - x0|) / 2`` for ``(N, 2)`` pairs -> ``(N,)``."""
+    """glue-factory's ``sym_homography_error``: ``(|H x0 - x1| + |H^-1 x1 - x0|) / 2``.
+
+    ``pts0``, ``pts1``: ``(N, 2)`` matched pixels; returns ``(N,)`` distances in pixels.
+    """
     pts0 = np.asarray(pts0, dtype=np.float64).reshape(-1, 2)
     pts1 = np.asarray(pts1, dtype=np.float64).reshape(-1, 2)
     H = np.asarray(H_0to1, dtype=np.float64)

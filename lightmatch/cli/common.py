@@ -1,15 +1,14 @@
-"""Command-line interface: parse options, call one library function, print its result, map errors to exit codes."""
+"""Shared CLI pieces: the command group with its error handling, option sets, model construction."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import click
 
-from .errors import LightmatchError
+from ..errors import LightmatchError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -110,7 +109,7 @@ def matcher_options(func):
 
 def build_models(opts: dict):
     """Extractor and matcher from the parsed options."""
-    from .models.factory import load_extractor, load_matcher
+    from ..models.factory import load_extractor, load_matcher
 
     features = opts["features"]
     extra: dict[str, Any] = {"detection_threshold": opts.get("detection_threshold")}
@@ -148,39 +147,3 @@ def format_pair_text(summary: dict) -> str:
              + (f", stopped after layer {summary['stop_layer']}" if summary.get("stop_layer") else ""),
              "time: " + ", ".join(f"{k} {v:.0f} ms" for k, v in t.items())]
     return "\n".join(lines)
-
-
-@main.command()
-@click.argument("images", nargs=-1, type=click.Path())
-@click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder for features.h5 and matches.h5 (hloc layout).")
-@click.option("--viz", "viz_path", type=click.Path(dir_okay=False), default=None,
-              help="Write a match plot (PNG), matches coloured by confidence.")
-@click.option("--homography", type=click.Path(dir_okay=False), default=None,
-              help="Ground-truth 3x3 homography (text) image0 -> image1: report matches correct within 3 px.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per pair on stdout.")
-@extractor_options
-@matcher_options
-def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional[str], homography: Optional[str],
-          as_json: bool, **opts: Any) -> None:
-    """Match IMAGE0 and IMAGE1.
-
-    \b
-    lightmatch match a.jpg b.jpg -o out --viz out/matches.png
-    """
-    from .pipeline.match import match_pair, read_homography
-
-    if len(images) != 2:
-        raise click.UsageError("give exactly two images (IMAGE0 IMAGE1)")
-    H = read_homography(homography) if homography else None
-    extractor, matcher = build_models(opts)
-    result = match_pair(images[0], images[1], extractor, matcher, output_dir=output_dir, viz_path=viz_path,
-                        homography=H)
-    for warning in result.warnings:
-        click.echo(f"lightmatch: warning: {warning}", err=True)
-    summary = result.summary()
-    click.echo(json.dumps(summary) if as_json else format_pair_text(summary))
-
-
-if __name__ == "__main__":
-    main()

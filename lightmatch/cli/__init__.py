@@ -1,0 +1,9 @@
+"""Command-line interface: parse options, call one library function, print its result, map errors to exit codes.
+
+Each module adds its commands to the ``main`` group of :mod:`.common`.
+"""
+
+from . import match  # noqa: F401  (registers commands)
+from .common import main
+
+__all__ = ["main"]
