@@ -1,0 +1,48 @@
+"""Shared fixtures: the shared data folder (skipped when absent), the bundled sample, cached models."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO / "assets"
+
+
+def shared_data_dir() -> Path | None:
+    """``$LIGHTMATCH_SHARED_DATA`` or ``<repo>/../shared/data``, when it exists."""
+    env = os.environ.get("LIGHTMATCH_SHARED_DATA")
+    path = Path(env) if env else REPO.parent / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("shared data not found: set LIGHTMATCH_SHARED_DATA or place it at ../shared/data")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_pair() -> tuple[Path, Path, Path]:
+    """The bundled sample: image 0, image 1 and the homography 0 -> 1."""
+    return ASSETS / "sample0.jpg", ASSETS / "sample1.jpg", ASSETS / "sample_H.txt"
+
+
+@functools.lru_cache(maxsize=None)
+def cached_aliked(max_keypoints: int = 2048, detection_threshold: float = 0.2, resize: int = 1024, nms: str = "reference"):
+    """One ALIKED per configuration for the whole session (building it costs a weights load)."""
+    from lightmatch.models.aliked import ALIKED
+
+    return ALIKED(max_keypoints=max_keypoints, detection_threshold=detection_threshold, resize=resize, nms=nms)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_grad():
+    torch.set_grad_enabled(False)
+    yield
