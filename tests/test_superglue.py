@@ -3,6 +3,8 @@ gradients), and matching end to end with a hand-set network whose answer is know
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -46,6 +48,12 @@ def official_superglue_layout(with_bn_counters: bool = True) -> dict[str, tuple[
 
 
 def official_checkpoint(with_bn_counters: bool = True, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random checkpoint in the official layout (a fresh dict each call; tensors shared, never modified)."""
+    return dict(_official_checkpoint(with_bn_counters, seed))
+
+
+@functools.lru_cache(maxsize=None)
+def _official_checkpoint(with_bn_counters: bool, seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     state = {}
     for key, shape in official_superglue_layout(with_bn_counters).items():
@@ -62,7 +70,7 @@ def official_checkpoint(with_bn_counters: bool = True, seed: int = 0) -> dict[st
 @pytest.mark.parametrize("with_bn_counters", [True, False])
 def test_official_layout_loads_strictly(with_bn_counters):
     state = official_checkpoint(with_bn_counters)
-    model = SuperGlue.from_state_dict(state, name="superglue_indoor")
+    model = SuperGlue.from_state_dict(state, variant="indoor")
     own = model.state_dict()
     assert set(own) == set(official_superglue_layout(True))
     for key, value in state.items():
@@ -83,13 +91,17 @@ def test_from_weights_indoor_outdoor(tmp_path, monkeypatch):
     assert torch.equal(indoor.final_proj.weight, state["final_proj.weight"])
     with pytest.raises(ConfigError, match="indoor, outdoor"):
         SuperGlue.from_weights("underwater")
+    # as models.factory.load_matcher builds it
+    factory = SuperGlue(weights_path=str(tmp_path / "superglue_outdoor.pth"), variant="indoor", match_threshold=0.3,
+                        sinkhorn_iterations=10)
+    assert factory.match_threshold == 0.3 and torch.equal(factory.bin_score, state["bin_score"])
 
 
 def test_missing_or_extra_keys_are_rejected():
     state = official_checkpoint()
     del state["gnn.layers.17.mlp.3.bias"]
     with pytest.raises(WeightsError, match=r"missing keys \['gnn.layers.17.mlp.3.bias'\]") as err:
-        SuperGlue.from_state_dict(state, name="superglue_outdoor", path_hint="sg.pth")
+        SuperGlue.from_state_dict(state, path_hint="sg.pth")
     assert "\n" not in str(err.value) and "superglue_outdoor" in str(err.value)
     state = official_checkpoint()
     state["gnn.layers.18.attn.merge.weight"] = torch.zeros(256, 256, 1)
@@ -164,6 +176,7 @@ def test_sinkhorn_under_autocast_is_float32():
 
 
 @pytest.mark.parametrize("dtype,scale", [(torch.float32, 1.0), (torch.float32, 500.0), (torch.float16, 300.0)])
+@torch.enable_grad()  # the suite's conftest disables gradients by default
 def test_sinkhorn_gradients_finite(dtype, scale):
     torch.manual_seed(1)
     scores = (torch.randn(2, 12, 15) * scale).to(dtype).requires_grad_()
@@ -190,7 +203,7 @@ def test_normalize_keypoints():
 def identity_superglue(scale: float = 160.0, **opts) -> SuperGlue:
     """A SuperGlue whose GNN and keypoint encoder add nothing and whose projection is ``sqrt(scale) * I``, so the
     scores are ``scale / sqrt(256)`` times the cosine similarity of the input descriptors."""
-    model = SuperGlue(**opts)
+    model = SuperGlue(pretrained=False, **opts)
     with torch.no_grad():
         for layer in model.gnn.layers:
             layer.mlp[-1].weight.zero_()
@@ -268,10 +281,11 @@ def test_match_rejects_other_descriptor_sizes():
         model.match(small, small)
 
 
+@torch.enable_grad()
 def test_batched_forward_is_trainable():
     torch.manual_seed(0)
     model = SuperGlue(descriptor_dim=64, keypoint_encoder=(16, 32), gnn_layers=("self", "cross"),
-                      sinkhorn_iterations=20).train()
+                      sinkhorn_iterations=20, pretrained=False).train()
     b, m, n = 3, 10, 12
     kpts0, kpts1 = torch.rand(b, m, 2) * 100, torch.rand(b, n, 2) * 100
     desc0, desc1 = torch.randn(b, m, 64), torch.randn(b, n, 64)
@@ -283,3 +297,42 @@ def test_batched_forward_is_trainable():
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert model.bin_score.grad.abs() > 0 and model.final_proj.weight.grad.abs().sum() > 0
+
+
+def test_built_by_the_factory(tmp_path):
+    from lightmatch.models.factory import load_extractor, load_matcher
+
+    torch.save(official_checkpoint(seed=4), tmp_path / "sg.pth")
+    matcher = load_matcher("superglue", features="superpoint", device="cpu", weights=str(tmp_path / "sg.pth"),
+                           variant="indoor", sinkhorn_iterations=5, match_threshold=None)
+    assert isinstance(matcher, SuperGlue) and matcher.sinkhorn_iterations == 5
+    from lightmatch.models.superpoint import SuperPoint
+
+    torch.save(SuperPoint(pretrained=False).state_dict(), tmp_path / "sp.pth")
+    extractor = load_extractor("superpoint", max_keypoints=64, resize=128, device="cpu",
+                               weights=str(tmp_path / "sp.pth"), detection_threshold=-1)
+    image = torch.rand(1, 96, 128)
+    out = matcher.match(extractor.extract(image), extractor.extract(image))
+    assert out.matches0.shape == (64,)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "auto"])
+def test_reduced_precision_on_cpu(precision):
+    model = identity_superglue(sinkhorn_iterations=30, gnn_layers=("self", "cross"), precision=precision)
+    f0 = random_features(30, 7)
+    out = model.match(f0, f0)
+    assert torch.equal(out.matches0, torch.arange(30)) and out.scores0.dtype == torch.float32
+    with pytest.raises(ConfigError, match="precision"):
+        SuperGlue(pretrained=False, precision="fp8")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cuda_matches_cpu(precision):
+    cpu = identity_superglue(sinkhorn_iterations=30, gnn_layers=("self", "cross"))
+    gpu = identity_superglue(sinkhorn_iterations=30, gnn_layers=("self", "cross"), precision=precision).cuda()
+    f0, f1 = random_features(40, 8), random_features(40, 8)
+    a, b = cpu.match(f0, f1), gpu.match(f0, f1)
+    assert b.matches0.device.type == "cuda" and torch.equal(a.matches0, b.matches0.cpu())
+    torch.testing.assert_close(a.scores0, b.scores0.cpu(), atol=2e-2 if precision == "fp16" else 1e-4, rtol=0)

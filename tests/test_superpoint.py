@@ -70,16 +70,33 @@ def test_missing_extra_or_misshapen_keys_are_rejected():
     assert "\n" not in str(err.value)
 
 
-def test_missing_file_is_a_weights_error(tmp_path):
+def test_missing_file_is_a_weights_error(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="not found"):
         SuperPoint.from_weights(tmp_path / "nope.pth")
+    monkeypatch.setenv("LIGHTMATCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("LIGHTMATCH_WEIGHTS_DIR", raising=False)
+    with pytest.raises(WeightsError, match="superpoint_v1.pth: weights 'superpoint' not found .*"
+                                           "lightmatch weights download superpoint") as err:
+        SuperPoint()  # the default constructor loads the official weights
+    assert "\n" not in str(err.value)
+
+
+def test_factory_style_constructor(tmp_path):
+    """As ``models.factory.load_extractor`` builds it: weights_path, max_keypoints, detection_threshold."""
+    path = tmp_path / "sp.pth"
+    torch.save(official_checkpoint(), path)
+    sp = SuperPoint(max_keypoints=50, resize=64, weights_path=str(path), detection_threshold=-1)
+    assert sp.keypoint_threshold == -1 and not sp.training
+    feats = sp.extract(textured(96, 128, seed=5))
+    assert len(feats) == 50  # threshold disabled: exactly max_keypoints
+    assert SuperPoint(max_keypoints=None, weights_path=path).max_keypoints == -1
 
 
 @pytest.mark.parametrize("opts", [{"max_keypoints": 0}, {"max_keypoints": -2}, {"exact_keypoints": 0},
                                   {"nms_radius": -1}])
 def test_bad_options(opts):
     with pytest.raises(ConfigError):
-        SuperPoint(**opts)
+        SuperPoint(pretrained=False, **opts)
 
 
 # ----------------------------------------------------------------------------------------------- NumPy references

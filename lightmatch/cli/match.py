@@ -28,11 +28,12 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     \b
     lightmatch match a.jpg b.jpg -o out --viz out/matches.png
     """
-    from ..pipeline.match import match_pair, read_homography
+    from ..pipeline.match import check_inputs, match_pair, read_homography
 
     if len(images) != 2:
         raise click.UsageError("give exactly two images (IMAGE0 IMAGE1)")
     H = read_homography(homography) if homography else None
+    check_inputs(list(images), output_dir)
     extractor, matcher = build_models(opts)
     result = match_pair(images[0], images[1], extractor, matcher, output_dir=output_dir, viz_path=viz_path,
                         homography=H)

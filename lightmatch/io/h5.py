@@ -88,7 +88,8 @@ def put_features(handle: h5py.File, name: str, feats: Features) -> None:
     grp.create_dataset("keypoints", data=_np(feats.keypoints, np.float32).reshape(-1, 2))
     grp.create_dataset("scores", data=_np(feats.scores, np.float32).reshape(-1))
     desc = _np(feats.descriptors, np.float32)
-    grp.create_dataset("descriptors", data=desc.reshape(len(feats), -1).T)
+    dim = desc.shape[-1] if desc.ndim == 2 else (desc.size // max(len(feats), 1))
+    grp.create_dataset("descriptors", data=desc.reshape(len(feats), dim).T)  # (D, N), also for N = 0
     grp.create_dataset("image_size", data=np.asarray(feats.image_size, dtype=np.int64))
     if feats.scales is not None:
         grp.create_dataset("scales", data=_np(feats.scales, np.float32))
@@ -142,16 +143,51 @@ def list_images(path: str | os.PathLike) -> list[str]:
     return names
 
 
+def get_features(grp: h5py.Group) -> Features:
+    """The features stored in an open image group (descriptors back to ``(N, D)``)."""
+    extra = {k: grp[k][()] for k in ("scales", "oris") if k in grp}
+    size = grp["image_size"][()] if "image_size" in grp else (0, 0)
+    return Features.from_numpy(grp["keypoints"][()], grp["scores"][()], grp["descriptors"][()].T,
+                               (int(size[0]), int(size[1])), **extra)
+
+
+def canonical_features(feats: Features) -> Features:
+    """``feats`` on the CPU exactly as :func:`put_features` then :func:`get_features` would give them back.
+
+    Matching these gives the same result as matching features read back from a store.
+    """
+    def arr(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
+        return None if t is None else _np(t, np.float32).reshape(-1)
+
+    n = len(feats)
+    desc = _np(feats.descriptors, np.float32)
+    dim = desc.shape[-1] if desc.ndim == 2 else (desc.size // max(n, 1))
+    return Features.from_numpy(_np(feats.keypoints, np.float32).reshape(-1, 2), arr(feats.scores),
+                               desc.reshape(n, dim), feats.image_size, arr(feats.scales), arr(feats.oris))
+
+
+def feature_groups(handle: h5py.Group) -> list[str]:
+    """Names (paths below ``handle``) of all image groups with features in an open store, sorted."""
+    names: list[str] = []
+    handle.visititems(lambda key, obj: names.append(key) if isinstance(obj, h5py.Group)
+                      and "keypoints" in obj else None)
+    return sorted(names)
+
+
+def match_groups(handle: h5py.Group) -> list[str]:
+    """Keys (paths below ``handle``, e.g. ``'a.jpg/b.jpg'``) of all pair groups in an open matches store, sorted."""
+    keys: list[str] = []
+    handle.visititems(lambda key, obj: keys.append(key) if isinstance(obj, h5py.Group)
+                      and "matches0" in obj else None)
+    return sorted(keys)
+
+
 def read_features(path: str | os.PathLike, name: str) -> Features:
     """Read one image's features (descriptors back to ``(N, D)``)."""
     with _open_read(path) as handle:
         if name not in handle or "keypoints" not in handle[name]:
             raise InputError(f"{path}: no features for image '{name}'")
-        grp = handle[name]
-        extra = {k: grp[k][()] for k in ("scales", "oris") if k in grp}
-        size = grp["image_size"][()] if "image_size" in grp else (0, 0)
-        return Features.from_numpy(grp["keypoints"][()], grp["scores"][()], grp["descriptors"][()].T,
-                                   (int(size[0]), int(size[1])), **extra)
+        return get_features(handle[name])
 
 
 def find_pair(handle: h5py.File, name0: str, name1: str) -> tuple[str, bool]:

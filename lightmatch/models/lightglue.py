@@ -5,10 +5,10 @@ with ``strict=True``; the computation is reorganised for speed, with the same re
 
 * the tokens of both images live in one ``(M + N, D)`` tensor, so every linear layer is one matrix product for the
   pair (the reference runs each image separately);
-* the query/key/value projection is reordered once per forward into contiguous q, k, v blocks whose head channels
-  are in "half-split" order, which makes the rotary encoding two fused multiply-adds instead of layout copies;
-* cross-attention computes the similarity once and normalises it along both axes in place, and multiplies with
-  the transposed attention directly instead of copying it;
+* the query/key/value projection is reordered once per forward into contiguous q, k, v blocks, and the rotary
+  encoding is written in one pass, without the reference's layout copies;
+* cross-attention computes the similarity in both orientations by a matrix product each, so both softmaxes run
+  along the contiguous axis (the reference copies the transposed similarity);
 * on CUDA, attention runs through ``scaled_dot_product_attention`` (flash) under fp16/bf16 autocast.
 
 Adaptive depth: after each layer a per-token confidence decides whether enough points are settled to stop.
@@ -60,16 +60,11 @@ def normalize_keypoints(kpts: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
     return (kpts - size / 2) / (size.max() / 2)
 
 
-def half_split_order(num_heads: int, head_dim: int) -> torch.Tensor:
-    """Channel order that puts the even then the odd channels of each head together (rotary pairs become halves)."""
-    per_head = torch.cat([torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)])
-    return (torch.arange(num_heads)[:, None] * head_dim + per_head[None]).reshape(-1)
-
-
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary encoding of ``(..., T, dh)`` in half-split channel order with ``(T, dh/2)`` cos/sin."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+    """Rotary encoding of ``(..., T, dh)``: channel pairs ``(2i, 2i+1)`` rotated by the angle of ``(T, dh/2)``
+    cos/sin, written in one pass (the reference builds the rotated copy and the broadcast frequencies first)."""
+    x_even, x_odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack([x_even * cos - x_odd * sin, x_odd * cos + x_even * sin], dim=-1).flatten(-2)
 
 
 class LearnableFourierPositionalEncoding(nn.Module):
@@ -108,13 +103,9 @@ class SelfBlock(nn.Module):
         self.Wqkv = nn.Linear(dim, 3 * dim)
         self.out_proj = nn.Linear(dim, dim)
         self.ffn = _ffn(dim)
-        # Official Wqkv rows are ordered (head, channel, q/k/v); ours: q (half-split), k (half-split), v.
-        rows = torch.arange(3 * dim).view(num_heads, self.head_dim, 3)
-        order = half_split_order(num_heads, self.head_dim)
-        q_rows = rows[..., 0].reshape(-1)[order]
-        k_rows = rows[..., 1].reshape(-1)[order]
-        v_rows = rows[..., 2].reshape(-1)
-        self.register_buffer("qkv_order", torch.cat([q_rows, k_rows, v_rows]), persistent=False)
+        # Official Wqkv rows are ordered (head, channel, q/k/v); reorder them into contiguous q, k, v blocks.
+        order = torch.arange(3 * dim).view(num_heads, self.head_dim, 3).permute(2, 0, 1).reshape(-1)
+        self.register_buffer("qkv_order", order, persistent=False)
 
     def forward(self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """``x`` ``(M + N, D)`` tokens of both images (image 0 first, ``split`` = M); cos/sin ``(M + N, dh/2)``."""
@@ -162,9 +153,11 @@ class CrossBlock(nn.Module):
                 m0, m1 = _attend(qk0, qk1, v1), _attend(qk1, qk0, v0)
             else:
                 s = self.head_dim ** -0.25  # scale both sides, as the reference does (same rounding)
-                sim = torch.matmul(qk0 * s, (qk1 * s).transpose(-1, -2))  # (H, M, N)
-                m0 = torch.matmul(sim.softmax(-1), v1)
-                m1 = torch.matmul(sim.softmax(-2).transpose(-1, -2), v0)
+                qk0, qk1 = qk0 * s, qk1 * s
+                # Both orientations by a matrix product each: the transposed similarity comes out contiguous, so
+                # both softmaxes run along the fast axis (no strided softmax, no transposed copy).
+                m0 = torch.matmul(torch.matmul(qk0, qk1.transpose(-1, -2)).softmax(-1), v1)
+                m1 = torch.matmul(torch.matmul(qk1, qk0.transpose(-1, -2)).softmax(-1), v0)
             message = torch.cat([m0, m1], dim=1).transpose(0, 1).reshape(t, d)
             message = self.to_out(message)
         return x + self.ffn(torch.cat([x, message], -1))

@@ -32,13 +32,15 @@ class SIFT(Extractor):
 
     Args:
         resize: long side of the network image (None keeps the original size).
-        max_keypoints: keep the best ``k`` by detector response; -1 keeps all.
+        max_keypoints: keep the best ``k`` by detector response; -1 (or None) keeps all.
         rootsift: return RootSIFT descriptors (unit L2 norm); otherwise OpenCV's raw descriptors L2-normalised.
         contrast_threshold: OpenCV's ``contrastThreshold`` (lower finds more, weaker points; the default is
             LightGlue's, from COLMAP's peak threshold).
         edge_threshold: OpenCV's ``edgeThreshold``.
         n_octave_layers: OpenCV's ``nOctaveLayers``.
         sigma: OpenCV's ``sigma`` of the first octave's Gaussian.
+        detection_threshold: alias of ``contrast_threshold`` (LightGlue's name, used by the CLI); wins when given.
+            A negative threshold means none (0).
 
     :meth:`extract` fills ``Features.scales`` (pixels of the original image) and ``Features.oris`` (radians).
     """
@@ -50,19 +52,22 @@ class SIFT(Extractor):
     def __init__(
         self,
         resize: Optional[int] = 1024,
-        max_keypoints: int = 4096,
+        max_keypoints: Optional[int] = 4096,
         rootsift: bool = True,
         contrast_threshold: float = 0.0066667,
         edge_threshold: float = 10.0,
         n_octave_layers: int = 3,
         sigma: float = 1.6,
+        detection_threshold: Optional[float] = None,
     ) -> None:
         super().__init__(resize=resize)
+        max_keypoints = -1 if max_keypoints is None else int(max_keypoints)
         if max_keypoints == 0 or max_keypoints < -1:
             raise ConfigError(f"sift: max_keypoints must be positive or -1 (all), got {max_keypoints}")
         self.max_keypoints = int(max_keypoints)
         self.rootsift = bool(rootsift)
-        self.contrast_threshold = float(contrast_threshold)
+        threshold = float(contrast_threshold if detection_threshold is None else detection_threshold)
+        self.contrast_threshold = max(threshold, 0.0)  # negative: disabled, as for the other extractors
         self.edge_threshold = float(edge_threshold)
         self.n_octave_layers = int(n_octave_layers)
         self.sigma = float(sigma)

@@ -219,12 +219,19 @@ class SuperGlue(Matcher):
     """SuperGlue with Magic Leap's architecture and parameter names.
 
     Args:
+        variant: ``'indoor'`` (ScanNet) or ``'outdoor'`` (MegaDepth) weights.
         descriptor_dim: descriptor size (256, SuperPoint).
         keypoint_encoder: hidden sizes of the keypoint MLP.
         gnn_layers: names of the GNN layers, ``'self'`` or ``'cross'`` (default ``['self', 'cross'] * 9``).
         sinkhorn_iterations: iterations of the optimal transport.
         match_threshold: minimum match probability.
         num_heads: attention heads (4 in the official weights).
+        precision: ``fp32`` (default: the reference's numbers), ``auto`` (fp16 autocast on CUDA, fp32 on CPU),
+            ``fp16`` or ``bf16`` autocast for the network; the optimal transport always runs in float32.
+        weights_path: explicit checkpoint; default: the registry's ``superglue_{variant}``. With ``state_dict`` it
+            only names the source in error messages.
+        state_dict: an already loaded checkpoint (skips file resolution).
+        pretrained: load weights (default); False leaves the random initialisation (training, tests).
 
     The module is created in eval mode (BatchNorm uses its running statistics); call ``.train()`` to train.
     """
@@ -233,16 +240,26 @@ class SuperGlue(Matcher):
 
     def __init__(
         self,
+        variant: str = "outdoor",
         descriptor_dim: int = 256,
         keypoint_encoder: Sequence[int] = (32, 64, 128, 256),
         gnn_layers: Sequence[str] = ("self", "cross") * 9,
         sinkhorn_iterations: int = 100,
         match_threshold: float = 0.2,
         num_heads: int = 4,
+        precision: str = "fp32",
+        weights_path: Optional[str | os.PathLike] = None,
+        state_dict: Optional[dict[str, torch.Tensor]] = None,
+        pretrained: bool = True,
     ) -> None:
         super().__init__()
+        weights_name = self.weights_name(variant)
         if sinkhorn_iterations < 0:
             raise ConfigError(f"superglue: sinkhorn_iterations must be >= 0, got {sinkhorn_iterations}")
+        if precision not in ("auto", "fp32", "fp16", "bf16"):
+            raise ConfigError(f"superglue: unknown precision '{precision}': choose auto, fp32, fp16 or bf16")
+        self.variant = variant
+        self.precision = precision
         self.descriptor_dim = int(descriptor_dim)
         self.sinkhorn_iterations = int(sinkhorn_iterations)
         self.match_threshold = float(match_threshold)
@@ -250,6 +267,13 @@ class SuperGlue(Matcher):
         self.gnn = AttentionalGNN(self.descriptor_dim, list(gnn_layers), num_heads)
         self.final_proj = nn.Conv1d(self.descriptor_dim, self.descriptor_dim, kernel_size=1, bias=True)
         self.bin_score = nn.Parameter(torch.tensor(1.0))
+
+        if state_dict is None and pretrained:
+            state_dict = weights.load_state_dict(weights_name, weights_path)
+        if state_dict is not None:
+            # Checkpoints saved before PyTorch 0.4.1 lack the BatchNorm counters; they play no role in inference.
+            counters = tuple(k for k in self.state_dict() if k.endswith("num_batches_tracked"))
+            weights.load_into(self, state_dict, weights_name, str(weights_path or ""), ignore_missing=counters)
         self.eval()
 
     # ------------------------------------------------------------------ loading
@@ -260,25 +284,20 @@ class SuperGlue(Matcher):
             raise ConfigError(f"superglue: weights must be one of {', '.join(VARIANTS)}, got {variant!r}")
         return f"superglue_{variant}"
 
-    def _bn_counters(self) -> tuple[str, ...]:
-        # Checkpoints saved before PyTorch 0.4.1 lack these counters; they play no role in inference.
-        return tuple(k for k in self.state_dict() if k.endswith("num_batches_tracked"))
-
     @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor], name: str = "superglue", path_hint: str = "",
-                        **opts) -> "SuperGlue":
+    def from_state_dict(cls, state: dict[str, torch.Tensor], path_hint: str = "", **opts) -> "SuperGlue":
         """Build with ``opts`` and load ``state`` strictly (a :class:`WeightsError` names missing/extra keys)."""
-        model = cls(**opts)
-        weights.load_into(model, state, name, path_hint, ignore_missing=model._bn_counters())
-        return model
+        return cls(state_dict=state, weights_path=path_hint or None, **opts)
 
     @classmethod
     def from_weights(cls, variant: str = "outdoor", path: Optional[str | os.PathLike] = None, **opts) -> "SuperGlue":
         """Load ``superglue_{variant}.pth`` from ``path`` or the weights resolution order."""
-        name = cls.weights_name(variant)
-        state = weights.load_state_dict(name, path)
-        hint = str(path) if path is not None else str(weights.resolve(name))
-        return cls.from_state_dict(state, name=name, path_hint=hint, **opts)
+        return cls(variant=variant, weights_path=path, **opts)
+
+    def _autocast_dtype(self, device: torch.device) -> Optional[torch.dtype]:
+        if self.precision == "fp32" or (self.precision == "auto" and device.type != "cuda"):
+            return None
+        return torch.bfloat16 if self.precision == "bf16" else torch.float16
 
     # ------------------------------------------------------------------ network
     def forward(
@@ -325,12 +344,14 @@ class SuperGlue(Matcher):
             return Matches(torch.full((n0,), -1, dtype=torch.int64, device=device),
                            torch.zeros(n0, dtype=torch.float32, device=device), stop_layer=0)
         f0, f1 = feats0.to(device), feats1.to(device)
-        log_assign = self(
-            f0.keypoints[None], f0.scores[None], f0.descriptors[None],
-            f1.keypoints[None], f1.scores[None], f1.descriptors[None],
-            torch.tensor(f0.image_size, device=device, dtype=torch.float32),
-            torch.tensor(f1.image_size, device=device, dtype=torch.float32),
-        )
+        amp = self._autocast_dtype(device)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            log_assign = self(
+                f0.keypoints[None], f0.scores[None], f0.descriptors[None],
+                f1.keypoints[None], f1.scores[None], f1.descriptors[None],
+                torch.tensor(f0.image_size, device=device, dtype=torch.float32),
+                torch.tensor(f1.image_size, device=device, dtype=torch.float32),
+            )
         matches0, _, mscores0, _ = extract_matches(log_assign, self.match_threshold)
         scores0 = torch.where(matches0 > -1, mscores0, torch.zeros_like(mscores0))
         return Matches(matches0[0].to(torch.int64), scores0[0].float(), stop_layer=len(self.gnn.layers))

@@ -115,13 +115,20 @@ class SuperPoint(Extractor):
     Args:
         resize: long side of the network image (None keeps the original size).
         nms_radius: radius of the non-maximum suppression, in pixels of the network image.
-        keypoint_threshold: minimum detection score (the reference's 0.005; LightGlue's release uses 0.0005).
-        max_keypoints: keep the best ``k`` by score; -1 keeps all.
+        keypoint_threshold: minimum detection score (the reference's 0.005; LightGlue's release uses 0.0005); a
+            negative value disables the threshold (with ``max_keypoints``: exactly that many, LightGlue's
+            benchmark protocol).
+        max_keypoints: keep the best ``k`` by score; -1 (or None) keeps all.
         remove_borders: discard keypoints within this many pixels of the border.
         exact_keypoints: benchmark mode: the detection threshold is disabled and exactly this many keypoints are
             returned (the best by score after NMS, suppressed pixels filling up when there are too few maxima;
             fewer only if the image has fewer pixels off the border).
         descriptor_dim: descriptor size (256 for the official weights).
+        detection_threshold: alias of ``keypoint_threshold`` (LightGlue's name, used by the CLI); wins when given.
+        weights_path: explicit ``superpoint_v1.pth``; default: the registry's resolution order. With
+            ``state_dict`` it only names the source in error messages.
+        state_dict: an already loaded checkpoint (skips file resolution).
+        pretrained: load weights (default); False leaves the random initialisation (training, tests).
 
     The module is created in eval mode. Input to :meth:`forward` is a grayscale image in [0, 1], not normalised.
     """
@@ -134,12 +141,17 @@ class SuperPoint(Extractor):
         resize: Optional[int] = 1024,
         nms_radius: int = 4,
         keypoint_threshold: float = 0.005,
-        max_keypoints: int = -1,
+        max_keypoints: Optional[int] = -1,
         remove_borders: int = 4,
         exact_keypoints: Optional[int] = None,
         descriptor_dim: int = 256,
+        detection_threshold: Optional[float] = None,
+        weights_path: Optional[str | os.PathLike] = None,
+        state_dict: Optional[dict[str, torch.Tensor]] = None,
+        pretrained: bool = True,
     ) -> None:
         super().__init__(resize=resize)
+        max_keypoints = -1 if max_keypoints is None else int(max_keypoints)
         if max_keypoints == 0 or max_keypoints < -1:
             raise ConfigError(f"superpoint: max_keypoints must be positive or -1 (all), got {max_keypoints}")
         if exact_keypoints is not None and exact_keypoints <= 0:
@@ -147,8 +159,8 @@ class SuperPoint(Extractor):
         if nms_radius < 0 or remove_borders < 0:
             raise ConfigError("superpoint: nms_radius and remove_borders must be >= 0")
         self.nms_radius = int(nms_radius)
-        self.keypoint_threshold = float(keypoint_threshold)
-        self.max_keypoints = int(max_keypoints)
+        self.keypoint_threshold = float(keypoint_threshold if detection_threshold is None else detection_threshold)
+        self.max_keypoints = max_keypoints
         self.remove_borders = int(remove_borders)
         self.exact_keypoints = exact_keypoints
         self.descriptor_dim = int(descriptor_dim)
@@ -168,29 +180,30 @@ class SuperPoint(Extractor):
         self.convPb = nn.Conv2d(c5, 65, kernel_size=1, stride=1, padding=0)
         self.convDa = nn.Conv2d(c4, c5, kernel_size=3, stride=1, padding=1)
         self.convDb = nn.Conv2d(c5, self.descriptor_dim, kernel_size=1, stride=1, padding=0)
+
+        if state_dict is None and pretrained:
+            state_dict = weights.load_state_dict("superpoint", weights_path)
+        if state_dict is not None:
+            weights.load_into(self, state_dict, "superpoint", str(weights_path or ""))
         self.eval()
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], path_hint: str = "", **opts) -> "SuperPoint":
         """Build with ``opts`` and load ``state`` strictly (a :class:`WeightsError` names missing/extra keys)."""
-        model = cls(**opts)
-        weights.load_into(model, state, "superpoint", path_hint)
-        return model
+        return cls(state_dict=state, weights_path=path_hint or None, **opts)
 
     @classmethod
     def from_weights(cls, path: Optional[str | os.PathLike] = None, resize: Optional[int] = 1024,
                      **opts) -> "SuperPoint":
         """Load ``superpoint_v1.pth`` from ``path`` or the weights resolution order (see :mod:`lightmatch.weights`)."""
-        state = weights.load_state_dict("superpoint", path)
-        hint = str(path) if path is not None else str(weights.resolve("superpoint"))
-        return cls.from_state_dict(state, path_hint=hint, resize=resize, **opts)
+        return cls(resize=resize, weights_path=path, **opts)
 
     @classmethod
     def for_benchmark(cls, num_keypoints: int, path: Optional[str | os.PathLike] = None,
                       resize: Optional[int] = 1024) -> "SuperPoint":
         """Weights loaded, threshold disabled, exactly ``num_keypoints`` per image (LightGlue's latency protocol)."""
-        return cls.from_weights(path, resize=resize, exact_keypoints=num_keypoints)
+        return cls(resize=resize, weights_path=path, exact_keypoints=num_keypoints)
 
     # ------------------------------------------------------------------ network
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,7 +248,7 @@ class SuperPoint(Extractor):
         if self.exact_keypoints is not None:
             kpts, kscores = select_keypoints(scores, None, self.remove_borders, self.exact_keypoints)
         else:
-            kpts, kscores = select_keypoints(scores, self.keypoint_threshold, self.remove_borders,
-                                             self.max_keypoints)
+            threshold = self.keypoint_threshold if self.keypoint_threshold >= 0 else None
+            kpts, kscores = select_keypoints(scores, threshold, self.remove_borders, self.max_keypoints)
         desc = sample_descriptors(kpts[None], dense_desc, 8)[0]
         return kpts, kscores, desc.transpose(0, 1)

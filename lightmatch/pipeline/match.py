@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from ..io import h5
 from ..io.images import image_to_tensor, read_image
 from ..models.base import Extractor, Matcher
@@ -93,6 +93,26 @@ def _settings(model) -> dict:
     keys = ("max_keypoints", "detection_threshold", "nms", "nms_radius", "depth_confidence", "width_confidence",
             "filter_threshold", "ratio_threshold", "distance_threshold", "sinkhorn_iterations", "match_threshold")
     return {k: getattr(model, k) for k in keys if isinstance(getattr(model, k, None), (int, float, str))}
+
+
+def check_output_dir(output_dir: str | os.PathLike) -> None:
+    """Fail early, with a one-line error, when ``output_dir`` cannot be created or written."""
+    out = Path(output_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".lightmatch-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write output here ({exc.strerror or exc})") from exc
+
+
+def check_inputs(paths: list[str | os.PathLike], output_dir: Optional[str | os.PathLike] = None) -> None:
+    """Validate images (decodable, large enough) and the output folder before any model is loaded."""
+    for path in paths:
+        read_image(path)
+    if output_dir is not None:
+        check_output_dir(output_dir)
 
 
 def match_pair(path0: str | os.PathLike, path1: str | os.PathLike, extractor: Extractor, matcher: Matcher,

@@ -1,0 +1,500 @@
+"""Relative-pose evaluation of an extractor and a matcher on a pairs file with ground truth (SuperGlue's protocol).
+
+:func:`evaluate_pose` reproduces ``match_pairs.py --eval`` of SuperGluePretrainedNetwork:
+
+* each image is decoded (EXIF orientation applied; grayscale extractors decode straight to grayscale as
+  ``cv2.imread(path, IMREAD_GRAYSCALE)`` does), resized with ``cv2.resize`` to the size of
+  :func:`~lightmatch.eval.pose_data.resize_for_eval` (SuperGlue's default ``640 480``; ``-1`` keeps the size), then
+  rotated by ``np.rot90(image, rot)`` with the ``rot0``/``rot1`` fields of the pairs file;
+* features are extracted on that image (the extractor's own resizing is switched off for the run), so keypoints
+  are in the pixels of the resized, rotated image, and the intrinsics and pose are adapted to it
+  (:func:`~lightmatch.eval.pose_data.adapt_pair_to_images`);
+* each pair is scored by :func:`~lightmatch.eval.metrics.evaluate_pose_pair` (RANSAC seeded with ``seed`` before
+  every pair, so a pair's result does not depend on the others) and the pairs are summarised by
+  :func:`~lightmatch.eval.metrics.relative_pose_summary`.
+
+Each image is decoded and extracted once, however many pairs it appears in. Instead of extracting and matching,
+the features and matches of an earlier run can be read from hloc stores (``features_h5`` / ``matches_h5``); their
+keypoints are in original-image pixels and are mapped into the evaluation frame first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..errors import ConfigError, InputError, OutputError
+from ..io import h5
+from ..io.images import image_to_tensor, read_image
+from ..models.base import Extractor, Matcher
+from ..types import Features, Matches
+from .metrics import EPIPOLAR_CORRECT_THRESHOLD, PoseResult, evaluate_pose_pair, relative_pose_summary
+from .pose_data import PosePair, adapt_pair_to_images, read_pose_pairs, resize_for_eval
+
+ProgressCallback = Callable[[int, int], None]
+"""``progress(done, total)``: called after each completed step (here: each pair)."""
+
+SUPERGLUE_RESIZE = (640, 480)
+INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Images and keypoints in the evaluation frame
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def decode_image(path: str | os.PathLike, grayscale: bool = False) -> np.ndarray:
+    """Decode an image as :func:`~lightmatch.io.images.read_image` does, or, with ``grayscale``, straight to one
+    8-bit channel as ``cv2.imread(path, cv2.IMREAD_GRAYSCALE)`` (SuperGlue's reader). -> ``(H, W[, 3])``."""
+    if not grayscale:
+        return read_image(path)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+        image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
+    except (OSError, cv2.error):
+        image = None
+    if image is None:
+        return read_image(path)  # raises the InputError that explains what is wrong with the file
+    return image
+
+
+def rotate_keypoints(kpts: np.ndarray, size: Sequence[int], rot: int) -> np.ndarray:
+    """Move ``(N, 2)`` pixel keypoints of a ``size = (W, H)`` image into ``np.rot90(image, rot)``.
+
+    Quarter turns counter-clockwise: ``(x, y)`` goes to ``(y, W-1-x)`` (rot 1), ``(W-1-x, H-1-y)`` (2),
+    ``(H-1-y, x)`` (3); the same convention as :func:`~lightmatch.eval.pose_data.rotate_intrinsics`.
+    """
+    k = np.asarray(kpts, dtype=np.float64).reshape(-1, 2)
+    w, h = float(size[0]), float(size[1])
+    x, y = k[:, 0], k[:, 1]
+    rot = int(rot) % 4
+    if rot == 1:
+        return np.stack([y, w - 1 - x], -1)
+    if rot == 2:
+        return np.stack([w - 1 - x, h - 1 - y], -1)
+    if rot == 3:
+        return np.stack([h - 1 - y, x], -1)
+    return k.copy()
+
+
+def unrotate_keypoints(kpts: np.ndarray, size: Sequence[int], rot: int) -> np.ndarray:
+    """Inverse of :func:`rotate_keypoints`: ``size`` is ``(W, H)`` of the image *before* rotation."""
+    rot = int(rot) % 4
+    rotated_size = (size[1], size[0]) if rot % 2 else (size[0], size[1])
+    return rotate_keypoints(kpts, rotated_size, (4 - rot) % 4)
+
+
+def original_to_eval(kpts: np.ndarray, size: Sequence[int], resize: Sequence[int], rot: int) -> np.ndarray:
+    """Keypoints in original-image pixels (``size = (W, H)``) -> pixels of the resized, rotated evaluation image.
+
+    Resizing follows the hloc convention ``(k + 0.5) * scale - 0.5``. -> ``(N, 2)`` float64.
+    """
+    w, h = int(size[0]), int(size[1])
+    w_new, h_new = resize_for_eval(w, h, resize)
+    scale = np.array([w_new / w, h_new / h])
+    k = (np.asarray(kpts, dtype=np.float64).reshape(-1, 2) + 0.5) * scale - 0.5
+    return rotate_keypoints(k, (w_new, h_new), rot)
+
+
+def eval_to_original(kpts: np.ndarray, size: Sequence[int], resize: Sequence[int], rot: int) -> np.ndarray:
+    """Inverse of :func:`original_to_eval`. -> ``(N, 2)`` float64 original-image pixels."""
+    w, h = int(size[0]), int(size[1])
+    w_new, h_new = resize_for_eval(w, h, resize)
+    k = unrotate_keypoints(kpts, (w_new, h_new), rot)
+    return (k + 0.5) * np.array([w / w_new, h / h_new]) - 0.5
+
+
+def load_eval_image(path: str | os.PathLike, resize: Sequence[int], rot: int, grayscale: bool = False,
+                    interpolation: str = "linear") -> tuple[np.ndarray, tuple[int, int]]:
+    """SuperGlue's ``read_image``: decode, ``cv2.resize`` to :func:`resize_for_eval`'s size, ``np.rot90``.
+
+    ``interpolation`` is ``"linear"`` (``cv2.resize``'s default, what SuperGlue uses) or ``"area"``.
+    Returns the evaluation image ``(H', W'[, 3])`` (uint8 or uint16) and the original ``(W, H)``.
+    """
+    if interpolation not in INTERPOLATIONS:
+        raise ConfigError(f"unknown interpolation '{interpolation}': choose {', '.join(INTERPOLATIONS)}")
+    image = decode_image(path, grayscale)
+    h, w = image.shape[:2]
+    w_new, h_new = resize_for_eval(w, h, resize)
+    if (w_new, h_new) != (w, h):
+        image = cv2.resize(image, (w_new, h_new), interpolation=INTERPOLATIONS[interpolation])
+    if rot % 4:
+        image = np.ascontiguousarray(np.rot90(image, k=int(rot)))
+    return image, (int(w), int(h))
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    image = read_image(path)
+    return int(image.shape[1]), int(image.shape[0])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PoseEvalReport:
+    """What :func:`evaluate_pose` returns.
+
+    Attributes:
+        summary: :func:`relative_pose_summary` (percent) plus ``num_failed`` (pairs without a pose),
+            ``mean_keypoints``, ``mean_matches``, ``mean_inliers``.
+        pairs: one JSON-ready record per pair (pose errors in degrees, ``null`` where no pose was estimated).
+        settings: how the evaluation ran (resize, seed, models, sources).
+        files: paths written (``results``, ``summary``, ``features``, ``matches``, ``viz``).
+    """
+
+    summary: dict[str, Any]
+    pairs: list[dict[str, Any]]
+    settings: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary and settings as one JSON-serialisable object (non-finite numbers as ``null``)."""
+        return _finite({**self.summary, "settings": self.settings, "files": self.files})
+
+
+def format_pose_table(summary: dict[str, Any]) -> str:
+    """SuperGlue's final table (``match_pairs.py --eval``), tabs included::
+
+        Evaluation Results (mean over 15 pairs):
+        AUC@5	 AUC@10	 AUC@20	 Prec	 MScore	
+        16.25	 33.12	 51.43	 85.58	 19.74	
+    """
+    values = [summary["auc@5"], summary["auc@10"], summary["auc@20"], summary["precision"],
+              summary["matching_score"]]
+    return ("Evaluation Results (mean over {} pairs):\n".format(summary["num_pairs"])
+            + "AUC@5\t AUC@10\t AUC@20\t Prec\t MScore\t\n"
+            + "{:.2f}\t {:.2f}\t {:.2f}\t {:.2f}\t {:.2f}\t".format(*values))
+
+
+def parse_pose_table(text: str) -> dict[str, float]:
+    """Read the numbers back from :func:`format_pose_table`'s text (or SuperGlue's output)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("Evaluation Results (mean over"):
+            n = int(line.split("over", 1)[1].split()[0])
+            header = lines[i + 1].split()
+            values = [float(v) for v in lines[i + 2].split()]
+            keys = {"AUC@5": "auc@5", "AUC@10": "auc@10", "AUC@20": "auc@20", "Prec": "precision",
+                    "MScore": "matching_score"}
+            out = {keys[h]: v for h, v in zip(header, values)}
+            out["num_pairs"] = n
+            return out
+    raise ValueError("no 'Evaluation Results' table in text")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _finite(obj.item())
+    return obj
+
+
+def _pair_record(pair: PosePair, result: PoseResult, num_keypoints1: int, matches: Optional[Matches],
+                 timings: dict[str, float]) -> dict[str, Any]:
+    record = {
+        "image0": pair.name0,
+        "image1": pair.name1,
+        "pose_error": result.pose_error,
+        "error_R": result.error_R,
+        "error_t": result.error_t,
+        "precision": result.precision,
+        "matching_score": result.matching_score,
+        "num_correct": result.num_correct,
+        "num_matches": result.num_matches,
+        "num_keypoints0": result.num_keypoints0,
+        "num_keypoints1": num_keypoints1,
+        "num_inliers": result.num_inliers,
+    }
+    if matches is not None:
+        record["stop_layer"] = matches.stop_layer
+    if timings:
+        record["timings_ms"] = {k: round(v * 1000, 2) for k, v in timings.items()}
+    return _finite(record)
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+
+def write_report(report: PoseEvalReport | Any, output_dir: Path) -> dict[str, str]:
+    """Write ``results.jsonl`` (one record per pair) and ``summary.json`` into ``output_dir``."""
+    results = output_dir / "results.jsonl"
+    summary = output_dir / "summary.json"
+    _write_text(results, "".join(json.dumps(r) + "\n" for r in report.pairs))
+    files = {"results": str(results), "summary": str(summary), **report.files}
+    _write_text(summary, json.dumps(_finite({**report.summary, "settings": report.settings, "files": files}),
+                                    indent=2) + "\n")
+    return {"results": str(results), "summary": str(summary)}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Sources of features and matches
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _EvalImage:
+    features: Features  # keypoints in the evaluation frame
+    size: tuple[int, int]  # (W, H) of the original image
+    image: Optional[np.ndarray] = None  # the evaluation image, kept for plots
+
+
+class _ModelSource:
+    """Extracts each (image, rotation) once, while a later pair still needs it, and matches pairs."""
+
+    def __init__(self, image_dir: Path, extractor: Extractor, matcher: Matcher, resize: Sequence[int],
+                 interpolation: str, keep_images: bool, uses: Counter) -> None:
+        self.image_dir, self.extractor, self.matcher = image_dir, extractor, matcher
+        self.resize, self.interpolation, self.keep_images = resize, interpolation, keep_images
+        self.uses = uses
+        self.cache: dict[tuple[str, int], _EvalImage] = {}
+
+    def image(self, name: str, rot: int, timings: dict[str, float]) -> _EvalImage:
+        key = (name, rot)
+        if key not in self.cache:
+            t = time.perf_counter()
+            array, size = load_eval_image(self.image_dir / name, self.resize, rot, self.extractor.grayscale,
+                                          self.interpolation)
+            t1 = time.perf_counter()
+            feats = self.extractor.extract(image_to_tensor(array)).to("cpu")
+            timings["decode"] = timings.get("decode", 0.0) + t1 - t
+            timings["extract"] = timings.get("extract", 0.0) + time.perf_counter() - t1
+            self.cache[key] = _EvalImage(feats, size, array if self.keep_images else None)
+        return self.cache[key]
+
+    def release(self, name: str, rot: int) -> None:
+        key = (name, rot)
+        self.uses[key] -= 1
+        if self.uses[key] <= 0:
+            self.cache.pop(key, None)
+
+    def pair(self, pair: PosePair) -> tuple[_EvalImage, _EvalImage, Matches, dict[str, float]]:
+        timings: dict[str, float] = {}
+        im0 = self.image(pair.name0, pair.rot0, timings)
+        im1 = self.image(pair.name1, pair.rot1, timings)
+        t = time.perf_counter()
+        matches = self.matcher.match(im0.features, im1.features)
+        matches = Matches(matches.matches0.cpu(), matches.scores0.cpu(), matches.stop_layer, matches.info)
+        timings["match"] = time.perf_counter() - t
+        return im0, im1, matches, timings
+
+
+class _StoreSource:
+    """Reads features and matches of an earlier run and maps keypoints into the evaluation frame."""
+
+    def __init__(self, image_dir: Path, features_h5: Path, matches_h5: Path, resize: Sequence[int],
+                 interpolation: str, keep_images: bool) -> None:
+        self.image_dir, self.features_h5, self.matches_h5 = image_dir, features_h5, matches_h5
+        self.resize, self.interpolation, self.keep_images = resize, interpolation, keep_images
+
+    def image(self, name: str, rot: int) -> _EvalImage:
+        feats = h5.read_features(self.features_h5, name)
+        size = tuple(int(s) for s in feats.image_size)
+        if size[0] <= 0 or size[1] <= 0:
+            size = _image_size(self.image_dir / name)
+        kpts = original_to_eval(feats.keypoints.numpy(), size, self.resize, rot)
+        w_new, h_new = resize_for_eval(size[0], size[1], self.resize)
+        eval_size = (h_new, w_new) if rot % 2 else (w_new, h_new)
+        feats = Features(torch.from_numpy(kpts.astype(np.float32)), feats.scores, feats.descriptors, eval_size,
+                         feats.scales, feats.oris)
+        array = None
+        if self.keep_images:
+            array, _ = load_eval_image(self.image_dir / name, self.resize, rot, False, self.interpolation)
+        return _EvalImage(feats, (size[0], size[1]), array)
+
+    def release(self, name: str, rot: int) -> None:
+        pass
+
+    def pair(self, pair: PosePair) -> tuple[_EvalImage, _EvalImage, Matches, dict[str, float]]:
+        im0, im1 = self.image(pair.name0, pair.rot0), self.image(pair.name1, pair.rot1)
+        index_pairs, scores = h5.read_matches(self.matches_h5, pair.name0, pair.name1)
+        n0, n1 = len(im0.features), len(im1.features)
+        if len(index_pairs) and (index_pairs[:, 0].max() >= n0 or index_pairs[:, 1].max() >= n1):
+            raise InputError(f"{self.matches_h5}: matches of ({pair.name0}, {pair.name1}) index keypoints that "
+                             f"{self.features_h5} does not have (were both written by the same run?)")
+        m0 = np.full(n0, -1, dtype=np.int64)
+        s0 = np.zeros(n0, dtype=np.float32)
+        m0[index_pairs[:, 0]] = index_pairs[:, 1]
+        s0[index_pairs[:, 0]] = scores
+        return im0, im1, Matches(torch.from_numpy(m0), torch.from_numpy(s0)), {}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _viz_text(name: str, result: PoseResult, n1: int) -> list[str]:
+    return [name,
+            f"Keypoints: {result.num_keypoints0}:{n1}",
+            f"Matches: {result.num_matches} (correct {result.num_correct})",
+            f"Rotation error: {result.error_R:.1f} deg, translation error: {result.error_t:.1f} deg",
+            f"Precision: {100 * result.precision:.1f}%, inliers: {result.num_inliers}"]
+
+
+def evaluate_pose(
+    pairs_file: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    extractor: Optional[Extractor] = None,
+    matcher: Optional[Matcher] = None,
+    resize: Sequence[int] = SUPERGLUE_RESIZE,
+    seed: Optional[int] = 0,
+    ransac_thresh: float = 1.0,
+    output_dir: Optional[str | os.PathLike] = None,
+    viz: bool = False,
+    features_h5: Optional[str | os.PathLike] = None,
+    matches_h5: Optional[str | os.PathLike] = None,
+    interpolation: str = "linear",
+    progress: Optional[ProgressCallback] = None,
+) -> PoseEvalReport:
+    """Evaluate relative pose on a SuperGlue pairs file (see the module docstring for the protocol).
+
+    Args:
+        pairs_file: ``name0 name1 rot0 rot1 K0 K1 T_0to1`` lines (:func:`~lightmatch.eval.pose_data.read_pose_pairs`).
+        image_dir: folder the image names are relative to.
+        extractor, matcher: the models (not needed with ``features_h5``/``matches_h5``). The extractor's own
+            resizing is switched off during the run: the images are resized here, as SuperGlue does.
+        resize: ``[W, H]``, ``[max_dim]`` or ``[-1]`` (:func:`~lightmatch.eval.pose_data.resize_for_eval`).
+        seed: ``cv2.setRNGSeed(seed)`` before the RANSAC of every pair (``None``: OpenCV's state as it is).
+        ransac_thresh: essential-matrix RANSAC threshold in pixels of the evaluation images (SuperGlue: 1).
+        output_dir: when given, writes ``results.jsonl``, ``summary.json`` and (when matching) ``features.h5`` /
+            ``matches.h5`` with keypoints in original-image pixels, which ``features_h5``/``matches_h5`` accept.
+        viz: write one plot per pair into ``output_dir/viz``, matches green when their epipolar error is below
+            5e-4 and red otherwise (needs ``output_dir``).
+        features_h5, matches_h5: evaluate these hloc stores (keypoints in original-image pixels) instead of
+            extracting and matching; both or neither.
+        interpolation: ``"linear"`` (SuperGlue's ``cv2.resize`` default) or ``"area"``.
+        progress: ``progress(done, total)`` after each pair.
+    Returns:
+        A :class:`PoseEvalReport`.
+    """
+    image_dir = Path(image_dir)
+    resize = [int(r) for r in resize]
+    from_stores = features_h5 is not None or matches_h5 is not None
+    if from_stores and (features_h5 is None or matches_h5 is None):
+        raise ConfigError("give both --features-h5 and --matches-h5, or neither")
+    if not from_stores and (extractor is None or matcher is None):
+        raise ConfigError("an extractor and a matcher are needed unless features and matches are read from stores")
+    if viz and output_dir is None:
+        raise ConfigError("--viz needs an output folder (-o OUTDIR)")
+    if interpolation not in INTERPOLATIONS:
+        raise ConfigError(f"unknown interpolation '{interpolation}': choose {', '.join(INTERPOLATIONS)}")
+    if not image_dir.is_dir():
+        raise InputError(f"{image_dir}: not a folder")
+    resize_for_eval(2, 2, resize)  # validates the resize option before any work
+    pairs = read_pose_pairs(pairs_file)
+    out = Path(output_dir) if output_dir is not None else None
+
+    settings: dict[str, Any] = {"protocol": "superglue-relative-pose", "pairs_file": str(pairs_file),
+                                "image_dir": str(image_dir), "resize": resize, "interpolation": interpolation,
+                                "seed": seed, "ransac_thresh": ransac_thresh,
+                                "epipolar_threshold": EPIPOLAR_CORRECT_THRESHOLD}
+    if from_stores:
+        settings.update({"features_h5": str(features_h5), "matches_h5": str(matches_h5)})
+        source: Any = _StoreSource(image_dir, Path(features_h5), Path(matches_h5), resize, interpolation, viz)
+    else:
+        from ..pipeline.match import store_attributes
+
+        attrs = store_attributes(extractor, matcher)
+        attrs["lightmatch_resize"] = -1  # extraction runs on the evaluation image, resized here
+        settings.update({"extractor": extractor.name, "matcher": matcher.name, "store_attributes": attrs})
+        uses = Counter([(p.name0, p.rot0) for p in pairs] + [(p.name1, p.rot1) for p in pairs])
+        source = _ModelSource(image_dir, extractor, matcher, resize, interpolation, viz, uses)
+
+    records: list[dict[str, Any]] = []
+    results: list[PoseResult] = []
+    files: dict[str, str] = {}
+    write_stores = out is not None and not from_stores
+    saved_resize = extractor.resize if extractor is not None else None
+    if extractor is not None:
+        extractor.resize = None  # images arrive resized to the evaluation size
+    try:
+        store_attrs = {**settings.get("store_attributes", {}), "lightmatch_eval_resize": resize,
+                       "lightmatch_keypoint_frame": "original-image pixels"}
+        with _stores(out, write_stores, store_attrs) as (feat_handle, match_handle):
+            for i, pair in enumerate(pairs):
+                im0, im1, matches, timings = source.pair(pair)
+                k0, k1 = im0.features.keypoints.numpy(), im1.features.keypoints.numpy()
+                K0, K1, T_0to1 = adapt_pair_to_images(pair, im0.size, im1.size, resize)
+                result = evaluate_pose_pair(k0, k1, matches.matches0.numpy(), K0, K1, T_0to1, ransac_thresh,
+                                            seed=seed)
+                results.append(result)
+                records.append(_pair_record(pair, result, len(im1.features),
+                                            None if from_stores else matches, timings))
+                if feat_handle is not None:
+                    for name, rot, im in ((pair.name0, pair.rot0, im0), (pair.name1, pair.rot1, im1)):
+                        kpts = eval_to_original(im.features.keypoints.numpy(), im.size, resize, rot)
+                        h5.put_features(feat_handle, name, Features(
+                            torch.from_numpy(kpts.astype(np.float32)), im.features.scores,
+                            im.features.descriptors, im.size, im.features.scales, im.features.oris))
+                    h5.put_matches(match_handle, pair.name0, pair.name1, matches)
+                if viz:
+                    from ..viz import plot_matches
+
+                    index_pairs = matches.pairs()
+                    stem = f"{Path(pair.name0).stem}_{Path(pair.name1).stem}_evaluation.png"
+                    title = "stores" if from_stores else f"{extractor.name} + {matcher.name}"
+                    plot_matches(im0.image, im1.image, k0, k1, index_pairs, out / "viz" / stem,
+                                 correct=result.epipolar_errors < EPIPOLAR_CORRECT_THRESHOLD,
+                                 text=_viz_text(title, result, len(im1.features)))
+                source.release(pair.name0, pair.rot0)
+                source.release(pair.name1, pair.rot1)
+                if progress is not None:
+                    progress(i + 1, len(pairs))
+    finally:
+        if extractor is not None:
+            extractor.resize = saved_resize
+    if write_stores:
+        files.update({"features": str(out / "features.h5"), "matches": str(out / "matches.h5")})
+    if viz:
+        files["viz"] = str(out / "viz")
+
+    summary: dict[str, Any] = relative_pose_summary(results)
+    summary["num_failed"] = sum(1 for r in results if not math.isfinite(r.pose_error))
+    summary["mean_keypoints"] = float(np.mean([(r["num_keypoints0"] + r["num_keypoints1"]) / 2 for r in records]))
+    summary["mean_matches"] = float(np.mean([r.num_matches for r in results]))
+    summary["mean_inliers"] = float(np.mean([r.num_inliers for r in results]))
+    report = PoseEvalReport(summary, records, settings, files)
+    if out is not None:
+        report.files.update(write_report(report, out))
+    return report
+
+
+@contextlib.contextmanager
+def _stores(out: Optional[Path], enabled: bool, attrs: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
+    """Open ``out/features.h5`` and ``out/matches.h5`` for writing (each replaced atomically when the block
+    succeeds) when ``enabled``; otherwise yield ``(None, None)``."""
+    if not enabled:
+        yield None, None
+        return
+    with contextlib.ExitStack() as stack:
+        handles = [stack.enter_context(h5.atomic_h5(out / name)) for name in ("features.h5", "matches.h5")]
+        for handle in handles:
+            for key, value in attrs.items():
+                handle.attrs[key] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
+        yield handles[0], handles[1]

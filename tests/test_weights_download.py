@@ -1,0 +1,202 @@
+"""Weights download against a local HTTP server: good and bad checksums, a transfer cut short, Ctrl-C, offline,
+HTTP errors: no partial file is ever left; and the listing of known weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.server
+import io
+import socket
+import threading
+
+import pytest
+import torch
+
+from lightmatch import weights
+from lightmatch.errors import WeightsError
+from lightmatch.models.superpoint import SuperPoint
+from lightmatch.weights_download import download, list_weights
+
+PAYLOAD = bytes(range(256)) * 1000  # 256 kB: several blocks
+
+
+def _checkpoint_bytes() -> bytes:
+    buf = io.BytesIO()
+    torch.save(SuperPoint(pretrained=False).state_dict(), buf)
+    return buf.getvalue()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    hits: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.hits.append(self.path)
+        if self.path == "/short":  # announces the whole file, sends a third, closes
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD[: len(PAYLOAD) // 3])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        body = self.files.get(self.path)
+        if body is None:
+            self.send_error(404, "Not Found")
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    _Handler.files = {"/good.pth": PAYLOAD, "/superpoint_v1.pth": _checkpoint_bytes()}
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIGHTMATCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("LIGHTMATCH_WEIGHTS_DIR", raising=False)
+    return tmp_path / "cache"
+
+
+def register(monkeypatch, url: str, sha256: str | None, name: str = "superpoint") -> None:
+    spec = dataclasses.replace(weights.REGISTRY[name], url=url, sha256=sha256)
+    monkeypatch.setitem(weights.REGISTRY, name, spec)
+
+
+def listing(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_good_checksum(server, cache, monkeypatch):
+    register(monkeypatch, f"{server}/good.pth", hashlib.sha256(PAYLOAD).hexdigest())
+    calls = []
+    path = download("superpoint", progress=lambda done, total: calls.append((done, total)))
+    assert path == cache / "superpoint_v1.pth" and path.read_bytes() == PAYLOAD
+    assert listing(cache) == ["superpoint_v1.pth"]  # no temporary left
+    assert calls[0] == (0, len(PAYLOAD)) and calls[-1] == (len(PAYLOAD), len(PAYLOAD))
+    assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:]))
+
+    # present and valid: not fetched again, unless forced
+    _Handler.hits.clear()
+    assert download("superpoint") == path and _Handler.hits == []
+    download("superpoint", force=True)
+    assert _Handler.hits == ["/good.pth"]
+
+
+def test_bad_checksum_leaves_nothing(server, cache, monkeypatch):
+    register(monkeypatch, f"{server}/good.pth", "0" * 64)
+    with pytest.raises(WeightsError, match="checksum mismatch") as err:
+        download("superpoint")
+    assert "\n" not in str(err.value)
+    assert listing(cache) == []
+
+
+def test_bad_existing_file_is_replaced(server, cache, monkeypatch):
+    register(monkeypatch, f"{server}/good.pth", hashlib.sha256(PAYLOAD).hexdigest())
+    cache.mkdir(parents=True)
+    (cache / "superpoint_v1.pth").write_bytes(b"truncated")
+    assert download("superpoint").read_bytes() == PAYLOAD
+
+
+def test_interrupted_transfer_leaves_nothing(server, cache, monkeypatch):
+    register(monkeypatch, f"{server}/short", None)  # no checksum: the length check alone must catch it
+    with pytest.raises(WeightsError, match="interrupted after") as err:
+        download("superpoint")
+    assert "\n" not in str(err.value)
+    assert listing(cache) == []
+
+
+def test_ctrl_c_during_transfer_leaves_nothing(server, cache, monkeypatch):
+    register(monkeypatch, f"{server}/good.pth", hashlib.sha256(PAYLOAD).hexdigest())
+
+    def interrupt(done: int, total: int | None) -> None:
+        if done > 100_000:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        download("superpoint", progress=interrupt)
+    assert listing(cache) == []
+
+
+def test_offline_message(cache, monkeypatch):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    register(monkeypatch, f"http://127.0.0.1:{port}/superpoint_v1.pth", None)
+    with pytest.raises(WeightsError) as err:
+        download("superpoint", timeout=5)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "offline" in message and "--weights PATH" in message and "$LIGHTMATCH_WEIGHTS_DIR" in message
+    assert str(cache / "superpoint_v1.pth") in message
+    assert listing(cache) == []
+
+
+def test_http_error(server, cache, monkeypatch):
+    register(monkeypatch, f"{server}/missing.pth", None)
+    with pytest.raises(WeightsError, match="HTTP 404"):
+        download("superpoint")
+    assert listing(cache) == []
+
+
+def test_unwritable_folder(server, tmp_path, monkeypatch):
+    register(monkeypatch, f"{server}/good.pth", None)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(WeightsError, match="cannot write"):
+        download("superpoint", dest_dir=blocker / "sub")
+
+
+def test_unknown_name(cache):
+    with pytest.raises(WeightsError, match="unknown weights 'nope'"):
+        download("nope")
+
+
+def test_url_override_and_dest_dir(server, tmp_path, cache, monkeypatch):
+    register(monkeypatch, "http://example.invalid/never-used", hashlib.sha256(PAYLOAD).hexdigest())
+    path = download("superpoint", dest_dir=tmp_path / "elsewhere", url=f"{server}/good.pth")
+    assert path == tmp_path / "elsewhere" / "superpoint_v1.pth" and path.read_bytes() == PAYLOAD
+    assert listing(cache) == []
+
+
+def test_downloaded_checkpoint_loads(server, cache, monkeypatch):
+    body = _Handler.files["/superpoint_v1.pth"]
+    register(monkeypatch, f"{server}/superpoint_v1.pth", hashlib.sha256(body).hexdigest())
+    with pytest.raises(WeightsError, match="lightmatch weights download superpoint"):
+        SuperPoint.from_weights()
+    download("superpoint")
+    model = SuperPoint.from_weights()  # found in the cache and checksum-verified
+    assert isinstance(model, SuperPoint)
+
+
+def test_list_weights(cache, tmp_path, monkeypatch):
+    rows = {row["name"]: row for row in list_weights()}
+    assert set(rows) == set(weights.REGISTRY)
+    sp = rows["superpoint"]
+    assert sp["available"] is False and sp["size"] is None and sp["source"] is None
+    assert sp["path"] == str(cache / "superpoint_v1.pth")
+    assert "non-commercial" in sp["licence"] and sp["description"]
+    for row in rows.values():
+        assert {"name", "available", "path", "size", "licence", "description"} <= set(row)
+
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    (manual / "superglue_outdoor.pth").write_bytes(b"x" * 123)
+    monkeypatch.setenv("LIGHTMATCH_WEIGHTS_DIR", str(manual))
+    sg = {row["name"]: row for row in list_weights()}["superglue_outdoor"]
+    assert sg["available"] is True and sg["size"] == 123 and sg["source"] == "$LIGHTMATCH_WEIGHTS_DIR"
+    assert sg["path"] == str(manual / "superglue_outdoor.pth")
