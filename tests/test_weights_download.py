@@ -58,7 +58,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def server():
     _Handler.files = {"/good.pth": PAYLOAD, "/superpoint_v1.pth": _checkpoint_bytes()}
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()

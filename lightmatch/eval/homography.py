@@ -15,7 +15,6 @@ from a folder of images first. As glue-factory's ``eval/hpatches.py``:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import Counter
@@ -96,13 +95,14 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 
 def _load_resized(path: Path, resize: Optional[int], side: str):
+    """``(C, H', W')`` float image resized as glue-factory's preprocessing, original and new ``(W, H)``."""
     array = read_image(path)
     h, w = array.shape[:2]
     w_new, h_new = hpatches_resize(w, h, resize, side)
     image = image_to_tensor(array)
     if (w_new, h_new) != (w, h):
         image = kornia.geometry.transform.resize(image[None], (h_new, w_new), antialias=True)[0]
-    return array, image, (w, h), (w_new, h_new)
+    return image, (w, h), (w_new, h_new)
 
 
 def evaluate_homography(
@@ -167,7 +167,7 @@ def evaluate_homography(
         key = str(path)
         if key not in cache:
             t = time.perf_counter()
-            array, tensor, size, new_size = _load_resized(path, resize, side)
+            tensor, size, new_size = _load_resized(path, resize, side)
             t1 = time.perf_counter()
             feats = extractor.extract(tensor).to("cpu")
             timings["decode"] = timings.get("decode", 0.0) + t1 - t
@@ -245,4 +245,4 @@ def evaluate_homography(
 
 
 __all__ = ["HomographyEvalReport", "HomographyPair", "evaluate_homography", "format_homography_table",
-           "parse_homography_table", "json"]
+           "parse_homography_table"]

@@ -59,10 +59,25 @@ def atomic_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
             yield handle
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
+        _set_mode(tmp_path, path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _set_mode(tmp: Path, path: Path) -> None:
+    """Give the new file the old file's permissions, or the usual ones (0666 less the umask): mkstemp's are 0600."""
+    try:
+        if path.exists():
+            mode = path.stat().st_mode & 0o777
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
+    except OSError:
+        pass
 
 
 def _set_attrs(handle: h5py.File, attrs: Optional[Mapping]) -> None:

@@ -1,0 +1,251 @@
+"""``lightmatch eval pose``, ``lightmatch eval homography`` and ``lightmatch benchmark``."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Any, Optional
+
+import click
+
+from .common import build_models, extractor_options, main, matcher_options
+
+_INT = re.compile(r"^-?\d+$")
+
+
+class IntListCommand(click.Command):
+    """A command whose listed options take several integers, SuperGlue/argparse style: ``--resize 640 480``,
+    ``--num-keypoints 256 512 1024``. ``int_lists`` maps an option to the most values it takes (``None``: any);
+    the values are rewritten to ``--option=640,480`` before click parses them."""
+
+    int_lists: dict[str, Optional[int]] = {}
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rewritten: list[str] = []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                rewritten += args[i:]
+                break
+            if arg in self.int_lists:
+                limit = self.int_lists[arg]
+                values = []
+                i += 1
+                while i < len(args) and _INT.match(args[i]) and (limit is None or len(values) < limit):
+                    values.append(args[i])
+                    i += 1
+                if not values:
+                    raise click.UsageError(f"option {arg} needs at least one integer", ctx)
+                rewritten.append(f"{arg}={','.join(values)}")
+                continue
+            rewritten.append(arg)
+            i += 1
+        return super().parse_args(ctx, rewritten)
+
+
+def _command_class(**int_lists: Optional[int]) -> type:
+    return type("Command", (IntListCommand,), {"int_lists": {f"--{k.replace('_', '-')}": v
+                                                             for k, v in int_lists.items()}})
+
+
+def _int_list(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[list[int]]:
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in re.split(r"[,x\s]+", value.strip()) if v]
+    except ValueError:
+        raise click.BadParameter(f"expected integers, got '{value}'", ctx, param) from None
+
+
+def _without(*names: str):
+    """Drop options that a shared option set added (a command that redefines them, or has no use for them)."""
+    def decorator(func):
+        func.__click_params__ = [p for p in getattr(func, "__click_params__", []) if p.name not in names]
+        return func
+    return decorator
+
+
+class _Progress:
+    """``progress(done, total)`` callback drawing a tqdm bar on stderr (only on a terminal)."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.desc, file=sys.stderr, unit="step", disable=None, leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _echo_report(text: str, payload: dict[str, Any], as_json: bool) -> None:
+    click.echo(json.dumps(payload) if as_json else text)
+
+
+@main.group("eval")
+def eval_group() -> None:
+    """Evaluate features and matchers: relative pose (SuperGlue's ScanNet protocol) or homographies (HPatches).
+
+    \b
+    lightmatch eval pose pairs_with_gt.txt images/ -o out
+    lightmatch eval homography hpatches-sequences-release/ -o out
+    lightmatch eval homography --synthetic photos/ --num-pairs 50 -o out
+    """
+
+
+@eval_group.command("pose", cls=_command_class(resize=2))
+@click.argument("pairs_file", type=click.Path(dir_okay=False))
+@click.argument("image_dir", type=click.Path(file_okay=False))
+@click.option("--resize", default="640,480", show_default=True, callback=_int_list, metavar="W H",
+              help="Evaluation size, as SuperGlue's match_pairs.py: W H (exact size), one number (long side) or "
+                   "-1 (original size). Intrinsics are scaled to it; the extractor sees the resized image.")
+@click.option("--interpolation", type=click.Choice(["linear", "area"]), default="linear", show_default=True,
+              help="cv2.resize interpolation for the evaluation images (SuperGlue: linear, cv2's default).")
+@click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for results.jsonl (per pair), summary.json, features.h5/matches.h5 and viz/.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the RANSAC of every pair.")
+@click.option("--ransac-threshold", type=float, default=1.0, show_default=True,
+              help="Essential-matrix RANSAC threshold in pixels of the evaluation images.")
+@click.option("--viz", is_flag=True, help="Write match plots (green: epipolar error < 5e-4) into OUTDIR/viz.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object instead of the table.")
+@click.option("--features-h5", type=click.Path(dir_okay=False), default=None,
+              help="Evaluate the features of an earlier `lightmatch match` run (keypoints in original pixels) ...")
+@click.option("--matches-h5", type=click.Path(dir_okay=False), default=None,
+              help="... and its matches, instead of extracting and matching.")
+@_without("resize")
+@extractor_options
+@matcher_options
+def eval_pose(pairs_file: str, image_dir: str, resize: list[int], interpolation: str, output_dir: Optional[str],
+              seed: int, ransac_threshold: float, viz: bool, as_json: bool, features_h5: Optional[str],
+              matches_h5: Optional[str], **opts: Any) -> None:
+    """Relative pose on PAIRS_FILE (SuperGlue format with ground truth) with images in IMAGE_DIR.
+
+    Prints SuperGlue's table: AUC of the pose error at 5/10/20 degrees, precision (epipolar error < 5e-4) and
+    matching score, in percent.
+
+    \b
+    lightmatch eval pose scannet_sample/pairs_with_gt.txt scannet_sample/images -o out
+    lightmatch eval pose pairs.txt images --features-h5 run/features.h5 --matches-h5 run/matches.h5
+    """
+    from ..eval.pose import evaluate_pose, format_pose_table
+
+    extractor = matcher = None
+    if features_h5 is None and matches_h5 is None:
+        extractor, matcher = build_models({**opts, "resize": -1})
+    progress = _Progress("eval pose")
+    try:
+        report = evaluate_pose(pairs_file, image_dir, extractor, matcher, resize=resize, seed=seed,
+                               ransac_thresh=ransac_threshold, output_dir=output_dir, viz=viz,
+                               features_h5=features_h5, matches_h5=matches_h5, interpolation=interpolation,
+                               progress=progress)
+    finally:
+        progress.close()
+    _echo_report(format_pose_table(report.summary), report.to_json(), as_json)
+
+
+@eval_group.command("homography")
+@click.argument("dataset", required=False, type=click.Path())
+@click.option("--synthetic", "synthetic_images", type=click.Path(file_okay=False), default=None,
+              help="Make synthetic pairs from the images of this folder (written to OUTDIR/synthetic) instead of "
+                   "reading DATASET.")
+@click.option("--num-pairs", type=int, default=20, show_default=True, help="Number of synthetic pairs.")
+@click.option("--resize", type=int, default=480, show_default=True,
+              help="Short side of the images given to the extractor, as glue-factory's HPatches evaluation "
+                   "(-1: original size).")
+@click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for results.jsonl, summary.json, synthetic/ and viz/.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic set and of RANSAC.")
+@click.option("--estimator", type=click.Choice(["ransac", "magsac"]), default="ransac", show_default=True,
+              help="Robust homography estimator (OpenCV).")
+@click.option("--ransac-threshold", type=float, default=0.5, show_default=True,
+              help="Inlier threshold in pixels (glue-factory's OpenCV setting).")
+@click.option("--all-scenes", is_flag=True, help="HPatches: keep the large scenes glue-factory leaves out.")
+@click.option("--viz", is_flag=True, help="Write match plots (green: within 3 px) into OUTDIR/viz.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object instead of the table.")
+@_without("resize")
+@extractor_options
+@matcher_options
+def eval_homography(dataset: Optional[str], synthetic_images: Optional[str], num_pairs: int, resize: int,
+                    output_dir: Optional[str], seed: int, estimator: str, ransac_threshold: float, all_scenes: bool,
+                    viz: bool, as_json: bool, **opts: Any) -> None:
+    """Homography estimation on DATASET (HPatches layout, or a folder with pairs.txt such as OUTDIR/synthetic).
+
+    Prints AUC of the corner error at 1/3/5 px for RANSAC and DLT, precision and recall at 3 px (percent), and the
+    mean numbers of keypoints and matches.
+
+    \b
+    lightmatch eval homography hpatches-sequences-release -o out
+    lightmatch eval homography --synthetic photos/ --num-pairs 50 -o out
+    lightmatch eval homography out/synthetic --features disk
+    """
+    from ..eval.homography import evaluate_homography, format_homography_table
+
+    if (dataset is None) == (synthetic_images is None):
+        raise click.UsageError("give DATASET or --synthetic IMAGE_DIR (one of them)")
+    extractor, matcher = build_models({**opts, "resize": -1})
+    progress = _Progress("eval homography")
+    try:
+        report = evaluate_homography(extractor, matcher, dataset=dataset, synthetic_images=synthetic_images,
+                                     num_pairs=num_pairs, output_dir=output_dir,
+                                     resize=None if resize == -1 else resize, method=estimator,
+                                     ransac_thresh=ransac_threshold, seed=seed, skip_large=not all_scenes, viz=viz,
+                                     progress=progress)
+    finally:
+        progress.close()
+    _echo_report(format_homography_table(report.summary), report.to_json(), as_json)
+
+
+@main.command("benchmark", cls=_command_class(num_keypoints=None))
+@click.option("--num-keypoints", default="256,512,1024,2048,4096", show_default=True, callback=_int_list,
+              metavar="N [N ...]",
+              help="Keypoints per image, several numbers (e.g. --num-keypoints 512 1024 2048).")
+@click.option("--repeat", type=int, default=100, show_default=True, help="Timed repetitions per measurement.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed calls before timing.")
+@click.option("--pairs-dir", type=click.Path(file_okay=False), default=None,
+              help="More pairs: LightGlue's easy/difficult pairs (e.g. data/lightglue_bench) or any folder "
+                   "(consecutive sorted images are paired). The bundled sample pair is always timed.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@click.option("--json", "as_json", is_flag=True, help="Print all measurements as one JSON object.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Plot latency against keypoints (PNG).")
+@_without("max_keypoints", "detection_threshold")
+@extractor_options
+@matcher_options
+def benchmark(num_keypoints: list[int], repeat: int, warmup: int, pairs_dir: Optional[str], threads: Optional[int],
+              as_json: bool, plot_path: Optional[str], **opts: Any) -> None:
+    """Matcher latency at fixed keypoint counts, as LightGlue's benchmark.py.
+
+    Each image gets exactly N keypoints (detection threshold disabled), features are extracted once per N (not
+    timed), the matcher alone is timed: warm-up, then the mean over --repeat calls. LightGlue runs `full` (no
+    early exit, no pruning) and `adaptive` (--depth-confidence/--width-confidence).
+
+    \b
+    lightmatch benchmark --pairs-dir data/lightglue_bench --num-keypoints 512 1024 2048 --repeat 10
+    """
+    import torch
+
+    from ..benchmark import format_benchmark_tables, run_benchmark
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    extractor, matcher = build_models({**opts, "max_keypoints": max(num_keypoints)})
+    progress = _Progress("benchmark")
+    try:
+        report = run_benchmark(extractor, matcher, num_keypoints, pairs_dir=pairs_dir, repeat=repeat, warmup=warmup,
+                               progress=progress)
+    finally:
+        progress.close()
+    if plot_path:
+        from ..viz import plot_latency
+
+        plot_latency(report.num_keypoints, report.series(), plot_path,
+                     title=f"{report.features} + {report.matcher} on {report.device}, {report.threads} threads")
+    _echo_report(format_benchmark_tables(report), report.to_json(), as_json)
