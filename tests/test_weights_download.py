@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import http.server
 import io
+import os
 import socket
 import threading
 
@@ -200,3 +201,25 @@ def test_list_weights(cache, tmp_path, monkeypatch):
     sg = {row["name"]: row for row in list_weights()}["superglue_outdoor"]
     assert sg["available"] is True and sg["size"] == 123 and sg["source"] == "$LIGHTMATCH_WEIGHTS_DIR"
     assert sg["path"] == str(manual / "superglue_outdoor.pth")
+
+
+def test_cli_weights_list_and_download(server, cache, tmp_path):
+    """Through the console script: the listing shows shipped files; download --url fetches into the cache."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "lightmatch"
+    env = {**os.environ, "LIGHTMATCH_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run([str(script), "weights", "list", "--json"], capture_output=True, text=True, env=env)
+    rows = {row["name"]: row for row in map(json.loads, out.stdout.splitlines())}
+    assert rows["aliked_lightglue"]["available"] and rows["aliked_lightglue"]["licence"] == "Apache-2.0"
+    assert not rows["superpoint"]["available"] and "Magic Leap" in rows["superpoint"]["licence"]
+    text = subprocess.run([str(script), "weights", "list"], capture_output=True, text=True, env=env).stdout
+    assert "superglue_outdoor" in text and "xfeat_lighterglue" in text
+    done = subprocess.run([str(script), "weights", "download", "superpoint", "--url", f"{server}/good.pth"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "non-commercial" in done.stderr
+    assert (tmp_path / "cache" / "superpoint_v1.pth").read_bytes() == PAYLOAD

@@ -11,7 +11,7 @@ import click
 
 from .common import build_models, extractor_options, main, matcher_options
 
-_INT = re.compile(r"^-?\d+$")
+_INT = re.compile(r"^-?\d+(,-?\d+)*$")
 
 
 class IntListCommand(click.Command):

@@ -125,14 +125,21 @@ def _finish(summary, reporter: _Reporter, as_json: bool, quiet: bool) -> None:
     sys.exit(EXIT_OK)
 
 
-def _interrupt_on_sigterm() -> None:
-    """``kill PID`` stops a batch like Ctrl-C: the work done is saved."""
+def _prepare_batch() -> None:
+    """``kill PID`` stops a batch like Ctrl-C (the work done is saved); OpenCV's own decoder warnings are muted
+    (bad images are reported once, by us)."""
     def handler(signum, frame):
         raise KeyboardInterrupt
 
     try:
         signal.signal(signal.SIGTERM, handler)
     except (ValueError, OSError):  # not the main thread
+        pass
+    try:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except (ImportError, AttributeError):
         pass
 
 
@@ -237,7 +244,7 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
                    if pairs_mode else f"lightmatch: warning: no pairs in {pairs_file}", err=True)
     extractor, matcher = build_models(opts)
     reporter = _Reporter(as_json, quiet, "pair")
-    _interrupt_on_sigterm()
+    _prepare_batch()
     try:
         summary = match_batch(image_dir, pairs, output_dir, extractor, matcher, verify=verify_options,
                               viz_dir=viz_dir, overwrite=overwrite, workers=workers, on_event=reporter)
@@ -342,7 +349,7 @@ def extract(image_dir: str, output_dir: str, as_json: bool, overwrite: bool, qui
     # the extractor exactly as `match` builds it; the nearest-neighbour matcher is free and unused
     extractor, _ = build_models(dict(opts, matcher="nn"))
     reporter = _Reporter(as_json, quiet, "image")
-    _interrupt_on_sigterm()
+    _prepare_batch()
     try:
         summary = extract_batch(image_dir, names, output_dir, extractor, overwrite=overwrite, workers=workers,
                                 on_event=reporter)

@@ -117,10 +117,24 @@ def _normalise_attrs(attrs: dict, defaults: Optional[dict] = None) -> dict:
                 value = json.loads(value)
             except ValueError:
                 pass
+        if isinstance(value, dict) and key.endswith("_settings"):  # one entry per setting: a difference names it
+            for sub, item in value.items():
+                out[f"{key}.{sub}"] = json.dumps(item, sort_keys=True) if isinstance(item, (dict, list)) else item
+            continue
         if isinstance(value, (dict, list)):
             value = json.dumps(value, sort_keys=True)
         out[key] = value
     return out
+
+
+def _show(value) -> str:
+    """An attribute value for a message: ``{"a": 1, "b": "x"}`` as ``a=1 b=x``."""
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            return " ".join(f"{k}={v}" for k, v in json.loads(value).items())
+        except ValueError:
+            pass
+    return "none" if value is None else str(value)
 
 
 # ---------------------------------------------------------------------------------------------------- events ---
@@ -481,12 +495,12 @@ def _compare_attrs(path: Path, stored: dict, wanted: dict, what: str, defaults: 
     if not diffs:
         return
     key = diffs[0]
-    shown = key[len("lightmatch_"):] if key.startswith("lightmatch_") else key
+    shown = key.rsplit(".", 1)[-1] if "." in key else key[len("lightmatch_"):]
     if source is not None:
-        raise ConfigError(f"{source}: made with other {what} settings than {path} ({shown}: {w.get(key, 'none')} "
-                          f"vs {s.get(key, 'none')}); delete the folder's .parts or use --overwrite")
-    raise ConfigError(f"{path} was made with other {what} settings ({shown}: stored {s.get(key, 'none')}, this run "
-                      f"{w.get(key, 'none')}); rerun with the same settings, use --overwrite to replace it, or write "
+        raise ConfigError(f"{source}: made with other {what} settings than {path} ({shown}: {_show(w.get(key))} "
+                          f"vs {_show(s.get(key))}); delete the folder's .parts or use --overwrite")
+    raise ConfigError(f"{path} was made with other {what} settings ({shown}: stored {_show(s.get(key))}, this run "
+                      f"{_show(w.get(key))}); rerun with the same settings, use --overwrite to replace it, or write "
                       "to another folder")
 
 

@@ -1,0 +1,63 @@
+"""``lightmatch weights``: list known models and where their files are; download them."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import main
+
+
+@main.group()
+def weights() -> None:
+    """Pretrained weights: what is known, what is here, and fetching what is not."""
+
+
+@weights.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per model.")
+def list_cmd(as_json: bool) -> None:
+    """Every known model: available locally or not, where, size, licence."""
+    from ..weights_download import list_weights
+
+    rows = list_weights()
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, default=str))
+        return
+    click.echo(f"{'name':22} {'here':5} {'size':>9}  {'licence':45} path")
+    for row in rows:
+        size = f"{row['size'] / 1e6:.1f} MB" if row.get("size") else "-"
+        click.echo(f"{row['name']:22} {'yes' if row['available'] else 'no':5} {size:>9}  {row['licence']:45} "
+                   f"{row['path'] or '-'}")
+
+
+@weights.command("download")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Download even when a valid file is already there.")
+@click.option("--url", default=None, help="Download from this URL instead of the registry's (one name only).")
+def download_cmd(names: tuple[str, ...], force: bool, url: str | None) -> None:
+    """Download NAME... (or 'all') into the user cache, checksum-verified, written atomically.
+
+    SuperPoint and SuperGlue weights are under Magic Leap's non-commercial licence: research use only.
+    """
+    from tqdm import tqdm
+
+    from ..weights import MAGICLEAP, REGISTRY, spec_for
+    from ..weights_download import download
+
+    selected = list(REGISTRY) if names == ("all",) else list(names)
+    if url and len(selected) != 1:
+        raise click.UsageError("--url takes exactly one NAME")
+    for name in selected:
+        spec = spec_for(name)
+        if spec.licence == MAGICLEAP:
+            click.echo(f"note: {name} is licensed by Magic Leap for non-commercial research use only "
+                       "(see github.com/magicleap/SuperGluePretrainedNetwork/blob/master/LICENSE)", err=True)
+        with tqdm(desc=name, unit="B", unit_scale=True, disable=None, leave=False) as bar:
+            def progress(done: int, total: int | None) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            path = download(name, url=url, progress=progress, force=force)
+        click.echo(f"{name}: {path}")

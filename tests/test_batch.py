@@ -1,0 +1,317 @@
+"""Batch pipeline (library level): planning, loader, part files and consolidation, resume, bad images, Ctrl-C.
+
+Runs on small synthetic images with SIFT + nearest neighbour, where the model does not matter.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from lightmatch.errors import ConfigError, InputError, OutputError
+from lightmatch.io import h5
+from lightmatch.io.pairs import exhaustive_pairs, sequential_pairs
+from lightmatch.pipeline.batch import (BatchStart, ImageEvent, OutputStore, PairEvent, VerifyOptions, batch_attributes,
+                                       extract_batch, match_batch, plan_pairs, unique_pairs, viz_filename)
+from lightmatch.pipeline.loader import PrefetchLoader, extract_loaded, load_for_extractor
+from lightmatch.types import Features, Matches
+
+
+def make_images(folder: Path, n: int, seed: int = 0, size: tuple[int, int] = (256, 192)) -> list[str]:
+    """``n`` overlapping crops (shifted by 10 px each) of one random texture; returns their names."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    noise = rng.integers(0, 256, (h + 40, w + 10 * n, 3), dtype=np.uint8)
+    texture = cv2.GaussianBlur(noise, (0, 0), 2.0)
+    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(n):
+        name = f"img{i:02d}.png"
+        cv2.imwrite(str(folder / name), texture[20:20 + h, 10 * i:10 * i + w])
+        names.append(name)
+    return names
+
+
+@functools.lru_cache(maxsize=None)
+def models():
+    from lightmatch.models.factory import load_extractor, load_matcher
+
+    return (load_extractor("sift", max_keypoints=200, resize=None, device="cpu"),
+            load_matcher("nn", features="sift", device="cpu"))
+
+
+def store_contents(path: Path) -> dict[str, np.ndarray]:
+    """Every dataset of an HDF5 file by path, plus the file attributes."""
+    out: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as handle:
+        handle.visititems(lambda key, obj: out.__setitem__(key, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        out["@attrs"] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()}
+    return out
+
+
+def assert_same_stores(a: Path, b: Path) -> None:
+    for name in ("features.h5", "matches.h5"):
+        ca, cb = store_contents(a / name), store_contents(b / name)
+        assert ca.keys() == cb.keys(), name
+        for key in ca:
+            if key == "@attrs":
+                assert ca[key] == cb[key]
+            else:
+                assert ca[key].dtype == cb[key].dtype and np.array_equal(ca[key], cb[key]), f"{name}:{key}"
+
+
+@pytest.fixture
+def folder(tmp_path) -> tuple[Path, list[str]]:
+    names = make_images(tmp_path / "images", 6)
+    return tmp_path / "images", names
+
+
+# ------------------------------------------------------------------------------------------------ planning ---
+
+def test_unique_pairs_and_viz_names():
+    kept, dropped = unique_pairs([("a", "b"), ("b", "a"), ("a", "a"), ("a", "c"), ("a", "b")])
+    assert kept == [("a", "b"), ("a", "c")]
+    assert [d[:2] for d in dropped] == [("b", "a"), ("a", "a"), ("a", "b")]
+    assert viz_filename("x/a.jpg", "b.png") == "x-a_b_matches.png"
+
+
+def _simulate(steps, pairs, capacity):
+    """Replay a plan: every pair finds both images loaded; at most capacity + 2 images are held."""
+    held: set[str] = set()
+    extracted: list[str] = []
+    for step, (a, b) in zip(steps, pairs):
+        for load in step.loads:
+            assert load.name not in held
+            held.add(load.name)
+            if load.extract:
+                extracted.append(load.name)
+        assert {a, b} <= held
+        assert len(held) <= capacity + 2
+        held -= set(step.evict)
+    assert not held  # everything dropped after its last pair
+    return extracted
+
+
+@pytest.mark.parametrize("capacity", [1, 3, 256])
+def test_plan_extracts_each_image_once(capacity):
+    names = [f"{i}" for i in range(12)]
+    for pairs in (exhaustive_pairs(names), sequential_pairs(names, 3, loop=True)):
+        steps, jobs = plan_pairs(pairs, lambda n: False, False, capacity)
+        extracted = _simulate(steps, pairs, capacity)
+        assert sorted(extracted) == sorted(names)  # once each, however many pairs and evictions
+        assert [j.name for j in jobs] == extracted  # decode jobs only for extraction, in order
+    # images already stored are read back, never decoded (unless plots need them)
+    steps, jobs = plan_pairs(exhaustive_pairs(names), lambda n: n in {"0", "1"}, False, 256)
+    assert {j.name for j in jobs} == set(names) - {"0", "1"}
+    steps, jobs = plan_pairs(exhaustive_pairs(names), lambda n: True, True, 2)
+    assert not any(j.extract for j in jobs) and len(jobs) == sum(len(s.loads) for s in steps)
+
+
+def test_plan_keeps_features_until_last_pair():
+    pairs = [("a", "b"), ("a", "c"), ("b", "c")]
+    steps, _ = plan_pairs(pairs, lambda n: False, False, 256)
+    assert [s.evict for s in steps] == [[], ["a"], ["b", "c"]]
+
+
+# -------------------------------------------------------------------------------------------------- loader ---
+
+def test_prefetch_loader_order_errors_and_prefetch(tmp_path):
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def load(job):
+        with lock:
+            started.append(job)
+        if job == 3:
+            raise InputError("bad 3")
+        if job == 4:
+            raise RuntimeError("boom")
+        time.sleep(0.01 * (job % 2))
+        return job * 10
+
+    with PrefetchLoader(list(range(8)), load, workers=2, prefetch=3) as loader:
+        time.sleep(0.1)
+        assert len(started) == 3  # never more than `prefetch` ahead of the consumer
+        assert loader.get(0) == 0 and loader.get(1) == 10 and loader.get(2) == 20
+        assert isinstance(loader.get(3), InputError)
+        err = loader.get(4)
+        assert isinstance(err, InputError) and "RuntimeError" in str(err)
+        loader.skip(5)
+        assert loader.get(6) == 60
+
+
+def test_worker_preprocessing_equals_extract(folder):
+    from lightmatch.io.images import load_image
+    from conftest import cached_aliked
+
+    image_dir, names = folder
+    extractor = cached_aliked(max_keypoints=128, resize=160)
+    loaded = load_for_extractor(image_dir / names[0], names[0], extractor)
+    assert loaded.scale is not None and loaded.tensor.shape[-2:] == (120, 160)
+    a, b = extractor.extract(load_image(image_dir / names[0])), extract_loaded(extractor, loaded)
+    for key in ("keypoints", "scores", "descriptors"):
+        assert torch.equal(getattr(a, key), getattr(b, key))
+    assert a.image_size == b.image_size == (256, 192)
+
+
+# ------------------------------------------------------------------------------------------- HDF5 and store ---
+
+def test_empty_features_round_trip(tmp_path):
+    feats = Features.from_numpy(np.zeros((0, 2)), np.zeros(0), np.zeros((0, 128)), (64, 48))
+    h5.write_features(tmp_path / "f.h5", {"blank.png": feats})
+    back = h5.read_features(tmp_path / "f.h5", "blank.png")
+    assert back.keypoints.shape == (0, 2) and back.descriptors.shape == (0, 128)
+
+
+def test_store_parts_consolidate_lock_and_stale(tmp_path):
+    extractor, matcher = models()
+    attrs, mattrs = batch_attributes(extractor), batch_attributes(extractor, matcher)
+    feats = Features.from_numpy(np.random.rand(5, 2), np.random.rand(5), np.random.rand(5, 128), (64, 48))
+    m = Matches(torch.tensor([0, -1, 2, -1, 4]), torch.rand(5))
+    with OutputStore(tmp_path / "out", attrs, mattrs) as store:
+        store.commit(features={"sub/a.jpg": feats, "b.jpg": feats})
+        store.commit(matches={("sub/a.jpg", "b.jpg"): (m, np.array([True, False, True, False, False]))})
+        with pytest.raises(OutputError, match="another lightmatch run"):
+            OutputStore(tmp_path / "out", attrs, mattrs).open()
+        parts = sorted((tmp_path / "out/.parts").glob("*.h5"))
+        assert [p.name[-4:] for p in parts] == ["f.h5", "m.h5"]
+        # a part is a complete hloc-layout file, readable before consolidation
+        with h5py.File(parts[1]) as handle:
+            assert handle["matches/sub-a.jpg/b.jpg/matches0"][()].tolist() == [0, -1, 2, -1, 4]
+        assert store.has_pair("b.jpg", "sub/a.jpg") and not store.has_pair("b.jpg", "c.jpg")
+        # a killed run: parts stay, a temporary file is left over
+        (tmp_path / "out/.parts/.x-0000009-m.h5.tmp").write_bytes(b"junk")
+    assert not (tmp_path / "out/features.h5").exists()
+    with OutputStore(tmp_path / "out", attrs, mattrs) as store:  # the next run consolidates first
+        assert not list((tmp_path / "out/.parts").iterdir())
+        assert store.has_pair("sub/a.jpg", "b.jpg")
+        assert torch.equal(store.read_features("sub/a.jpg").descriptors, feats.descriptors)
+    pairs, _ = h5.read_matches(tmp_path / "out/matches.h5", "b.jpg", "sub/a.jpg")
+    assert pairs.tolist() == [[0, 0], [2, 2], [4, 4]]
+    with h5py.File(tmp_path / "out/matches.h5") as handle:
+        assert handle["sub-a.jpg/b.jpg/inliers"][()].tolist() == [True, False, True, False, False]
+        assert handle.attrs["lightmatch_matcher"] == "nn"
+
+
+# ---------------------------------------------------------------------------------------- batches, resume ---
+
+def test_match_batch_events_resume_and_identical_result(folder, tmp_path):
+    image_dir, names = folder
+    extractor, matcher = models()
+    pairs = exhaustive_pairs(names)
+    verify = VerifyOptions("homography", seed=3)
+    events = []
+    full = match_batch(image_dir, pairs + [(names[1], names[0])], tmp_path / "full", extractor, matcher,
+                       verify=verify, on_event=events.append)
+    assert full.ok and full.pairs_matched == 15 and full.pairs_ignored == 1 and full.images_extracted == 6
+    assert isinstance(events[0], BatchStart) and events[0].pairs_todo == 15
+    ok = [e for e in events if isinstance(e, PairEvent) and e.status == "ok"]
+    assert len(ok) == 15 and all(e.matches > 0 and 0 < e.inliers <= e.matches for e in ok)
+    assert sum(isinstance(e, ImageEvent) and e.status == "extracted" for e in events) == 6
+    summary = full.to_json()
+    assert summary["pairs_per_s"] > 0 and set(summary["time_s"]) >= {"decode", "extract", "match", "write"}
+
+    # partial run, then the full list: only the rest is done, the files equal the uninterrupted run's
+    part = match_batch(image_dir, pairs[:4], tmp_path / "resumed", extractor, matcher, verify=verify)
+    assert part.pairs_matched == 4 and part.images_extracted == 5
+    events = []
+    rest = match_batch(image_dir, pairs, tmp_path / "resumed", extractor, matcher, verify=verify,
+                       on_event=events.append)
+    assert (rest.pairs_skipped, rest.pairs_matched, rest.images_extracted, rest.images_reused) == (4, 11, 1, 5)
+    assert sum(isinstance(e, PairEvent) and e.status == "skipped" for e in events) == 4
+    assert_same_stores(tmp_path / "full", tmp_path / "resumed")
+    assert not list((tmp_path / "resumed/.parts").iterdir())
+
+    # a tiny feature cache (features dropped and read back from part files) changes nothing
+    match_batch(image_dir, pairs, tmp_path / "small_cache", extractor, matcher, verify=verify, cache_images=1,
+                workers=1, prefetch=1)
+    assert_same_stores(tmp_path / "full", tmp_path / "small_cache")
+
+    # extract first, then match: features reused, same files
+    ext = extract_batch(image_dir, names, tmp_path / "two_steps", extractor)
+    assert ext.ok and ext.images_extracted == 6
+    again = match_batch(image_dir, pairs, tmp_path / "two_steps", extractor, matcher, verify=verify)
+    assert again.images_extracted == 0 and again.images_reused == 6
+    assert_same_stores(tmp_path / "full", tmp_path / "two_steps")
+
+
+def test_settings_mismatch_refused_unless_overwrite(folder, tmp_path):
+    from lightmatch.models.factory import load_extractor
+
+    image_dir, names = folder
+    extractor, matcher = models()
+    pairs = exhaustive_pairs(names[:3])
+    match_batch(image_dir, pairs, tmp_path / "out", extractor, matcher)
+    other = load_extractor("sift", max_keypoints=100, resize=None, device="cpu")
+    with pytest.raises(ConfigError, match="features.h5 was made with other extractor settings.*max_keypoints"):
+        match_batch(image_dir, pairs, tmp_path / "out", other, matcher)
+    with pytest.raises(ConfigError, match="matches.h5 was made with other matcher settings.*verify"):
+        match_batch(image_dir, pairs, tmp_path / "out", extractor, matcher, verify=VerifyOptions("fundamental"))
+    events = []
+    summary = match_batch(image_dir, pairs, tmp_path / "out", other, matcher, overwrite=True,
+                          on_event=events.append)
+    assert summary.pairs_matched == 3 and len(events[0].removed) == 2
+    assert len(h5.read_features(tmp_path / "out/features.h5", names[0])) <= 100
+
+
+def test_bad_images_fail_only_their_pairs(folder, tmp_path):
+    image_dir, names = folder
+    (image_dir / "zero.png").write_bytes(b"")
+    (image_dir / "text.jpg").write_text("not an image")
+    (image_dir / "trunc.png").write_bytes((image_dir / names[0]).read_bytes()[:500])
+    bad = ["zero.png", "text.jpg", "trunc.png", "missing.png"]
+    extractor, matcher = models()
+    pairs = exhaustive_pairs(names[:3] + bad)
+    events = []
+    summary = match_batch(image_dir, pairs, tmp_path / "out", extractor, matcher, on_event=events.append)
+    assert summary.pairs_matched == 3 and summary.pairs_failed == len(pairs) - 3
+    assert summary.images_failed == 4 and set(summary.failed_images) == set(bad)
+    assert "empty file" in summary.failed_images["zero.png"] and "no such file" in summary.failed_images["missing.png"]
+    failed = [e for e in events if isinstance(e, ImageEvent) and e.status == "failed"]
+    assert sorted(e.name for e in failed) == sorted(bad)  # each bad image reported once
+    assert not summary.ok
+    assert h5.list_images(tmp_path / "out/features.h5") == sorted(names[:3])
+
+
+def test_keyboard_interrupt_saves_and_resumes(folder, tmp_path):
+    image_dir, names = folder
+    extractor, matcher = models()
+    pairs = sequential_pairs(names, 2)
+    match_batch(image_dir, pairs, tmp_path / "full", extractor, matcher)
+
+    def stop_after_three(event):
+        if isinstance(event, PairEvent) and event.status == "ok":
+            stop_after_three.count += 1
+            if stop_after_three.count == 3:
+                raise KeyboardInterrupt
+    stop_after_three.count = 0
+    summary = match_batch(image_dir, pairs, tmp_path / "out", extractor, matcher, on_event=stop_after_three)
+    assert summary.interrupted and summary.pairs_matched == 3 and not summary.ok
+    # saved and consolidated: the three pairs are readable now
+    assert not list((tmp_path / "out/.parts").iterdir())
+    with h5py.File(tmp_path / "out/matches.h5") as handle:
+        assert len(h5.match_groups(handle)) == 3
+    rest = match_batch(image_dir, pairs, tmp_path / "out", extractor, matcher)
+    assert rest.pairs_skipped == 3 and rest.pairs_matched == len(pairs) - 3
+    assert_same_stores(tmp_path / "full", tmp_path / "out")
+
+
+def test_viz_dir_plots_every_pair(folder, tmp_path):
+    image_dir, names = folder
+    extractor, matcher = models()
+    pairs = [(names[0], names[1]), (names[1], names[2])]
+    summary = match_batch(image_dir, pairs, tmp_path / "out", extractor, matcher, viz_dir=tmp_path / "viz",
+                          verify=VerifyOptions("homography"))
+    assert summary.ok and summary.times["viz"] > 0
+    for a, b in pairs:
+        plot = cv2.imread(str(tmp_path / "viz" / viz_filename(a, b)))
+        assert plot is not None and plot.shape[1] > 256

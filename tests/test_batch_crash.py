@@ -1,0 +1,153 @@
+"""Crash safety of batch matching with real processes: SIGKILL at several points, Ctrl-C (SIGINT), then resume.
+
+Each kill is decided by polling the part files that completed pairs leave in ``OUTDIR/.parts``. After every kill,
+each completed pair must be readable; rerunning the same command must finish the rest, and the final stores must
+equal (same keypoints, same matches, same inliers) those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+LIGHTMATCH = Path(sys.executable).parent / "lightmatch"
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+def make_images(folder: Path, n: int, seed: int = 1, size: tuple[int, int] = (384, 288)) -> list[str]:
+    """``n`` overlapping crops (shifted by 12 px each) of one random texture; returns their names."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (h + 40, w + 12 * n, 3), dtype=np.uint8), (0, 0), 2.0)
+    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"f{i:02d}.png"), texture[20:20 + h, 12 * i:12 * i + w])
+    return [f"f{i:02d}.png" for i in range(n)]
+
+
+def store_contents(path: Path) -> dict:
+    out: dict = {}
+    with h5py.File(path, "r") as handle:
+        handle.visititems(lambda key, obj: out.__setitem__(key, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        out["@attrs"] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()}
+    return out
+
+
+def assert_same_stores(a: Path, b: Path) -> None:
+    for name in ("features.h5", "matches.h5"):
+        ca, cb = store_contents(a / name), store_contents(b / name)
+        assert ca.keys() == cb.keys(), name
+        for key in ca:
+            if key == "@attrs":
+                assert ca[key] == cb[key]
+            else:
+                assert np.array_equal(ca[key], cb[key]), f"{name}:{key}"
+
+
+def pair_parts(out: Path) -> list[Path]:
+    parts = out / ".parts"
+    return sorted(parts.glob("*-m.h5")) if parts.is_dir() else []
+
+
+def completed_pairs_readable(out: Path) -> int:
+    """Open every completed piece of work (consolidated stores and part files); returns the number of pairs."""
+    count = 0
+    for path in [out / "matches.h5", *pair_parts(out)]:
+        if path.exists():
+            with h5py.File(path, "r") as handle:
+                groups = handle["matches"] if "matches" in handle else handle
+                def visit(key, obj):
+                    nonlocal count
+                    if isinstance(obj, h5py.Group) and "matches0" in obj:
+                        assert obj["matches0"][()].ndim == 1 and "inliers" in obj
+                        count += 1
+                groups.visititems(visit)
+    for path in [out / "features.h5", *(out / ".parts").glob("*-f.h5")]:
+        if path.exists():
+            with h5py.File(path, "r") as handle:
+                handle.visit(lambda key: None)
+    return count
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("crash")
+    make_images(root / "imgs", 10)
+    args = (f"match --image-dir {root / 'imgs'} --pairs-mode sequential --window 3 --features sift --matcher nn "
+            "--resize -1 --max-keypoints 400 --verify homography --seed 7 -q")
+    reference = subprocess.run([str(LIGHTMATCH), *shlex.split(args), "-o", str(root / "ref")], capture_output=True,
+                               text=True, timeout=120)
+    assert reference.returncode == 0, reference.stderr
+    return root, args
+
+
+def start(args: str, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(LIGHTMATCH), *shlex.split(args), "-o", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_parts(process: subprocess.Popen, out: Path, count: int, timeout: float = 90.0) -> bool:
+    """Poll until this run has left ``count`` new pair parts; False when the process ended first."""
+    before = set(pair_parts(out))  # parts of a killed run, until this run consolidates them
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(set(pair_parts(out)) - before) >= count:
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.002)
+    raise AssertionError("batch made no progress")
+
+
+def test_sigkill_at_several_points_then_resume(setup):
+    root, args = setup
+    out = root / "killed"
+    total = len(store_contents(root / "ref/matches.h5")) - 1
+    kills = 0
+    for count in (1, 3, 5):
+        process = start(args, out)
+        reached = wait_for_parts(process, out, count)
+        if reached:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait(timeout=60)
+        done = completed_pairs_readable(out)  # every completed pair survives the kill
+        assert done >= count or not reached
+        print(f"killed after {count} new pairs: {done} pairs saved" if reached else "run ended first")
+    assert kills >= 2, "runs finished before they could be killed"
+    assert 0 < completed_pairs_readable(out) < total
+    final = subprocess.run([str(LIGHTMATCH), *shlex.split(args), "-o", str(out), "--json"], capture_output=True,
+                           text=True, timeout=120)
+    assert final.returncode == 0, final.stderr
+    assert '"pairs_skipped": 0' not in final.stdout  # it resumed
+    assert not list((out / ".parts").iterdir())
+    assert_same_stores(root / "ref", out)
+
+
+def test_ctrl_c_stops_cleanly_after_saving(setup):
+    root, args = setup
+    out = root / "interrupted"
+    process = start(args, out)
+    assert wait_for_parts(process, out, 2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert not list((out / ".parts").glob("*.h5"))  # consolidated on the way out
+    with h5py.File(out / "matches.h5") as handle:
+        assert sum(len(g) for g in handle.values()) >= 2
+    final = subprocess.run([str(LIGHTMATCH), *shlex.split(args), "-o", str(out)], capture_output=True, text=True,
+                           timeout=120)
+    assert final.returncode == 0, final.stderr
+    assert_same_stores(root / "ref", out)

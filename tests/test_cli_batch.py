@@ -1,0 +1,147 @@
+"""The batch commands through the installed console script: pairs, extract, match (files, stdin, folders),
+export colmap, exit codes. Small synthetic images, SIFT + nearest neighbour (the model does not matter here)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+from lightmatch.io.pairs import exhaustive_pairs, sequential_pairs
+
+LIGHTMATCH = Path(sys.executable).parent / "lightmatch"
+FAST = "--features sift --matcher nn --resize -1 --max-keypoints 200"
+
+
+def make_images(folder: Path, n: int, seed: int = 0, size: tuple[int, int] = (256, 192)) -> list[str]:
+    """``n`` overlapping crops (shifted by 10 px each) of one random texture; returns their names."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (h + 40, w + 10 * n, 3), dtype=np.uint8), (0, 0), 2.0)
+    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(n):
+        name = f"img{i:02d}.png"
+        cv2.imwrite(str(folder / name), texture[20:20 + h, 10 * i:10 * i + w])
+        names.append(name)
+    return names
+
+
+def run(args: str, cwd: Path, stdin: str | None = None, shell: bool = False) -> subprocess.CompletedProcess:
+    command = args if shell else [str(LIGHTMATCH), *shlex.split(args)]
+    return subprocess.run(command, cwd=cwd, input=stdin, capture_output=True, text=True, shell=shell, timeout=120)
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> tuple[Path, list[str]]:
+    root = tmp_path_factory.mktemp("cli_batch")
+    return root / "imgs", make_images(root / "imgs", 5)
+
+
+def test_pairs_command_modes(images, tmp_path):
+    image_dir, names = images
+    out = run(f"pairs {image_dir}", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert [tuple(line.split()) for line in out.stdout.splitlines()] == exhaustive_pairs(names)
+    out = run(f"pairs {image_dir} --mode sequential --window 2 --loop -o p/pairs.txt", tmp_path)
+    assert out.returncode == 0 and out.stdout == ""
+    lines = (tmp_path / "p/pairs.txt").read_text().splitlines()
+    assert [tuple(line.split()) for line in lines] == sequential_pairs(names, 2, loop=True)
+    out = run(f"pairs {image_dir} --window 2", tmp_path)
+    assert out.returncode == 2 and "--mode sequential" in out.stderr
+
+
+def test_stdin_pipeline_resume_export_and_two_image_form(images, tmp_path):
+    image_dir, names = images
+    match = f"{LIGHTMATCH} match --image-dir {image_dir} --pairs - -o out {FAST} --verify homography --json"
+    pipeline = f"{LIGHTMATCH} pairs {image_dir} | {match}"
+    out = run(pipeline, tmp_path, shell=True)
+    assert out.returncode == 0, out.stderr
+    assert "\r" not in out.stderr  # no progress bar when stderr is not a terminal
+    lines = json_lines(out.stdout)
+    pairs = [line for line in lines if line["type"] == "pair"]
+    assert len(pairs) == 10 and all(p["status"] == "ok" for p in pairs)
+    assert all(p["keypoints0"] > 0 and p["matches"] > 0 and 0 < p["inliers"] <= p["matches"] and p["time_ms"] >= 0
+               for p in pairs)
+    summary = lines[-1]
+    assert summary["type"] == "summary" and summary["pairs_matched"] == 10 and summary["images_extracted"] == 5
+    assert summary["pairs_per_s"] > 0 and {"decode", "extract", "match", "write"} <= set(summary["time_s"])
+    with h5py.File(tmp_path / "out/matches.h5") as handle:
+        assert "inliers" in handle[f"{names[0]}/{names[1]}"]
+
+    # the same command again: everything is skipped
+    out = run(pipeline, tmp_path, shell=True)
+    summary = json_lines(out.stdout)[-1]
+    assert out.returncode == 0 and summary["pairs_skipped"] == 10 and summary["pairs_matched"] == 0
+
+    out = run(f"export colmap --image-dir {image_dir} --features out/features.h5 --matches out/matches.h5 "
+              "--database out/db.db --json", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["num_verified_pairs"] == 10
+    with sqlite3.connect(tmp_path / "out/db.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 5
+        assert db.execute("SELECT COUNT(*) FROM two_view_geometries").fetchone()[0] == 10
+
+    # the two-image form is unchanged
+    out = run(f"match {image_dir / names[0]} {image_dir / names[1]} {FAST}", tmp_path)
+    assert out.returncode == 0 and "matches:" in out.stdout and "keypoints" in out.stdout
+
+
+def test_corrupt_image_exit_code_3(images, tmp_path):
+    image_dir, names = images
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes((image_dir / name).read_bytes())
+    (folder / "broken.jpg").write_bytes((image_dir / names[0]).read_bytes()[:300])
+    out = run(f"match --image-dir {folder} --pairs-mode exhaustive -o out {FAST} --json", tmp_path)
+    assert out.returncode == 3, out.stderr
+    assert out.stderr.count("broken.jpg") == 1 + 0  # one warning for the image, none per pair
+    assert "Traceback" not in out.stderr and "WARN" not in out.stderr
+    lines = json_lines(out.stdout)
+    assert [line["image"] for line in lines if line["type"] == "image"] == ["broken.jpg"]
+    failed = [line for line in lines if line["type"] == "pair" and line["status"] == "failed"]
+    assert len(failed) == 5 and all("broken.jpg" in line["error"] for line in failed)
+    summary = lines[-1]
+    assert (summary["pairs_matched"], summary["pairs_failed"], summary["images_failed"]) == (10, 5, 1)
+    assert list(summary["failed_images"]) == ["broken.jpg"]
+
+    out = run(f"extract {folder} -o ext {FAST.replace('--matcher nn', '')} -q", tmp_path)
+    assert out.returncode == 3 and out.stdout == "" and "broken.jpg" in out.stderr
+    with h5py.File(tmp_path / "ext/features.h5") as handle:
+        assert sorted(handle) == names
+
+
+def test_usage_and_input_errors(images, tmp_path):
+    image_dir, names = images
+    cases = [  # (arguments, exit code, message)
+        (f"match --image-dir {image_dir} -o out", 2, "--pairs FILE"),
+        (f"match --image-dir {image_dir} --pairs p.txt --pairs-mode exhaustive -o out", 2, "--pairs FILE"),
+        (f"match --image-dir {image_dir} --pairs-mode exhaustive", 2, "-o OUTDIR"),
+        (f"match {image_dir / names[0]} {image_dir / names[1]} --verify homography", 2, "needs --image-dir"),
+        (f"match --image-dir {image_dir} --pairs bad.txt -o out {FAST}", 1, "bad.txt:2:"),
+    ]
+    (tmp_path / "bad.txt").write_text(f"{names[0]} {names[1]}\nlonely\n")
+    for args, code, message in cases:
+        out = run(args, tmp_path)
+        assert out.returncode == code and message in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr
+    # resuming with other extractor settings is refused in one line
+    pairs = f"{names[0]} {names[1]}\n"
+    assert run(f"match --image-dir {image_dir} --pairs - -o out {FAST}", tmp_path, stdin=pairs).returncode == 0
+    out = run(f"match --image-dir {image_dir} --pairs - -o out {FAST.replace('200', '100')}", tmp_path, stdin=pairs)
+    assert out.returncode == 2 and "other extractor settings (max_keypoints" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
