@@ -181,3 +181,34 @@ def test_matches_on_sample_are_correct(sample_pair):
     correct = count_correct(f0.keypoints.numpy(), f1.keypoints.numpy(), ours.pairs(), read_homography(sample_pair[2]))
     assert ours.num_matches > 300 and correct.mean() > 0.95
     np.testing.assert_array_equal(ours.pairs()[:, 0], np.nonzero(ours.matches0.numpy() > -1)[0])
+
+
+def random_features(n: int, seed: int) -> Features:
+    g = torch.Generator().manual_seed(seed)
+    return Features(torch.rand(n, 2, generator=g) * 500, torch.rand(n, generator=g),
+                    torch.nn.functional.normalize(torch.randn(n, 128, generator=g), dim=1), (640, 480))
+
+
+def test_bf16_autocast_on_cpu_runs_and_mostly_agrees(sample_pair):
+    f0, f1 = extract_pair(sample_pair[0], sample_pair[1], max_keypoints=1024)
+    fp32 = LightGlue("aliked", precision="fp32").match(f0, f1)
+    bf16 = LightGlue("aliked", precision="bf16").match(f0, f1)
+    agree = ((fp32.matches0 == bf16.matches0) & (fp32.matches0 > -1)).sum().item()
+    assert agree >= 0.9 * fp32.num_matches
+
+
+def test_compiled_layers_give_the_same_matches():
+    f0, f1 = random_features(200, 0), random_features(180, 1)
+    plain = LightGlue("aliked", depth_confidence=-1, width_confidence=-1).match(f0, f1)
+    compiled = LightGlue("aliked", depth_confidence=-1, width_confidence=-1, compile=True).match(f0, f1)
+    assert torch.equal(plain.matches0, compiled.matches0)
+    assert (plain.scores0 - compiled.scores0).abs().max() < 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fp16_flash_agrees_with_cpu(sample_pair):
+    f0, f1 = extract_pair(sample_pair[0], sample_pair[1], max_keypoints=1024)
+    cpu = LightGlue("aliked").match(f0, f1)
+    cuda = LightGlue("aliked").to("cuda").match(f0, f1)  # fp16 autocast, flash SDPA in both attentions
+    agree = ((cpu.matches0 == cuda.matches0.cpu()) & (cpu.matches0 > -1)).sum().item()
+    assert agree >= 0.95 * cpu.num_matches

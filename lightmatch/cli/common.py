@@ -94,6 +94,10 @@ def matcher_options(func):
                      help="LightGlue point pruning, -1 disables adaptive width (default 0.99; LighterGlue 0.95)."),
         click.option("--filter-threshold", type=float, default=None,
                      help="Minimum match confidence (LightGlue 0.1, SuperGlue 0.2)."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
+                     show_default=True, help="LightGlue arithmetic: auto is fp16 autocast on CUDA, fp32 on CPU."),
+        click.option("--compile", "compile_matcher", is_flag=True,
+                     help="torch.compile LightGlue's layers (worth it on CUDA for long runs)."),
         click.option("--sinkhorn-iterations", type=int, default=None, help="SuperGlue Sinkhorn iterations (100)."),
         click.option("--superglue-weights", type=click.Choice(["indoor", "outdoor"]), default="outdoor",
                      show_default=True, help="SuperGlue weights."),
@@ -125,7 +129,8 @@ def build_models(opts: dict):
     mopts: dict[str, Any] = {}
     if name == "lightglue":
         mopts = {"depth_confidence": opts.get("depth_confidence"), "width_confidence": opts.get("width_confidence"),
-                 "filter_threshold": opts.get("filter_threshold")}
+                 "filter_threshold": opts.get("filter_threshold"), "precision": opts.get("precision"),
+                 "compile": opts.get("compile_matcher") or None}
     elif name == "superglue":
         mopts = {"variant": opts.get("superglue_weights"), "sinkhorn_iterations": opts.get("sinkhorn_iterations"),
                  "match_threshold": opts.get("filter_threshold")}

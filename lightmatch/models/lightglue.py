@@ -82,6 +82,23 @@ class LearnableFourierPositionalEncoding(nn.Module):
         return torch.cos(projected), torch.sin(projected)
 
 
+class FusedWeights:
+    """Weights derived from parameters (reordered or concatenated projections), rebuilt only when a parameter
+    changes: cached in inference, recomputed every call while gradients flow (training)."""
+
+    def __init__(self) -> None:
+        self._key: tuple = ()
+        self._value: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def get(self, build, *params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.is_grad_enabled():
+            return build()
+        key = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in params)
+        if self._value is None or key != self._key:
+            self._key, self._value = key, build()
+        return self._value
+
+
 def _ffn(dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.LayerNorm(2 * dim, elementwise_affine=True), nn.GELU(),
                          nn.Linear(2 * dim, dim))
@@ -119,11 +136,14 @@ class SelfBlock(nn.Module):
         # Official Wqkv rows are ordered (head, channel, q/k/v); reorder them into contiguous q, k, v blocks.
         order = torch.arange(3 * dim).view(num_heads, self.head_dim, 3).permute(2, 0, 1).reshape(-1)
         self.register_buffer("qkv_order", order, persistent=False)
+        self._fused = FusedWeights()
 
     def forward(self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """``x`` ``(M + N, D)`` tokens of both images (image 0 first, ``split`` = M); cos/sin ``(M + N, dh/2)``."""
         t, d = x.shape
-        qkv = F.linear(x, self.Wqkv.weight[self.qkv_order], self.Wqkv.bias[self.qkv_order])
+        weight, bias = self._fused.get(lambda: (self.Wqkv.weight[self.qkv_order], self.Wqkv.bias[self.qkv_order]),
+                                       self.Wqkv.weight, self.Wqkv.bias)
+        qkv = F.linear(x, weight, bias)
         qkv = qkv.view(t, 3, self.num_heads, self.head_dim).permute(1, 2, 0, 3)  # (3, H, T, dh)
         q = apply_rotary(qkv[0], cos, sin)
         k = apply_rotary(qkv[1], cos, sin)
@@ -150,12 +170,15 @@ class CrossBlock(nn.Module):
         self.to_v = nn.Linear(dim, dim)
         self.to_out = nn.Linear(dim, dim)
         self.ffn = _ffn(dim)
+        self._fused = FusedWeights()
         self.use_sdpa = False  # set per call by the matcher: flash SDPA on CUDA, the exact blocked product on CPU
 
     def forward(self, x: torch.Tensor, split: int) -> torch.Tensor:
         t, d = x.shape
-        qkv = F.linear(x, torch.cat([self.to_qk.weight, self.to_v.weight]), torch.cat([self.to_qk.bias,
-                                                                                       self.to_v.bias]))
+        weight, bias = self._fused.get(
+            lambda: (torch.cat([self.to_qk.weight, self.to_v.weight]), torch.cat([self.to_qk.bias, self.to_v.bias])),
+            self.to_qk.weight, self.to_v.weight, self.to_qk.bias, self.to_v.bias)
+        qkv = F.linear(x, weight, bias)
         qkv = qkv.view(t, 2, self.heads, self.head_dim).permute(1, 2, 0, 3)  # (2, H, T, dh)
         qk0, qk1 = qkv[0, :, :split], qkv[0, :, split:]
         v0, v1 = qkv[1, :, :split], qkv[1, :, split:]
@@ -260,13 +283,14 @@ class LightGlue(Matcher):
         precision: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16`` or ``bf16``.
         weights_path: explicit checkpoint; default: the registry's file for the feature type.
         state_dict: an already loaded checkpoint (skips file resolution).
+        compile: compile the transformer layers with ``torch.compile`` (dynamic shapes; pays off on CUDA).
     """
 
     name = "lightglue"
 
     def __init__(self, features: str | LightGlueVariant = "aliked", depth_confidence: float = 0.95,
                  width_confidence: float = 0.99, filter_threshold: float = 0.1, precision: str = "auto",
-                 weights_path: Optional[str] = None, state_dict: Optional[dict] = None) -> None:
+                 weights_path: Optional[str] = None, state_dict: Optional[dict] = None, compile: bool = False) -> None:
         super().__init__()
         if isinstance(features, str):
             if features not in VARIANTS:
@@ -294,6 +318,9 @@ class LightGlue(Matcher):
             state_dict = weights.load_state_dict(variant.weights, weights_path)
         weights.load_into(self, _rename_legacy_keys(state_dict, n), variant.weights, str(weights_path or ""))
         self.eval()
+        if compile:
+            for layer in self.transformers:
+                layer.forward = torch.compile(layer.forward, dynamic=True)
 
     def _autocast_dtype(self, device: torch.device) -> Optional[torch.dtype]:
         if self.precision == "fp32" or (self.precision == "auto" and device.type != "cuda"):

