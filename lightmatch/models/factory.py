@@ -27,8 +27,9 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def feature_family(name: str) -> str:
-    """The feature type a matcher's weights are trained for: every ALIKED variant is ``aliked``."""
-    return "aliked" if name.startswith("aliked") else name
+    """The feature type a matcher's weights are trained for: the 128-d ALIKED variants are ``aliked``
+    (``aliked-t16`` has 64-d descriptors and no trained matcher)."""
+    return "aliked" if name.startswith("aliked") and name != "aliked-t16" else name
 
 
 def _drop_none(options: dict[str, Any]) -> dict[str, Any]:

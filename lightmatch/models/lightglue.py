@@ -421,9 +421,16 @@ class LightGlue(Matcher):
 
 
 def _rename_legacy_keys(state: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
-    """Old LightGlue checkpoints name layers ``self_attn.i`` / ``cross_attn.i``; map them to ``transformers.i``."""
+    """Map older official checkpoints onto the current names.
+
+    Old LightGlue checkpoints name layers ``self_attn.i`` / ``cross_attn.i`` (now ``transformers.i.*``), and
+    ``disk_lightglue`` still carries ``log_assignment.i.r``, an unused scalar (always 1) of an earlier assignment
+    head, which the architecture no longer has: it is dropped, everything else must match exactly.
+    """
     renamed = {}
     for key, value in state.items():
+        if key.startswith("log_assignment.") and key.endswith(".r") and value.numel() == 1:
+            continue
         for i in range(n_layers):
             for kind in ("self_attn", "cross_attn"):
                 prefix = f"{kind}.{i}."

@@ -1,0 +1,70 @@
+"""Every extractor/matcher combination through `lightmatch match`, including SuperPoint/SuperGlue from
+checkpoints built here in the official layout (the real files are not redistributable)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from test_cli_match import assert_one_line_error, run
+from test_superglue import official_checkpoint as superglue_checkpoint
+from test_superpoint import official_checkpoint as superpoint_checkpoint
+
+SMALL = ["--resize", "480", "--max-keypoints", "512", "--json"]
+
+
+@pytest.mark.parametrize("features", ["sift", "aliked", "disk"])
+def test_nearest_neighbour_on_bench_pair(shared_data, features):
+    root = shared_data / "lightglue_bench"
+    out = json.loads(run("match", root / "DSC_0411.JPG", root / "DSC_0410.JPG", "--features", features,
+                         "--matcher", "nn", "--ratio-threshold", "0.9", *SMALL).stdout)
+    assert out["keypoints0"] > 100 and out["matches"] > 30
+
+
+@pytest.mark.parametrize("features, matcher", [("disk", "lightglue"), ("xfeat", "lightglue"), ("aliked-n32", "lightglue"),
+                                               ("aliked-t16", "nn")])
+def test_other_extractors_on_sample(sample_pair, features, matcher):
+    out = json.loads(run("match", sample_pair[0], sample_pair[1], "--features", features, "--matcher", matcher,
+                         "--homography", sample_pair[2], *SMALL).stdout)
+    assert out["matches"] > 100 and out["correct"] > 0.85 * out["matches"]
+
+
+def test_superpoint_without_weights_says_how_to_get_them(sample_pair, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIGHTMATCH_CACHE_DIR", str(tmp_path))
+    proc = run("match", sample_pair[0], sample_pair[1], "--features", "superpoint", check_code=None)
+    assert_one_line_error(proc, "superpoint_v1.pth", "lightmatch weights download superpoint", "--weights")
+
+
+def test_superpoint_superglue_path_runs_with_official_layout(sample_pair, tmp_path):
+    sp, sg = tmp_path / "superpoint_v1.pth", tmp_path / "superglue_outdoor.pth"
+    torch.save(superpoint_checkpoint(), sp)
+    torch.save(superglue_checkpoint(), sg)
+    out = json.loads(run("match", sample_pair[0], sample_pair[1], "--features", "superpoint", "--weights", sp,
+                         "--matcher", "superglue", "--matcher-weights", sg, "--sinkhorn-iterations", "20",
+                         "-o", tmp_path / "out", *SMALL).stdout)
+    assert out["keypoints0"] > 0 and out["matches"] >= 0
+
+
+def test_superpoint_lightglue_path_runs_with_official_layout(sample_pair, tmp_path):
+    from lightmatch import weights
+
+    sp, lg = tmp_path / "superpoint_v1.pth", tmp_path / "superpoint_lightglue.pth"
+    torch.save(superpoint_checkpoint(), sp)
+    # superpoint_lightglue has ALIKED's LightGlue layout without the input projection (256-d in, 256-d tokens)
+    state = {k: v for k, v in weights.load_state_dict("aliked_lightglue").items() if not k.startswith("input_proj")}
+    torch.save(state, lg)
+    out = json.loads(run("match", sample_pair[0], sample_pair[1], "--features", "superpoint", "--weights", sp,
+                         "--matcher-weights", lg, *SMALL).stdout)
+    assert out["keypoints0"] > 0
+
+
+@pytest.mark.parametrize("features, matcher, message", [
+    ("disk", "superglue", "SuperGlue is trained for SuperPoint features only"),
+    ("aliked-t16", "lightglue", "no LightGlue weights for features 'aliked-t16'")])
+def test_pair_without_weights_is_a_usage_error(sample_pair, features, matcher, message):
+    proc = run("match", sample_pair[0], sample_pair[1], "--features", features, "--matcher", matcher,
+               check_code=None)
+    assert_one_line_error(proc, message)
+    assert proc.returncode == 2
