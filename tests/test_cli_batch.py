@@ -1,5 +1,6 @@
-"""The batch commands through the installed console script: pairs, extract, match (files, stdin, folders),
-export colmap, exit codes. Small synthetic images, SIFT + nearest neighbour (the model does not matter here)."""
+"""The batch commands: pairs, extract, match (files, stdin, folders), export colmap, exit codes. Pipelines and
+exit codes through the installed console script (subprocesses), option errors in-process (click's runner).
+Small synthetic images, SIFT + nearest neighbour (the model does not matter here)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import cv2
 import h5py
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from lightmatch.cli import main
 from lightmatch.io.pairs import exhaustive_pairs, sequential_pairs
 
 LIGHTMATCH = Path(sys.executable).parent / "lightmatch"
@@ -60,8 +63,6 @@ def test_pairs_command_modes(images, tmp_path):
     assert out.returncode == 0 and out.stdout == ""
     lines = (tmp_path / "p/pairs.txt").read_text().splitlines()
     assert [tuple(line.split()) for line in lines] == sequential_pairs(names, 2, loop=True)
-    out = run(f"pairs {image_dir} --window 2", tmp_path)
-    assert out.returncode == 2 and "--mode sequential" in out.stderr
 
 
 def test_stdin_pipeline_resume_export_and_two_image_form(images, tmp_path):
@@ -87,17 +88,26 @@ def test_stdin_pipeline_resume_export_and_two_image_form(images, tmp_path):
     summary = json_lines(out.stdout)[-1]
     assert out.returncode == 0 and summary["pairs_skipped"] == 10 and summary["pairs_matched"] == 0
 
-    out = run(f"export colmap --image-dir {image_dir} --features out/features.h5 --matches out/matches.h5 "
-              "--database out/db.db --json", tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["num_verified_pairs"] == 10
+    # export (in-process: the console script is exercised above)
+    result = CliRunner().invoke(main, shlex.split(
+        f"export colmap --image-dir {image_dir} --features {tmp_path}/out/features.h5 "
+        f"--matches {tmp_path}/out/matches.h5 --database {tmp_path}/out/db.db --json"))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["num_verified_pairs"] == 10
     with sqlite3.connect(tmp_path / "out/db.db") as db:
         assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 5
         assert db.execute("SELECT COUNT(*) FROM two_view_geometries").fetchone()[0] == 10
 
-    # the two-image form is unchanged
-    out = run(f"match {image_dir / names[0]} {image_dir / names[1]} {FAST}", tmp_path)
-    assert out.returncode == 0 and "matches:" in out.stdout and "keypoints" in out.stdout
+
+def test_two_image_form_unchanged(images, tmp_path):
+    image_dir, names = images
+    result = CliRunner().invoke(main, shlex.split(f"match {image_dir / names[0]} {image_dir / names[1]} {FAST} "
+                                                  f"-o {tmp_path}/two --json"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["matches"] > 0 and summary["image0"] == names[0]
+    with h5py.File(tmp_path / "two/matches.h5") as handle:
+        assert f"{names[0]}/{names[1]}" in handle
 
 
 def test_corrupt_image_exit_code_3(images, tmp_path):
@@ -125,23 +135,33 @@ def test_corrupt_image_exit_code_3(images, tmp_path):
         assert sorted(handle) == names
 
 
-def test_usage_and_input_errors(images, tmp_path):
+def test_usage_and_input_errors(images, tmp_path, monkeypatch):
+    """In-process (click's runner): usage errors exit 2, bad input 1, each in one line without a traceback."""
     image_dir, names = images
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.txt").write_text(f"{names[0]} {names[1]}\nlonely\n")
     cases = [  # (arguments, exit code, message)
         (f"match --image-dir {image_dir} -o out", 2, "--pairs FILE"),
         (f"match --image-dir {image_dir} --pairs p.txt --pairs-mode exhaustive -o out", 2, "--pairs FILE"),
         (f"match --image-dir {image_dir} --pairs-mode exhaustive", 2, "-o OUTDIR"),
+        (f"match --image-dir {image_dir} --pairs-mode exhaustive --window 3 -o out", 2, "sequential"),
+        (f"pairs {image_dir} --window 2", 2, "--mode sequential"),
         (f"match {image_dir / names[0]} {image_dir / names[1]} --verify homography", 2, "needs --image-dir"),
+        (f"match --image-dir {image_dir} --pairs-mode sequential -o out --seed 3", 2, "--seed needs --verify"),
         (f"match --image-dir {image_dir} --pairs bad.txt -o out {FAST}", 1, "bad.txt:2:"),
+        (f"match --image-dir {tmp_path / 'nope'} --pairs bad.txt -o out {FAST}", 1, "no such image directory"),
     ]
-    (tmp_path / "bad.txt").write_text(f"{names[0]} {names[1]}\nlonely\n")
+    runner = CliRunner()
     for args, code, message in cases:
-        out = run(args, tmp_path)
-        assert out.returncode == code and message in out.stderr, (args, out.stderr)
-        assert "Traceback" not in out.stderr
+        result = runner.invoke(main, shlex.split(args))
+        assert result.exit_code == code and message in result.stderr, (args, result.output)
+        assert "Traceback" not in result.output
     # resuming with other extractor settings is refused in one line
     pairs = f"{names[0]} {names[1]}\n"
-    assert run(f"match --image-dir {image_dir} --pairs - -o out {FAST}", tmp_path, stdin=pairs).returncode == 0
-    out = run(f"match --image-dir {image_dir} --pairs - -o out {FAST.replace('200', '100')}", tmp_path, stdin=pairs)
-    assert out.returncode == 2 and "other extractor settings (max_keypoints" in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+    result = runner.invoke(main, shlex.split(f"match --image-dir {image_dir} --pairs - -o out {FAST} -q"), input=pairs)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, shlex.split(f"match --image-dir {image_dir} --pairs - -o out "
+                                             f"{FAST.replace('200', '100')}"), input=pairs)
+    assert result.exit_code == 2 and "other extractor settings (max_keypoints: stored 200, this run 100)" in \
+        result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

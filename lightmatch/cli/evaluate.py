@@ -36,9 +36,10 @@ class IntListCommand(click.Command):
                 while i < len(args) and _INT.match(args[i]) and (limit is None or len(values) < limit):
                     values.append(args[i])
                     i += 1
-                if not values:
-                    raise click.UsageError(f"option {arg} needs at least one integer", ctx)
-                rewritten.append(f"{arg}={','.join(values)}")
+                if values:
+                    rewritten.append(f"{arg}={','.join(values)}")
+                else:  # e.g. --resize 640x480: one value, parsed by the option's callback
+                    rewritten.append(arg)
                 continue
             rewritten.append(arg)
             i += 1

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -101,7 +103,9 @@ def format_batch_summary(summary) -> str:
                  f"background workers, waited {t['wait']:.1f} s), extract {t['extract']:.1f} s, "
                  f"read {t['read']:.1f} s, match {t['match']:.1f} s, verify {t['verify']:.1f} s, "
                  f"viz {t['viz']:.1f} s, write {t['write']:.1f} s, consolidate {t['consolidate']:.1f} s")
-    lines.append("output: " + ", ".join(p for p in (summary.features_path, summary.matches_path) if p))
+    outputs = [p for p in (summary.features_path, summary.matches_path) if p]
+    if outputs:
+        lines.append("output: " + ", ".join(outputs))
     return "\n".join(lines)
 
 
@@ -125,22 +129,31 @@ def _finish(summary, reporter: _Reporter, as_json: bool, quiet: bool) -> None:
     sys.exit(EXIT_OK)
 
 
-def _prepare_batch() -> None:
-    """``kill PID`` stops a batch like Ctrl-C (the work done is saved); OpenCV's own decoder warnings are muted
-    (bad images are reported once, by us)."""
+@contextlib.contextmanager
+def _batch_run():
+    """While a batch runs: ``kill PID`` stops it like Ctrl-C (the work done is saved), and OpenCV's own decoder
+    warnings are muted (bad images are reported once, by us). Both are restored afterwards."""
     def handler(signum, frame):
         raise KeyboardInterrupt
 
     try:
-        signal.signal(signal.SIGTERM, handler)
+        previous = signal.signal(signal.SIGTERM, handler)
     except (ValueError, OSError):  # not the main thread
-        pass
+        previous = None
     try:
         import cv2
 
+        level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     except (ImportError, AttributeError):
-        pass
+        level = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if level is not None:
+            cv2.utils.logging.setLogLevel(level)
 
 
 def batch_options(func):
@@ -173,7 +186,8 @@ def batch_options(func):
               help="Print one JSON object per pair on stdout (batches: then a final summary line).")
 @click.option("--image-dir", type=click.Path(file_okay=False), default=None,
               help="Batch form: root of the images; pair names are relative to it.")
-@click.option("--pairs", "pairs_file", default=None, help="Batch: pairs file ('name0 name1' lines), '-' for stdin.")
+@click.option("--pairs", "pairs_file", default=None, metavar="FILE|-",
+              help="Batch: pairs file ('name0 name1' lines, names relative to --image-dir), '-' for stdin.")
 @click.option("--pairs-mode", type=click.Choice(PAIR_MODES), default=None,
               help="Batch: pair the images of --image-dir (recursively, sorted by name) instead of --pairs.")
 @click.option("--window", type=click.IntRange(min=1), default=None,
@@ -185,7 +199,7 @@ def batch_options(func):
 @click.option("--verify-confidence", type=float, default=None, help="RANSAC confidence.  [default: 0.9999]")
 @click.option("--seed", type=int, default=None, help="RANSAC random seed (same seed, same inliers).  [default: 0]")
 @click.option("--viz-dir", type=click.Path(file_okay=False), default=None,
-              help="Batch: write a match plot per pair here ({name0}_{name1}_matches.png).")
+              help="Batch: write a match plot per pair matched in this run ({name0}_{name1}_matches.png).")
 @batch_options
 @extractor_options
 @matcher_options
@@ -224,8 +238,8 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     for name, value in (("--viz", viz_path), ("--homography", homography)):
         if value is not None:
             raise click.UsageError(f"{name} is for two images; batches take --viz-dir")
-    if output_dir is None:
-        raise click.UsageError("batches need an output folder: -o OUTDIR")
+    if output_dir is None and not (viz_dir or as_json):
+        raise click.UsageError("batches need an output folder: -o OUTDIR (or --viz-dir / --json to only look)")
     if (pairs_file is None) == (pairs_mode is None):
         raise click.UsageError("give the pairs: --pairs FILE (or - for stdin) or --pairs-mode exhaustive|sequential")
     if (window is not None or loop) and pairs_mode != "sequential":
@@ -244,12 +258,20 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
                    if pairs_mode else f"lightmatch: warning: no pairs in {pairs_file}", err=True)
     extractor, matcher = build_models(opts)
     reporter = _Reporter(as_json, quiet, "pair")
-    _prepare_batch()
-    try:
-        summary = match_batch(image_dir, pairs, output_dir, extractor, matcher, verify=verify_options,
-                              viz_dir=viz_dir, overwrite=overwrite, workers=workers, on_event=reporter)
-    finally:
-        reporter.close()
+    temporary = output_dir is None
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_batch_run())
+        if temporary:  # only plots / JSON wanted: the stores live in a temporary folder
+            output_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="lightmatch-"))
+            if not quiet:
+                click.echo("lightmatch: note: no -o OUTDIR, features and matches are not kept", err=True)
+        try:
+            summary = match_batch(image_dir, pairs, output_dir, extractor, matcher, verify=verify_options,
+                                  viz_dir=viz_dir, overwrite=overwrite, workers=workers, on_event=reporter)
+        finally:
+            reporter.close()
+        if temporary:  # the stores are gone after this block
+            summary.features_path = summary.matches_path = None
     _finish(summary, reporter, as_json, quiet)
 
 
@@ -349,10 +371,10 @@ def extract(image_dir: str, output_dir: str, as_json: bool, overwrite: bool, qui
     # the extractor exactly as `match` builds it; the nearest-neighbour matcher is free and unused
     extractor, _ = build_models(dict(opts, matcher="nn"))
     reporter = _Reporter(as_json, quiet, "image")
-    _prepare_batch()
     try:
-        summary = extract_batch(image_dir, names, output_dir, extractor, overwrite=overwrite, workers=workers,
-                                on_event=reporter)
+        with _batch_run():
+            summary = extract_batch(image_dir, names, output_dir, extractor, overwrite=overwrite, workers=workers,
+                                    on_event=reporter)
     finally:
         reporter.close()
     _finish(summary, reporter, as_json, quiet)
@@ -373,7 +395,8 @@ def export() -> None:
               help="matches.h5 (hloc layout); pairs with 'inliers' (match --verify) become verified geometries.")
 @click.option("--database", type=click.Path(dir_okay=False), required=True,
               help="COLMAP database to write (replaced if it exists).")
-@click.option("--pairs", "pairs_file", default=None, help="Only these pairs (file, '-' for stdin); default: all.")
+@click.option("--pairs", "pairs_file", default=None, metavar="FILE|-",
+              help="Only these pairs (file, '-' for stdin); default: all.")
 @click.option("--camera-model", default="SIMPLE_RADIAL", show_default=True,
               type=click.Choice(["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "OPENCV_FISHEYE",
                                  "FULL_OPENCV", "FOV", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE",

@@ -7,7 +7,8 @@ image 1 or -1) and ``matching_scores0`` (N0,) float32; optional ``inliers`` (N0,
 File attributes record the model and settings that produced the file.
 
 Writes are atomic: the new content goes to a temporary file in the same folder that replaces the old one only once
-complete and closed, so a failed or killed run never leaves a truncated store.
+complete and closed, so a failed or killed run never leaves a truncated store. That copies the whole store per
+write; batches instead write small part files and consolidate them (:class:`lightmatch.pipeline.batch.OutputStore`).
 """
 
 from __future__ import annotations

@@ -726,11 +726,11 @@ def match_batch(
                 _emit(on_event, PairEvent(a, b, "skipped"))
         loader = PrefetchLoader(jobs, _load_image(image_dir, extractor, viz_dir is not None), workers, prefetch)
         cache: dict[str, _Entry] = {}
-        reused: set[str] = set()
+        seen: set[str] = set()  # images extracted or read back once already in this run
         try:
             for step in steps:
                 for load in step.loads:
-                    _run_load(load, loader, extractor, store, cache, reused, summary, clock, on_event)
+                    _run_load(load, loader, extractor, store, cache, seen, summary, clock, on_event)
                 _run_pair(step, cache, extractor, matcher, verify, viz_dir, store, summary, clock, on_event)
                 for name in step.evict:
                     cache.pop(name, None)
@@ -752,7 +752,7 @@ def match_batch(
 
 
 def _run_load(load: _Load, loader: PrefetchLoader, extractor: Extractor, store: OutputStore,
-              cache: dict[str, _Entry], reused: set[str], summary: BatchSummary, clock: _Clock,
+              cache: dict[str, _Entry], seen: set[str], summary: BatchSummary, clock: _Clock,
               on_event: Optional[Callable[[Event], None]]) -> None:
     """Bring one image into the cache: extract it, or read its features back (and decode it for a plot)."""
     name = load.name
@@ -779,11 +779,14 @@ def _run_load(load: _Load, loader: PrefetchLoader, extractor: Extractor, store: 
             _emit(on_event, ImageEvent(name, "extracted", len(feats), timings=dict(clock.item)))
         else:
             t = time.perf_counter()
-            feats = store.read_features(name)
+            try:
+                feats = store.read_features(name)
+            except (KeyError, OSError, ValueError) as exc:
+                raise InputError(f"{name}: cannot read its stored features ({exc}); rerun with --overwrite") from exc
             clock.add("read", time.perf_counter() - t)
-            if name not in reused:
-                reused.add(name)
+            if name not in seen:  # features from an earlier run (not ones this run dropped and read again)
                 summary.images_reused += 1
+        seen.add(name)
     except InputError as exc:
         summary.images_failed += 1
         summary.failed_images[name] = _error_text(exc)
