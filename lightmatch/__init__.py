@@ -5,27 +5,44 @@
     >>> matcher = lightmatch.load_matcher("lightglue", features="aliked")
     >>> result = lightmatch.match_pair("a.jpg", "b.jpg", extractor, matcher, output_dir="out")
     >>> result.matches.pairs()  # (M, 2) indices into result.features0 / features1 keypoints
+
+Names are imported on first use, so that ``import lightmatch`` (and the CLI's start) does not pay for torch.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .errors import LightmatchError
-from .io.images import load_image
-from .models.base import Extractor, Matcher
-from .models.factory import load_extractor, load_matcher, resolve_device
-from .pipeline.match import PairResult, match_pair
-from .types import Features, Matches
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Extractor",
-    "Features",
-    "LightmatchError",
-    "Matcher",
-    "Matches",
-    "PairResult",
-    "load_extractor",
-    "load_image",
-    "load_matcher",
-    "match_pair",
-    "resolve_device",
-]
+_EXPORTS = {
+    "Extractor": ".models.base",
+    "Matcher": ".models.base",
+    "Features": ".types",
+    "Matches": ".types",
+    "load_image": ".io.images",
+    "load_extractor": ".models.factory",
+    "load_matcher": ".models.factory",
+    "resolve_device": ".models.factory",
+    "PairResult": ".pipeline.match",
+    "match_pair": ".pipeline.match",
+    "match_batch": ".pipeline.batch",
+    "extract_batch": ".pipeline.batch",
+}
+
+__all__ = ["LightmatchError", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lightmatch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

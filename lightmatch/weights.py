@@ -65,6 +65,8 @@ REGISTRY: dict[str, WeightSpec] = {
             "b5b21d47ea24f2c5e501aec9c91b9716e4c8c3429a4dc1e615c133c4c9378335", "LightGlue for DISK"),
         WeightSpec("superpoint_lightglue", "superpoint_lightglue.pth", APACHE,
                    _LG_RELEASE + "superpoint_lightglue.pth", description="LightGlue for SuperPoint"),
+        WeightSpec("sift_lightglue", "sift_lightglue.pth", APACHE, _LG_RELEASE + "sift_lightglue.pth",
+                   description="LightGlue for SIFT (scale and orientation encoded)"),
         WeightSpec("superpoint", "superpoint_v1.pth", MAGICLEAP, _SG_REPO + "superpoint_v1.pth",
                    description="SuperPoint extractor (Magic Leap)"),
         WeightSpec("superglue_indoor", "superglue_indoor.pth", MAGICLEAP, _SG_REPO + "superglue_indoor.pth",

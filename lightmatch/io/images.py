@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".pnm")
 MIN_SIZE = 32
@@ -64,6 +67,8 @@ def _to_uint16(image: np.ndarray) -> np.ndarray:
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """``(H, W[, C])`` uint8/uint16 array -> ``(C, H, W)`` float32 tensor in [0, 1]."""
+    import torch  # here, so that listing and pairing images does not load torch
+
     scale = 65535.0 if image.dtype == np.uint16 else 255.0
     array = image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
     # divide in float64, then round once, as the reference preprocessing does
