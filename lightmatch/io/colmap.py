@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Union
@@ -32,6 +31,7 @@ import h5py
 import numpy as np
 
 from ..errors import ConfigError, InputError, OutputError
+from .atomic import atomic_output
 from .h5 import find_pair, names_to_pair
 from .images import read_image
 from .pairs import read_pairs
@@ -280,28 +280,18 @@ def export_colmap(
             if name0 != name1:
                 unique.setdefault(pair_id(image_ids[name0], image_ids[name1]), (name0, name1))
 
-        folder = database_path.parent
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{database_path.name}.", suffix=".tmp", dir=folder)
-            os.close(fd)
-        except OSError as exc:
-            raise OutputError(f"{folder}: cannot write the database here ({exc.strerror or exc})") from exc
-        tmp = Path(tmp_name)
-        try:
-            db = sqlite3.connect(tmp)
-            try:
-                db.executescript(SCHEMA)
-                summary = _write(db, fh, mh, matches_h5, names, image_ids, sizes, unique, camera_model,
-                                 single_camera)
-                db.commit()
-            finally:
-                db.close()
-            os.replace(tmp, database_path)
+            with atomic_output(database_path, "the database") as tmp:
+                db = sqlite3.connect(tmp)
+                try:
+                    db.executescript(SCHEMA)
+                    summary = _write(db, fh, mh, matches_h5, names, image_ids, sizes, unique, camera_model,
+                                     single_camera)
+                    db.commit()
+                finally:
+                    db.close()
         except sqlite3.Error as exc:
             raise OutputError(f"{database_path}: cannot write the COLMAP database ({exc})") from exc
-        finally:
-            tmp.unlink(missing_ok=True)
     return ColmapExport(str(database_path), *summary)
 
 

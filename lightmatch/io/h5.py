@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator, Mapping, Optional
 
@@ -25,8 +24,9 @@ import h5py
 import numpy as np
 import torch
 
-from ..errors import InputError, OutputError
+from ..errors import InputError
 from ..types import Features, Matches
+from .atomic import atomic_output
 
 
 def names_to_pair(name0: str, name1: str, separator: str = "/") -> str:
@@ -38,15 +38,7 @@ def names_to_pair(name0: str, name1: str, separator: str = "/") -> str:
 def atomic_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
     """Open a writable copy of ``path`` (or a new file) that replaces ``path`` atomically when the block succeeds."""
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-        os.close(fd)
-    except OSError as exc:
-        raise OutputError(f"{folder}: cannot write output here ({exc.strerror or exc})") from exc
-    tmp_path = Path(tmp)
-    try:
+    with atomic_output(path, "output") as tmp_path:
         if path.exists():
             shutil.copyfile(path, tmp_path)
             mode = "r+"
@@ -58,27 +50,6 @@ def atomic_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
             raise InputError(f"{path}: existing file is not a readable HDF5 store ({exc})") from exc
         with handle:
             yield handle
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
-        _set_mode(tmp_path, path)
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def _set_mode(tmp: Path, path: Path) -> None:
-    """Give the new file the old file's permissions, or the usual ones (0666 less the umask): mkstemp's are 0600."""
-    try:
-        if path.exists():
-            mode = path.stat().st_mode & 0o777
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-    except OSError:
-        pass
 
 
 def _set_attrs(handle: h5py.File, attrs: Optional[Mapping]) -> None:

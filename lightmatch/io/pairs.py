@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import ConfigError, InputError, OutputError
+from .atomic import atomic_output
 from .images import is_image_path
 
 Pair = tuple[str, str]
@@ -104,16 +105,11 @@ def format_pairs(pairs: Iterable[Pair]) -> str:
 
 def write_pairs(path: str | os.PathLike, pairs: Iterable[Pair]) -> None:
     """Write ``pairs`` to ``path`` as an hloc pairs file (replacing it atomically)."""
-    path = Path(path)
     text = format_pairs(pairs)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        if str(path.parent):
-            path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        with atomic_output(path, "the pairs file") as tmp:
+            tmp.write_text(text, encoding="utf-8")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write pairs file ({exc.strerror or exc})") from exc
 
 

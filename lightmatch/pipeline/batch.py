@@ -738,17 +738,24 @@ def match_batch(
             summary.interrupted = True
         finished = True
     finally:
-        if loader is not None:
-            loader.close()
-        try:
-            if finished:
-                t = time.perf_counter()
-                store.consolidate()
-                summary.times["consolidate"] += time.perf_counter() - t
-        finally:
-            store.close()
+        _close_run(loader, store, summary, consolidate=finished)
     summary.elapsed_s = time.perf_counter() - start
     return summary
+
+
+def _close_run(loader: Optional[PrefetchLoader], store: OutputStore, summary: BatchSummary,
+               consolidate: bool) -> None:
+    """End a run: stop the loader, merge the part files into the stores (unless the run failed before its loop
+    ended), release the output folder."""
+    if loader is not None:
+        loader.close()
+    try:
+        if consolidate:
+            t = time.perf_counter()
+            store.consolidate()
+            summary.times["consolidate"] += time.perf_counter() - t
+    finally:
+        store.close()
 
 
 def _run_load(load: _Load, loader: PrefetchLoader, extractor: Extractor, store: OutputStore,
@@ -902,15 +909,7 @@ def extract_batch(
             summary.interrupted = True
         finished = True
     finally:
-        if loader is not None:
-            loader.close()
-        try:
-            if finished:
-                t = time.perf_counter()
-                store.consolidate()
-                summary.times["consolidate"] += time.perf_counter() - t
-        finally:
-            store.close()
+        _close_run(loader, store, summary, consolidate=finished)
     summary.images_reused = summary.images_total - len(jobs)
     summary.elapsed_s = time.perf_counter() - start
     return summary

@@ -1,0 +1,52 @@
+"""Atomic file replacement: write beside the target, then rename over it, so a reader (or a crash) never sees a
+half-written file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import OutputError
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, what: str = "output") -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder. When the block succeeds, the file is flushed to disk, given the
+    old file's permissions (or the usual 0666 less the umask) and renamed over ``path``; otherwise it is removed.
+
+    A folder that cannot be created or written raises :class:`OutputError` naming it and ``what`` was written.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write {what} here ({exc.strerror or exc})") from exc
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        _copy_mode(tmp, path)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _copy_mode(tmp: Path, path: Path) -> None:
+    """mkstemp creates files readable by their owner only: give the new file the permissions a plain write would."""
+    try:
+        if path.exists():
+            mode = path.stat().st_mode & 0o777
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
+    except OSError:
+        pass
