@@ -449,9 +449,13 @@ def evaluate_pose(
                 if feat_handle is not None:
                     for name, rot, im in ((pair.name0, pair.rot0, im0), (pair.name1, pair.rot1, im1)):
                         kpts = eval_to_original(im.features.keypoints.numpy(), im.size, resize, rot)
+                        scales = im.features.scales
+                        if scales is not None:  # keypoint sizes back to original pixels too
+                            w_new, h_new = resize_for_eval(im.size[0], im.size[1], resize)
+                            scales = scales * float((im.size[0] / w_new + im.size[1] / h_new) / 2)
                         h5.put_features(feat_handle, name, Features(
                             torch.from_numpy(kpts.astype(np.float32)), im.features.scores,
-                            im.features.descriptors, im.size, im.features.scales, im.features.oris))
+                            im.features.descriptors, im.size, scales, im.features.oris))
                     h5.put_matches(match_handle, pair.name0, pair.name1, matches)
                 if viz:
                     from ..viz import plot_matches
