@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -33,13 +32,12 @@ from .homography_data import (HomographyPair, hpatches_resize, load_homography_p
                               rescale_homography)
 from .metrics import (HOMOGRAPHY_CORRECT_THRESHOLD, HomographyResult, evaluate_homography_pair, homography_summary,
                       matched_keypoints, symmetric_homography_error)
-from .pose import ProgressCallback, _finite, write_report
+from .pose import EvalReport, ProgressCallback, _finite, write_report
 
 GLUEFACTORY_RESIZE = 480
 
 
-@dataclass
-class HomographyEvalReport:
+class HomographyEvalReport(EvalReport):
     """What :func:`evaluate_homography` returns.
 
     Attributes:
@@ -47,14 +45,6 @@ class HomographyEvalReport:
         pairs: one JSON-ready record per pair (corner errors in pixels, ``null`` where estimation failed).
         settings: how the evaluation ran. files: paths written.
     """
-
-    summary: dict[str, Any]
-    pairs: list[dict[str, Any]]
-    settings: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return _finite({**self.summary, "settings": self.settings, "files": self.files})
 
 
 TABLE_COLUMNS = [("RANSAC@1px", "auc_ransac@1px"), ("RANSAC@3px", "auc_ransac@3px"), ("RANSAC@5px", "auc_ransac@5px"),

@@ -145,16 +145,9 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 
 @dataclass
-class PoseEvalReport:
-    """What :func:`evaluate_pose` returns.
-
-    Attributes:
-        summary: :func:`relative_pose_summary` (percent) plus ``num_failed`` (pairs without a pose),
-            ``mean_keypoints``, ``mean_matches``, ``mean_inliers``.
-        pairs: one JSON-ready record per pair (pose errors in degrees, ``null`` where no pose was estimated).
-        settings: how the evaluation ran (resize, seed, models, sources).
-        files: paths written (``results``, ``summary``, ``features``, ``matches``, ``viz``).
-    """
+class EvalReport:
+    """What an evaluation returns: ``summary`` (the table's numbers), ``pairs`` (one JSON-ready record per pair),
+    ``settings`` (how it ran) and ``files`` (paths written)."""
 
     summary: dict[str, Any]
     pairs: list[dict[str, Any]]
@@ -164,6 +157,18 @@ class PoseEvalReport:
     def to_json(self) -> dict[str, Any]:
         """The summary and settings as one JSON-serialisable object (non-finite numbers as ``null``)."""
         return _finite({**self.summary, "settings": self.settings, "files": self.files})
+
+
+class PoseEvalReport(EvalReport):
+    """What :func:`evaluate_pose` returns.
+
+    Attributes:
+        summary: :func:`relative_pose_summary` (percent) plus ``num_failed`` (pairs without a pose),
+            ``mean_keypoints``, ``mean_matches``, ``mean_inliers``.
+        pairs: one JSON-ready record per pair (pose errors in degrees, ``null`` where no pose was estimated).
+        settings: how the evaluation ran (resize, seed, models, sources).
+        files: paths written (``results``, ``summary``, ``features``, ``matches``, ``viz``).
+    """
 
 
 def format_pose_table(summary: dict[str, Any]) -> str:
