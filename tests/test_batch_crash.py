@@ -18,6 +18,7 @@ import cv2
 import h5py
 import numpy as np
 import pytest
+from test_batch import assert_same_stores, store_contents
 
 LIGHTMATCH = Path(sys.executable).parent / "lightmatch"
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -33,25 +34,6 @@ def make_images(folder: Path, n: int, seed: int = 1, size: tuple[int, int] = (38
     for i in range(n):
         cv2.imwrite(str(folder / f"f{i:02d}.png"), texture[20:20 + h, 12 * i:12 * i + w])
     return [f"f{i:02d}.png" for i in range(n)]
-
-
-def store_contents(path: Path) -> dict:
-    out: dict = {}
-    with h5py.File(path, "r") as handle:
-        handle.visititems(lambda key, obj: out.__setitem__(key, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-        out["@attrs"] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()}
-    return out
-
-
-def assert_same_stores(a: Path, b: Path) -> None:
-    for name in ("features.h5", "matches.h5"):
-        ca, cb = store_contents(a / name), store_contents(b / name)
-        assert ca.keys() == cb.keys(), name
-        for key in ca:
-            if key == "@attrs":
-                assert ca[key] == cb[key]
-            else:
-                assert np.array_equal(ca[key], cb[key]), f"{name}:{key}"
 
 
 def pair_parts(out: Path) -> list[Path]:
