@@ -83,6 +83,10 @@ class Matches:
     stop_layer: int = 0
     info: dict = field(default_factory=dict)
 
+    def cpu(self) -> "Matches":
+        """The same matches with detached CPU tensors (scores as float32)."""
+        return replace(self, matches0=self.matches0.detach().cpu(), scores0=self.scores0.detach().float().cpu())
+
     @property
     def num_matches(self) -> int:
         return int((self.matches0 > -1).sum())

@@ -116,6 +116,8 @@ def eval_group() -> None:
 @click.option("--ransac-threshold", type=float, default=1.0, show_default=True,
               help="Essential-matrix RANSAC threshold in pixels of the evaluation images.")
 @click.option("--viz", is_flag=True, help="Write match plots (green: epipolar error < 5e-4) into OUTDIR/viz.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace OUTDIR's features.h5/matches.h5 when they were made with other settings.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object instead of the table.")
 @click.option("--features-h5", type=click.Path(dir_okay=False), default=None,
               help="Evaluate the features of an earlier `lightmatch match` run (keypoints in original pixels) ...")
@@ -125,8 +127,8 @@ def eval_group() -> None:
 @extractor_options
 @matcher_options
 def eval_pose(pairs_file: str, image_dir: str, resize: list[int], interpolation: str, output_dir: Optional[str],
-              seed: int, ransac_threshold: float, viz: bool, as_json: bool, features_h5: Optional[str],
-              matches_h5: Optional[str], **opts: Any) -> None:
+              seed: int, ransac_threshold: float, viz: bool, overwrite: bool, as_json: bool,
+              features_h5: Optional[str], matches_h5: Optional[str], **opts: Any) -> None:
     """Relative pose on PAIRS_FILE (SuperGlue format with ground truth) with images in IMAGE_DIR.
 
     Prints SuperGlue's table: AUC of the pose error at 5/10/20 degrees, precision (epipolar error < 5e-4) and
@@ -146,7 +148,7 @@ def eval_pose(pairs_file: str, image_dir: str, resize: list[int], interpolation:
         report = evaluate_pose(pairs_file, image_dir, extractor, matcher, resize=resize, seed=seed,
                                ransac_thresh=ransac_threshold, output_dir=output_dir, viz=viz,
                                features_h5=features_h5, matches_h5=matches_h5, interpolation=interpolation,
-                               progress=progress)
+                               progress=progress, overwrite=overwrite)
     finally:
         progress.close()
     _echo_report(format_pose_table(report.summary), report.to_json(), as_json)

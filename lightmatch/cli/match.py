@@ -36,7 +36,7 @@ class _Reporter:
         self.stdout_open = True
 
     def __call__(self, event) -> None:
-        from ..pipeline.batch import BatchStart, ImageEvent, PairEvent
+        from ..pipeline.events import BatchStart, ImageEvent, PairEvent
 
         if isinstance(event, BatchStart):
             for path in event.removed:
@@ -160,8 +160,9 @@ def batch_options(func):
     """Options of the batch forms of ``match`` and of ``extract``."""
     options = [
         click.option("--overwrite", is_flag=True,
-                     help="Discard OUTDIR's features.h5 and matches.h5 and start afresh (default: resume, skipping "
-                          "the images and pairs already there)."),
+                     help="Discard OUTDIR's features.h5 and matches.h5 and start afresh (default: add to them, "
+                          "skipping the images and pairs already there; stores made with other settings are "
+                          "refused)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary text (warnings remain)."),
         click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
                      help="Background threads decoding and resizing images ahead of the network."),
@@ -227,11 +228,13 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
                 raise click.UsageError(f"{name} needs --verify")
     if image_dir is None:
         batch_only = {"--pairs": pairs_file, "--pairs-mode": pairs_mode, "--window": window, "--loop": loop,
-                      "--verify": verify, "--viz-dir": viz_dir, "--overwrite": overwrite}
+                      "--verify": verify, "--viz-dir": viz_dir}
         given = [name for name, value in batch_only.items() if value not in (None, False)]
         if given:
             raise click.UsageError(f"{given[0]} needs --image-dir (the batch form)")
-        _match_two(images, output_dir, viz_path, homography, as_json, opts)
+        if overwrite and output_dir is None:
+            raise click.UsageError("--overwrite needs -o OUTDIR")
+        _match_two(images, output_dir, viz_path, homography, as_json, overwrite, opts)
         return
     if images:
         raise click.UsageError("give either IMAGE0 IMAGE1 or --image-dir, not both")
@@ -276,7 +279,7 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
 
 
 def _match_two(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional[str],
-               homography: Optional[str], as_json: bool, opts: dict) -> None:
+               homography: Optional[str], as_json: bool, overwrite: bool, opts: dict) -> None:
     from ..pipeline.match import check_inputs, match_pair, read_homography
 
     if len(images) != 2:
@@ -285,7 +288,7 @@ def _match_two(images: tuple[str, ...], output_dir: Optional[str], viz_path: Opt
     check_inputs(list(images), output_dir)
     extractor, matcher = build_models(opts)
     result = match_pair(images[0], images[1], extractor, matcher, output_dir=output_dir, viz_path=viz_path,
-                        homography=H)
+                        homography=H, overwrite=overwrite)
     for warning in result.warnings:
         click.echo(f"lightmatch: warning: {warning}", err=True)
     summary = result.summary()
@@ -414,7 +417,7 @@ def export_colmap_command(image_dir: str, features_path: str, matches_path: str,
         --database out/database.db
     """
     from ..io.colmap import export_colmap
-    from ..pipeline.batch import PARTS_DIR
+    from ..io.store import PARTS_DIR
 
     for path in (features_path, matches_path):
         parts = Path(path).parent / PARTS_DIR

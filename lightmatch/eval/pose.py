@@ -28,14 +28,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from ..errors import ConfigError, InputError, OutputError
+from ..errors import ConfigError, InputError
 from ..io import h5
+from ..io.atomic import atomic_output
 from ..io.images import image_to_tensor, read_image
 from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
@@ -236,24 +237,17 @@ def _pair_record(pair: PosePair, result: PoseResult, num_keypoints1: int, matche
     return _finite(record)
 
 
-def _write_text(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-
-
 def write_report(report: PoseEvalReport | Any, output_dir: Path) -> dict[str, str]:
     """Write ``results.jsonl`` (one record per pair) and ``summary.json`` into ``output_dir``."""
     results = output_dir / "results.jsonl"
     summary = output_dir / "summary.json"
-    _write_text(results, "".join(json.dumps(r) + "\n" for r in report.pairs))
     files = {"results": str(results), "summary": str(summary), **report.files}
-    _write_text(summary, json.dumps(_finite({**report.summary, "settings": report.settings, "files": files}),
-                                    indent=2) + "\n")
+    texts = {results: "".join(json.dumps(r) + "\n" for r in report.pairs),
+             summary: json.dumps(_finite({**report.summary, "settings": report.settings, "files": files}),
+                                 indent=2) + "\n"}
+    for path, text in texts.items():
+        with atomic_output(path, "evaluation results") as tmp:
+            tmp.write_text(text, encoding="utf-8")
     return {"results": str(results), "summary": str(summary)}
 
 
@@ -304,7 +298,7 @@ class _ModelSource:
         im1 = self.image(pair.name1, pair.rot1, timings)
         t = time.perf_counter()
         matches = self.matcher.match(im0.features, im1.features)
-        matches = Matches(matches.matches0.cpu(), matches.scores0.cpu(), matches.stop_layer, matches.info)
+        matches = matches.cpu()
         timings["match"] = time.perf_counter() - t
         return im0, im1, matches, timings
 
@@ -376,6 +370,7 @@ def evaluate_pose(
     matches_h5: Optional[str | os.PathLike] = None,
     interpolation: str = "linear",
     progress: Optional[ProgressCallback] = None,
+    overwrite: bool = False,
 ) -> PoseEvalReport:
     """Evaluate relative pose on a SuperGlue pairs file (see the module docstring for the protocol).
 
@@ -388,7 +383,9 @@ def evaluate_pose(
         seed: ``cv2.setRNGSeed(seed)`` before the RANSAC of every pair (``None``: OpenCV's state as it is).
         ransac_thresh: essential-matrix RANSAC threshold in pixels of the evaluation images (SuperGlue: 1).
         output_dir: when given, writes ``results.jsonl``, ``summary.json`` and (when matching) ``features.h5`` /
-            ``matches.h5`` with keypoints in original-image pixels, which ``features_h5``/``matches_h5`` accept.
+            ``matches.h5`` with keypoints in original-image pixels, which ``features_h5``/``matches_h5`` accept
+            (through :class:`~lightmatch.io.store.OutputStore`: stores made with other settings are refused
+            unless ``overwrite``).
         viz: write one plot per pair into ``output_dir/viz``, matches green when their epipolar error is below
             5e-4 and red otherwise (needs ``output_dir``).
         features_h5, matches_h5: evaluate these hloc stores (keypoints in original-image pixels) instead of
@@ -441,7 +438,13 @@ def evaluate_pose(
     try:
         store_attrs = {**settings.get("store_attributes", {}), "lightmatch_eval_resize": resize,
                        "lightmatch_keypoint_frame": "original-image pixels"}
-        with _stores(out, write_stores, store_attrs) as (feat_handle, match_handle):
+        store = None
+        if write_stores:
+            from ..io.store import OutputStore
+
+            match_attrs = {**store_attrs, "lightmatch_verify": "none"}
+            store = OutputStore(out, store_attrs, match_attrs, overwrite=overwrite)
+        with store if store is not None else contextlib.nullcontext():
             for i, pair in enumerate(pairs):
                 im0, im1, matches, timings = source.pair(pair)
                 k0, k1 = im0.features.keypoints.numpy(), im1.features.keypoints.numpy()
@@ -451,17 +454,10 @@ def evaluate_pose(
                 results.append(result)
                 records.append(_pair_record(pair, result, len(im1.features),
                                             None if from_stores else matches, timings))
-                if feat_handle is not None:
-                    for name, rot, im in ((pair.name0, pair.rot0, im0), (pair.name1, pair.rot1, im1)):
-                        kpts = eval_to_original(im.features.keypoints.numpy(), im.size, resize, rot)
-                        scales = im.features.scales
-                        if scales is not None:  # keypoint sizes back to original pixels too
-                            w_new, h_new = resize_for_eval(im.size[0], im.size[1], resize)
-                            scales = scales * float((im.size[0] / w_new + im.size[1] / h_new) / 2)
-                        h5.put_features(feat_handle, name, Features(
-                            torch.from_numpy(kpts.astype(np.float32)), im.features.scores,
-                            im.features.descriptors, im.size, scales, im.features.oris))
-                    h5.put_matches(match_handle, pair.name0, pair.name1, matches)
+                if store is not None:
+                    features = {name: _original_features(im, resize, rot)
+                                for name, rot, im in ((pair.name0, pair.rot0, im0), (pair.name1, pair.rot1, im1))}
+                    store.commit(features=features, matches={(pair.name0, pair.name1): (matches, None)})
                 if viz:
                     from ..viz import plot_matches
 
@@ -494,16 +490,12 @@ def evaluate_pose(
     return report
 
 
-@contextlib.contextmanager
-def _stores(out: Optional[Path], enabled: bool, attrs: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
-    """Open ``out/features.h5`` and ``out/matches.h5`` for writing (each replaced atomically when the block
-    succeeds) when ``enabled``; otherwise yield ``(None, None)``."""
-    if not enabled:
-        yield None, None
-        return
-    with contextlib.ExitStack() as stack:
-        handles = [stack.enter_context(h5.atomic_h5(out / name)) for name in ("features.h5", "matches.h5")]
-        for handle in handles:
-            for key, value in attrs.items():
-                handle.attrs[key] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
-        yield handles[0], handles[1]
+def _original_features(im: "_EvalImage", resize: Sequence[int], rot: int) -> Features:
+    """Features of an evaluation image with keypoints (and SIFT scales) back in original-image pixels."""
+    kpts = eval_to_original(im.features.keypoints.numpy(), im.size, resize, rot)
+    scales = im.features.scales
+    if scales is not None:
+        w_new, h_new = resize_for_eval(im.size[0], im.size[1], resize)
+        scales = scales * float((im.size[0] / w_new + im.size[1] / h_new) / 2)
+    return Features(torch.from_numpy(kpts.astype(np.float32)), im.features.scores, im.features.descriptors,
+                    im.size, scales, im.features.oris)

@@ -8,7 +8,7 @@ File attributes record the model and settings that produced the file.
 
 Writes are atomic: the new content goes to a temporary file in the same folder that replaces the old one only once
 complete and closed, so a failed or killed run never leaves a truncated store. That copies the whole store per
-write; batches instead write small part files and consolidate them (:class:`lightmatch.pipeline.batch.OutputStore`).
+write; batches instead write small part files and consolidate them (:class:`lightmatch.io.store.OutputStore`).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def atomic_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
             yield handle
 
 
-def _set_attrs(handle: h5py.File, attrs: Optional[Mapping]) -> None:
+def set_attrs(handle: h5py.File, attrs: Optional[Mapping]) -> None:
     for key, value in (attrs or {}).items():
         handle.attrs[key] = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
 
@@ -97,7 +97,7 @@ def put_matches(handle: h5py.File, name0: str, name1: str, matches: Matches,
 def write_features(path: str | os.PathLike, items: Mapping[str, Features], attrs: Optional[Mapping] = None) -> None:
     """Add or replace the features of ``items`` (image name -> Features) in ``path``, atomically."""
     with atomic_h5(path) as handle:
-        _set_attrs(handle, attrs)
+        set_attrs(handle, attrs)
         for name, feats in items.items():
             put_features(handle, name, feats)
 
@@ -106,7 +106,7 @@ def write_matches(path: str | os.PathLike, items: Mapping[tuple[str, str], Match
                   attrs: Optional[Mapping] = None) -> None:
     """Add or replace the matches of ``items`` ((name0, name1) -> Matches) in ``path``, atomically."""
     with atomic_h5(path) as handle:
-        _set_attrs(handle, attrs)
+        set_attrs(handle, attrs)
         for (name0, name1), matches in items.items():
             put_matches(handle, name0, name1, matches)
 

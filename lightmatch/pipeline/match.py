@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from ..errors import InputError, OutputError
 from ..io import h5
-from ..io.images import image_to_tensor, read_image
+from ..io.images import read_image
+from ..io.store import OutputStore
 from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
+from .loader import LoadedImage, extract_loaded, load_for_extractor
 
 CORRECT_PX = 3.0
+LOCK_WAIT_S = 600.0  # how long a single-pair run waits for another run writing to the same folder
 
 
 @dataclass
@@ -80,12 +83,14 @@ def count_correct(kpts0: np.ndarray, kpts1: np.ndarray, pairs: np.ndarray, H: np
     return np.linalg.norm(projected - kpts1[pairs[:, 1]], axis=1) < threshold
 
 
-def store_attributes(extractor: Extractor, matcher: Optional[Matcher] = None) -> dict:
-    """File attributes recording what produced a store."""
+def store_attributes(extractor: Extractor, matcher: Optional[Matcher] = None, verify: Any = None) -> dict:
+    """File attributes recording what produced a store: the extractor, and the matcher and the verification
+    settings (a dataclass such as :class:`~lightmatch.pipeline.batch.VerifyOptions`, or None) when matching."""
     attrs = {"lightmatch_extractor": extractor.name, "lightmatch_resize": extractor.resize or -1,
              "lightmatch_extractor_settings": _settings(extractor)}
     if matcher is not None:
-        attrs.update({"lightmatch_matcher": matcher.name, "lightmatch_matcher_settings": _settings(matcher)})
+        attrs.update({"lightmatch_matcher": matcher.name, "lightmatch_matcher_settings": _settings(matcher),
+                      "lightmatch_verify": asdict(verify) if verify is not None else "none"})
     return attrs
 
 
@@ -115,47 +120,75 @@ def check_inputs(paths: list[str | os.PathLike], output_dir: Optional[str | os.P
         check_output_dir(output_dir)
 
 
+def plot_pair(image0: np.ndarray, image1: np.ndarray, scale0: float, scale1: float, feats0: Features,
+              feats1: Features, matches: Matches, path: str | os.PathLike, text: list[str],
+              correct: Optional[np.ndarray] = None, title: Optional[str] = None) -> None:
+    """Plot a matched pair on images shrunk by ``scale0`` / ``scale1`` (plot pixels per original pixel);
+    ``correct`` is one bool per match of :meth:`Matches.pairs`."""
+    from ..viz import plot_matches
+
+    k0 = (feats0.keypoints.numpy() + 0.5) * scale0 - 0.5
+    k1 = (feats1.keypoints.numpy() + 0.5) * scale1 - 0.5
+    plot_matches(image0, image1, k0, k1, matches.pairs(), path, scores=matches.matched_scores(), correct=correct,
+                 title=title, text=text)
+
+
 def match_pair(path0: str | os.PathLike, path1: str | os.PathLike, extractor: Extractor, matcher: Matcher,
                output_dir: Optional[str | os.PathLike] = None, viz_path: Optional[str | os.PathLike] = None,
-               homography: Optional[np.ndarray] = None) -> PairResult:
+               homography: Optional[np.ndarray] = None, overwrite: bool = False,
+               wait: float = LOCK_WAIT_S) -> PairResult:
     """Match two image files.
 
-    Writes ``output_dir/features.h5`` and ``output_dir/matches.h5`` (hloc layout, added to existing stores
-    atomically) when ``output_dir`` is given, and a match plot when ``viz_path`` is given. With a ground-truth
-    ``homography`` (image 0 -> image 1), counts the matches within 3 px.
+    With ``output_dir``, adds both images' features and the pair's matches to ``output_dir/features.h5`` and
+    ``matches.h5`` through the crash-safe :class:`~lightmatch.io.store.OutputStore` (waiting up to ``wait``
+    seconds for another run writing there; a store made with other settings is refused unless ``overwrite``).
+    Writes a match plot when ``viz_path`` is given. With a ground-truth ``homography`` (image 0 -> image 1),
+    counts the matches within 3 px.
     """
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    array0, array1 = read_image(path0), read_image(path1)
-    timings["decode"] = time.perf_counter() - t
-    t = time.perf_counter()
-    feats0 = extractor.extract(image_to_tensor(array0)).to("cpu")
-    feats1 = extractor.extract(image_to_tensor(array1)).to("cpu")
-    timings["extract"] = time.perf_counter() - t
-    t = time.perf_counter()
-    matches = matcher.match(feats0, feats1)
-    matches = Matches(matches.matches0.cpu(), matches.scores0.cpu(), matches.stop_layer, matches.info)
-    timings["match"] = time.perf_counter() - t
     name0, name1 = pair_names(path0, path1)
-    warnings = [f"{path}: no keypoints found (blank or featureless image)"
-                for path, feats in ((path0, feats0), (path1, feats1)) if len(feats) == 0]
-    result = PairResult(name0, name1, feats0, feats1, matches, timings, warnings)
-    pairs = matches.pairs()
+    store = None
+    if output_dir is not None:  # opened first: a store made with other settings fails before any work
+        store = OutputStore(output_dir, store_attributes(extractor), store_attributes(extractor, matcher),
+                            overwrite=overwrite, wait=wait).open()
+    try:
+        result, loaded = _match_files(path0, path1, name0, name1, extractor, matcher, viz_path is not None)
+        if store is not None:
+            t = time.perf_counter()
+            store.commit(features={name0: result.features0, name1: result.features1},
+                         matches={(name0, name1): (result.matches, None)})
+            store.finish()
+            result.timings["write"] = time.perf_counter() - t
+    finally:
+        if store is not None:
+            store.close()
     correct = None
     if homography is not None:
-        correct = count_correct(feats0.keypoints.numpy(), feats1.keypoints.numpy(), pairs, homography)
+        correct = count_correct(result.features0.keypoints.numpy(), result.features1.keypoints.numpy(),
+                                result.matches.pairs(), homography)
         result.num_correct = int(correct.sum())
-    if output_dir is not None:
-        t = time.perf_counter()
-        out = Path(output_dir)
-        h5.write_features(out / "features.h5", {name0: feats0, name1: feats1}, store_attributes(extractor))
-        h5.write_matches(out / "matches.h5", {(name0, name1): matches}, store_attributes(extractor, matcher))
-        timings["write"] = time.perf_counter() - t
     if viz_path is not None:
-        from ..viz import plot_matches
-
-        text = [f"{extractor.name} + {matcher.name}", f"keypoints {len(feats0)} / {len(feats1)}",
-                f"matches {len(pairs)}" + (f", correct {result.num_correct}" if correct is not None else "")]
-        plot_matches(array0, array1, feats0.keypoints.numpy(), feats1.keypoints.numpy(), pairs, viz_path,
-                     scores=matches.matched_scores(), correct=correct, text=text)
+        text = [f"{extractor.name} + {matcher.name}", f"keypoints {len(result.features0)} / {len(result.features1)}",
+                f"matches {result.matches.num_matches}"
+                + (f", correct {result.num_correct}" if correct is not None else "")]
+        plot_pair(loaded[0].viz, loaded[1].viz, loaded[0].viz_scale, loaded[1].viz_scale, result.features0,
+                  result.features1, result.matches, viz_path, text, correct=correct)
     return result
+
+
+def _match_files(path0: str | os.PathLike, path1: str | os.PathLike, name0: str, name1: str, extractor: Extractor,
+                 matcher: Matcher, keep_viz: bool) -> tuple[PairResult, tuple[LoadedImage, LoadedImage]]:
+    """Decode (bounded by the network size), extract and match two files."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    loaded = (load_for_extractor(path0, str(path0), extractor, keep_viz),
+              load_for_extractor(path1, str(path1), extractor, keep_viz))
+    timings["decode"] = time.perf_counter() - t
+    t = time.perf_counter()
+    feats0, feats1 = (h5.canonical_features(extract_loaded(extractor, item)) for item in loaded)
+    timings["extract"] = time.perf_counter() - t
+    t = time.perf_counter()
+    matches = matcher.match(feats0, feats1).cpu()
+    timings["match"] = time.perf_counter() - t
+    warnings = [f"{path}: no keypoints found (blank or featureless image)"
+                for path, feats in ((path0, feats0), (path1, feats1)) if len(feats) == 0]
+    return PairResult(name0, name1, feats0, feats1, matches, timings, warnings), loaded

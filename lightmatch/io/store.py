@@ -1,0 +1,379 @@
+"""THE output store: ``features.h5`` + ``matches.h5`` in one folder, written crash-safely by every command.
+
+Single-pair ``match``, batch ``match``, ``extract``, ``eval pose -o`` and training caches all write through
+:class:`OutputStore`, so one set of rules holds everywhere:
+
+**Lock.** Opening takes an exclusive advisory lock on ``OUTDIR/.lightmatch.lock`` (``flock``); a second writer
+either waits for it (``wait`` seconds) or fails at once with a one-line :class:`OutputError`. Two runs can
+therefore never lose each other's writes.
+
+**Settings.** A store made with other extractor/matcher settings (file attributes) is refused
+(:class:`ConfigError`) unless ``overwrite`` discards it.
+
+**Parts.** HDF5 files can be corrupted by a process killed while writing. Every completed piece of work (the
+features of one image, the matches of one pair) is written to a small HDF5 *part* file under ``OUTDIR/.parts/``:
+written to a hidden temporary name, flushed to disk, then atomically renamed to ``<run>-<counter>-f|m.h5``. A
+part that exists is complete; a killed run leaves at most one temporary file, removed by the next run.
+
+**Consolidation.** At the end of a run (also after Ctrl-C) and at the start of the next run, the parts are copied
+into ``features.h5`` then ``matches.h5``, each replaced atomically (one copy of each store per run), and only then
+deleted. Consolidation is idempotent, so a kill at any point of it is repaired by the next run. A run that ends
+cleanly (:meth:`OutputStore.finish`) also removes the empty ``.parts/`` folder and the lock file.
+
+**Invariant.** Every pair in ``matches.h5`` has both its images in ``features.h5``: :meth:`OutputStore.commit`
+refuses matches whose images it does not hold, and features are consolidated before matches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import h5py
+import numpy as np
+
+from ..errors import ConfigError, InputError, OutputError
+from ..types import Features, Matches
+from . import h5
+
+try:  # POSIX advisory locks; without them (Windows) two runs into one folder are not prevented
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+FEATURES_FILE = "features.h5"
+MATCHES_FILE = "matches.h5"
+PARTS_DIR = ".parts"
+LOCK_FILE = ".lightmatch.lock"
+MATCH_DEFAULTS = {"lightmatch_verify": "none"}  # attributes a store written before they existed is read with
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (best effort; not every file system allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class OutputStore:
+    """``features.h5`` + ``matches.h5`` in one folder, written incrementally through atomically renamed part files.
+
+    Use as a context manager (or :meth:`open` then :meth:`finish` / :meth:`close`). Opening takes the folder's
+    lock (waiting up to ``wait`` seconds for another writer), removes stale temporary files, discards the stores
+    when ``overwrite`` (else consolidates parts left by a killed run), and checks that the stores were made with
+    ``feature_attrs`` / ``match_attrs`` (:class:`ConfigError` if not). Leaving the ``with`` block normally
+    finishes the run (consolidates and tidies up); leaving it by an exception only releases the lock, keeping
+    the parts for the next run.
+    """
+
+    def __init__(self, folder: str | os.PathLike, feature_attrs: dict, match_attrs: Optional[dict] = None,
+                 overwrite: bool = False, wait: float = 0.0) -> None:
+        self.folder = Path(folder)
+        self.features_path = self.folder / FEATURES_FILE
+        self.matches_path = self.folder / MATCHES_FILE
+        self.parts_dir = self.folder / PARTS_DIR
+        self.lock_path = self.folder / LOCK_FILE
+        self.feature_attrs = feature_attrs
+        self.match_attrs = match_attrs
+        self.overwrite = overwrite
+        self.wait = wait
+        self.removed: list[str] = []
+        self._lock_fd: Optional[int] = None
+        self._store: Optional[h5py.File] = None
+        self._features: dict[str, Optional[Path]] = {}  # name -> part file holding it (None: features.h5)
+        self._pairs: set[str] = set()
+        self._run = f"{time.time_ns():020d}-{os.getpid()}"
+        self._counter = 0
+
+    # -- life cycle
+    def open(self) -> "OutputStore":
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{self.folder}: cannot write output here ({exc.strerror or exc})") from exc
+        self._lock()
+        try:
+            try:
+                self.parts_dir.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"{self.folder}: cannot write output here ({exc.strerror or exc})") from exc
+            self._remove_stale()
+            if self.overwrite:
+                for path in [self.features_path, self.matches_path, *self._parts()]:
+                    if path.exists():
+                        path.unlink()
+                        if path.parent == self.folder:
+                            self.removed.append(str(path))
+            else:
+                self.consolidate()
+            self._check()
+            self._index()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def finish(self) -> None:
+        """End a run that completed (or was interrupted cleanly): consolidate the parts into the stores, remove the
+        empty parts folder and the lock file, release the folder."""
+        try:
+            self.consolidate()
+            try:
+                self.parts_dir.rmdir()  # only when empty
+            except OSError:
+                pass
+            if self._lock_fd is not None:
+                self.lock_path.unlink(missing_ok=True)  # still held: see _lock for why this is safe
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the folder without consolidating (parts stay for the next run)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+    def __enter__(self) -> "OutputStore":
+        return self.open()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None or issubclass(exc_type, KeyboardInterrupt):
+            self.finish()
+        else:
+            self.close()
+
+    def _lock(self) -> None:
+        """Take the folder's lock. The lock file is removed by :meth:`finish` while held, so after locking, check
+        that the path still names the file locked (else another run removed it meanwhile: lock the new one)."""
+        deadline = time.monotonic() + max(0.0, self.wait)
+        while True:
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise OutputError(f"{self.lock_path}: cannot create the lock file ({exc.strerror or exc})") from exc
+            if fcntl is None:  # pragma: no cover
+                self._lock_fd = fd
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                if time.monotonic() >= deadline:
+                    raise OutputError(f"{self.folder}: another lightmatch run is writing to this folder; wait for "
+                                      "it or choose another output folder") from None
+                time.sleep(0.05)
+                continue
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._lock_fd = fd
+                return
+            os.close(fd)
+
+    def _remove_stale(self) -> None:
+        """Temporary files of killed runs: part files being written, stores being consolidated or replaced."""
+        stale = list(self.parts_dir.glob(".*.tmp"))
+        for name in (FEATURES_FILE, MATCHES_FILE):
+            stale += list(self.folder.glob(f".{name}.*.tmp"))
+        for path in stale:
+            path.unlink(missing_ok=True)
+
+    def _parts(self) -> list[Path]:
+        if not self.parts_dir.is_dir():
+            return []
+        return sorted(p for p in self.parts_dir.glob("*.h5") if not p.name.startswith("."))
+
+    def _check(self) -> None:
+        for path, wanted, what, defaults in ((self.features_path, self.feature_attrs, "extractor", None),
+                                             (self.matches_path, self.match_attrs, "matcher", MATCH_DEFAULTS)):
+            if wanted is None or not path.exists():
+                continue
+            try:
+                with h5py.File(path, "r") as handle:
+                    stored = dict(handle.attrs)
+            except OSError as exc:
+                raise InputError(f"{path}: not a readable HDF5 file ({exc}); remove it or use --overwrite") from exc
+            compare_attrs(path, stored, wanted, what, defaults)
+
+    def _index(self) -> None:
+        if self.features_path.exists():
+            self._store = h5py.File(self.features_path, "r")
+            self._features = {name: None for name in h5.feature_groups(self._store)}
+        if self.matches_path.exists():
+            with h5py.File(self.matches_path, "r") as handle:
+                self._pairs = set(h5.match_groups(handle))
+
+    # -- queries
+    def has_features(self, name: str) -> bool:
+        return name in self._features
+
+    def feature_names(self) -> list[str]:
+        return list(self._features)
+
+    def has_pair(self, name0: str, name1: str) -> bool:
+        """True when the pair (either order) and the features of both images are stored."""
+        return (name0 in self._features and name1 in self._features
+                and (h5.names_to_pair(name0, name1) in self._pairs or h5.names_to_pair(name1, name0) in self._pairs))
+
+    def read_features(self, name: str) -> Features:
+        """Features of ``name`` from the part file written in this run, or from ``features.h5``."""
+        part = self._features[name]
+        if part is None:
+            return h5.get_features(self._store[name])
+        with h5py.File(part, "r") as handle:
+            return h5.get_features(handle["features"][name])
+
+    # -- writing
+    def commit(self, features: Optional[dict[str, Features]] = None,
+               matches: Optional[dict[tuple[str, str], tuple[Matches, Optional[np.ndarray]]]] = None) -> Path:
+        """Write ``features`` (name -> Features) and ``matches`` ((name0, name1) -> (Matches, inliers or None))
+        durably as one part file; returns its path. Once this returns, the work survives any crash.
+
+        Matches are refused (:class:`ValueError`) unless both images' features are stored or in the same call:
+        the store never holds a pair without its features."""
+        features, matches = features or {}, matches or {}
+        missing = {n for pair in matches for n in pair if n not in features and n not in self._features}
+        if missing:
+            raise ValueError(f"matches committed before the features of {', '.join(sorted(missing))}")
+        self._counter += 1
+        final = self.parts_dir / f"{self._run}-{self._counter:07d}-{'m' if matches else 'f'}.h5"
+        tmp = self.parts_dir / f".{final.name}.tmp"
+        try:
+            with h5py.File(tmp, "w") as handle:
+                handle.attrs["lightmatch_part"] = 1
+                group = handle.create_group("features")
+                h5.set_attrs(group, self.feature_attrs)
+                for name, feats in features.items():
+                    h5.put_features(group, name, feats)
+                group = handle.create_group("matches")
+                h5.set_attrs(group, self.match_attrs)
+                for (name0, name1), (m, inliers) in matches.items():
+                    h5.put_matches(group, name0, name1, m, inliers)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            fsync_dir(self.parts_dir)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(f"{self.parts_dir}: cannot write results ({exc.strerror or exc})") from exc
+        for name in features:
+            self._features[name] = final
+        for name0, name1 in matches:
+            self._pairs.add(h5.names_to_pair(name0, name1))
+        return final
+
+    def consolidate(self) -> int:
+        """Move every part file into ``features.h5`` and ``matches.h5`` (each replaced atomically); returns how
+        many parts were consolidated. Safe to interrupt at any point: parts are deleted only afterwards.
+
+        Closes the handle :meth:`read_features` uses: call it when the run's work is done."""
+        parts = self._parts()
+        if not parts:
+            return 0
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        contents = []  # (path, has features, has matches)
+        for part in parts:
+            try:
+                with h5py.File(part, "r") as handle:
+                    contents.append((part, len(handle.get("features", {})) > 0, len(handle.get("matches", {})) > 0))
+            except OSError as exc:
+                raise InputError(f"{part}: unreadable part file ({exc}); delete it to redo its work") from None
+        for key, path, what, defaults in (("features", self.features_path, "extractor", None),
+                                          ("matches", self.matches_path, "matcher", MATCH_DEFAULTS)):
+            todo = [part for part, *has in contents if has[0 if key == "features" else 1]]
+            if todo:
+                _merge_parts(todo, key, path, what, defaults)
+        fsync_dir(self.folder)
+        for part in parts:
+            part.unlink(missing_ok=True)
+        fsync_dir(self.parts_dir)
+        return len(parts)
+
+
+def _merge_parts(parts: list[Path], key: str, path: Path, what: str, defaults: Optional[dict]) -> None:
+    """Copy group ``key`` of every part into the store at ``path`` (replaced atomically)."""
+    with h5.atomic_h5(path) as store:
+        for part in parts:
+            with h5py.File(part, "r") as handle:
+                group = handle[key]
+                if not any(k.startswith("lightmatch_") for k in store.attrs):
+                    for k, v in group.attrs.items():
+                        store.attrs[k] = v
+                else:
+                    compare_attrs(path, dict(store.attrs), dict(group.attrs), what, defaults, source=part)
+                names = h5.feature_groups(group) if key == "features" else h5.match_groups(group)
+                for name in names:
+                    if name in store:
+                        del store[name]
+                    handle.copy(group[name], store, name=name)
+
+
+def normalise_attrs(attrs: dict, defaults: Optional[dict] = None) -> dict:
+    """``lightmatch_*`` attributes as comparable plain values (JSON text of dicts with sorted keys)."""
+    out = dict(defaults or {})
+    for key, value in attrs.items():
+        if not key.startswith("lightmatch_") or key.startswith("lightmatch_part"):
+            continue
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if isinstance(value, str) and value[:1] in "{[":
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        if isinstance(value, dict) and key.endswith("_settings"):  # one entry per setting: a difference names it
+            for sub, item in value.items():
+                out[f"{key}.{sub}"] = json.dumps(item, sort_keys=True) if isinstance(item, (dict, list)) else item
+            continue
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, sort_keys=True)
+        out[key] = value
+    return out
+
+
+def _show(value) -> str:
+    """An attribute value for a message: ``{"a": 1, "b": "x"}`` as ``a=1 b=x``."""
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            return " ".join(f"{k}={v}" for k, v in json.loads(value).items())
+        except ValueError:
+            pass
+    return "none" if value is None else str(value)
+
+
+def compare_attrs(path: Path, stored: dict, wanted: dict, what: str, defaults: Optional[dict],
+                  source: Optional[Path] = None) -> None:
+    """Raise :class:`ConfigError` naming the first setting where ``stored`` and ``wanted`` differ."""
+    s, w = normalise_attrs(stored, defaults), normalise_attrs(wanted, defaults)
+    diffs = [k for k in sorted(set(s) | set(w)) if s.get(k) != w.get(k)]
+    if not diffs:
+        return
+    key = diffs[0]
+    shown = key.rsplit(".", 1)[-1] if "." in key else key[len("lightmatch_"):]
+    if source is not None:
+        raise ConfigError(f"{source}: made with other {what} settings than {path} ({shown}: {_show(w.get(key))} "
+                          f"vs {_show(s.get(key))}); delete the folder's .parts or use --overwrite")
+    raise ConfigError(f"{path} was made with other {what} settings ({shown}: stored {_show(s.get(key))}, this run "
+                      f"{_show(w.get(key))}); rerun with the same settings, use --overwrite to replace it, or write "
+                      "to another folder")
