@@ -19,26 +19,14 @@ import torch
 from lightmatch.errors import ConfigError, InputError, OutputError
 from lightmatch.io import h5
 from lightmatch.io.pairs import exhaustive_pairs, sequential_pairs
-from lightmatch.pipeline.batch import (BatchStart, ImageEvent, OutputStore, PairEvent, VerifyOptions, batch_attributes,
-                                       extract_batch, match_batch, plan_pairs, unique_pairs, viz_filename)
+from helpers import assert_same_stores, assert_store_invariant, make_images, store_contents
+from lightmatch.io.store import OutputStore
+from lightmatch.pipeline.batch import VerifyOptions, extract_batch, match_batch
+from lightmatch.pipeline.events import BatchStart, ImageEvent, PairEvent
+from lightmatch.pipeline.match import store_attributes
+from lightmatch.pipeline.plan import plan_pairs, unique_pairs, viz_filename
 from lightmatch.pipeline.loader import PrefetchLoader, extract_loaded, load_for_extractor
 from lightmatch.types import Features, Matches
-
-
-def make_images(folder: Path, n: int, seed: int = 0, size: tuple[int, int] = (256, 192)) -> list[str]:
-    """``n`` overlapping crops (shifted by 10 px each) of one random texture; returns their names."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    noise = rng.integers(0, 256, (h + 40, w + 10 * n, 3), dtype=np.uint8)
-    texture = cv2.GaussianBlur(noise, (0, 0), 2.0)
-    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX)
-    folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for i in range(n):
-        name = f"img{i:02d}.png"
-        cv2.imwrite(str(folder / name), texture[20:20 + h, 10 * i:10 * i + w])
-        names.append(name)
-    return names
 
 
 @functools.lru_cache(maxsize=None)
@@ -47,26 +35,6 @@ def models():
 
     return (load_extractor("sift", max_keypoints=200, resize=None, device="cpu"),
             load_matcher("nn", features="sift", device="cpu"))
-
-
-def store_contents(path: Path) -> dict[str, np.ndarray]:
-    """Every dataset of an HDF5 file by path, plus the file attributes."""
-    out: dict[str, np.ndarray] = {}
-    with h5py.File(path, "r") as handle:
-        handle.visititems(lambda key, obj: out.__setitem__(key, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-        out["@attrs"] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()}
-    return out
-
-
-def assert_same_stores(a: Path, b: Path) -> None:
-    for name in ("features.h5", "matches.h5"):
-        ca, cb = store_contents(a / name), store_contents(b / name)
-        assert ca.keys() == cb.keys(), name
-        for key in ca:
-            if key == "@attrs":
-                assert ca[key] == cb[key]
-            else:
-                assert ca[key].dtype == cb[key].dtype and np.array_equal(ca[key], cb[key]), f"{name}:{key}"
 
 
 @pytest.fixture
@@ -174,10 +142,11 @@ def test_empty_features_round_trip(tmp_path):
 
 def test_store_parts_consolidate_lock_and_stale(tmp_path):
     extractor, matcher = models()
-    attrs, mattrs = batch_attributes(extractor), batch_attributes(extractor, matcher)
+    attrs, mattrs = store_attributes(extractor), store_attributes(extractor, matcher)
     feats = Features.from_numpy(np.random.rand(5, 2), np.random.rand(5), np.random.rand(5, 128), (64, 48))
     m = Matches(torch.tensor([0, -1, 2, -1, 4]), torch.rand(5))
-    with OutputStore(tmp_path / "out", attrs, mattrs) as store:
+    store = OutputStore(tmp_path / "out", attrs, mattrs).open()
+    try:
         store.commit(features={"sub/a.jpg": feats, "b.jpg": feats})
         store.commit(matches={("sub/a.jpg", "b.jpg"): (m, np.array([True, False, True, False, False]))})
         with pytest.raises(OutputError, match="another lightmatch run"):
@@ -190,11 +159,16 @@ def test_store_parts_consolidate_lock_and_stale(tmp_path):
         assert store.has_pair("b.jpg", "sub/a.jpg") and not store.has_pair("b.jpg", "c.jpg")
         # a killed run: parts stay, a temporary file is left over
         (tmp_path / "out/.parts/.x-0000009-m.h5.tmp").write_bytes(b"junk")
+        with pytest.raises(ValueError, match="before the features of c.jpg"):  # the store invariant
+            store.commit(matches={("c.jpg", "b.jpg"): (m, None)})
+    finally:
+        store.close()  # released without finishing, as by a kill
     assert not (tmp_path / "out/features.h5").exists()
     with OutputStore(tmp_path / "out", attrs, mattrs) as store:  # the next run consolidates first
         assert not list((tmp_path / "out/.parts").iterdir())
         assert store.has_pair("sub/a.jpg", "b.jpg")
         assert torch.equal(store.read_features("sub/a.jpg").descriptors, feats.descriptors)
+    assert_store_invariant(tmp_path / "out")  # finished: no parts folder, no lock file left
     pairs, _ = h5.read_matches(tmp_path / "out/matches.h5", "b.jpg", "sub/a.jpg")
     assert pairs.tolist() == [[0, 0], [2, 2], [4, 4]]
     with h5py.File(tmp_path / "out/matches.h5") as handle:
@@ -229,7 +203,8 @@ def test_match_batch_events_resume_and_identical_result(folder, tmp_path):
     assert (rest.pairs_skipped, rest.pairs_matched, rest.images_extracted, rest.images_reused) == (4, 11, 1, 5)
     assert sum(isinstance(e, PairEvent) and e.status == "skipped" for e in events) == 4
     assert_same_stores(tmp_path / "full", tmp_path / "resumed")
-    assert not list((tmp_path / "resumed/.parts").iterdir())
+    assert_store_invariant(tmp_path / "full")
+    assert_store_invariant(tmp_path / "resumed")
 
     # a tiny feature cache (features dropped and read back from part files) changes nothing
     small = match_batch(image_dir, pairs, tmp_path / "small_cache", extractor, matcher, verify=verify,
@@ -298,7 +273,7 @@ def test_keyboard_interrupt_saves_and_resumes(folder, tmp_path):
     summary = match_batch(image_dir, pairs, tmp_path / "out", extractor, matcher, on_event=stop_after_three)
     assert summary.interrupted and summary.pairs_matched == 3 and not summary.ok
     # saved and consolidated: the three pairs are readable now
-    assert not list((tmp_path / "out/.parts").iterdir())
+    assert_store_invariant(tmp_path / "out")
     with h5py.File(tmp_path / "out/matches.h5") as handle:
         assert len(h5.match_groups(handle)) == 3
     rest = match_batch(image_dir, pairs, tmp_path / "out", extractor, matcher)

@@ -14,26 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import h5py
-import numpy as np
 import pytest
-from test_batch import assert_same_stores, store_contents
+from helpers import LIGHTMATCH, assert_same_stores, assert_store_invariant, json_lines, make_images, store_contents
 
-LIGHTMATCH = Path(sys.executable).parent / "lightmatch"
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-
-
-def make_images(folder: Path, n: int, seed: int = 1, size: tuple[int, int] = (384, 288)) -> list[str]:
-    """``n`` overlapping crops (shifted by 12 px each) of one random texture; returns their names."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    texture = cv2.GaussianBlur(rng.integers(0, 256, (h + 40, w + 12 * n, 3), dtype=np.uint8), (0, 0), 2.0)
-    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        cv2.imwrite(str(folder / f"f{i:02d}.png"), texture[20:20 + h, 12 * i:12 * i + w])
-    return [f"f{i:02d}.png" for i in range(n)]
 
 
 def pair_parts(out: Path) -> list[Path]:
@@ -64,7 +49,7 @@ def completed_pairs_readable(out: Path) -> int:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("crash")
-    make_images(root / "imgs", 10)
+    make_images(root / "imgs", 10, seed=1, size=(384, 288), step=12, prefix="f")
     args = (f"match --image-dir {root / 'imgs'} --pairs-mode sequential --window 3 --features sift --matcher nn "
             "--resize -1 --max-keypoints 400 --verify homography --seed 7 -q")
     reference = subprocess.run([str(LIGHTMATCH), *shlex.split(args), "-o", str(root / "ref")], capture_output=True,
@@ -94,7 +79,8 @@ def wait_for_parts(process: subprocess.Popen, out: Path, count: int, timeout: fl
 def test_sigkill_at_several_points_then_resume(setup):
     root, args = setup
     out = root / "killed"
-    total = len(store_contents(root / "ref/matches.h5")) - 1
+    total = sum(key.endswith("/matches0") for key in store_contents(root / "ref/matches.h5"))
+    assert total == 24  # sequential pairs of 10 images, window 3
     kills = 0
     for count in (1, 3, 5):
         process = start(args, out)
@@ -111,8 +97,10 @@ def test_sigkill_at_several_points_then_resume(setup):
     final = subprocess.run([str(LIGHTMATCH), *shlex.split(args), "-o", str(out), "--json"], capture_output=True,
                            text=True, timeout=120)
     assert final.returncode == 0, final.stderr
-    assert '"pairs_skipped": 0' not in final.stdout  # it resumed
-    assert not list((out / ".parts").iterdir())
+    summary = json_lines(final.stdout)[-1]
+    assert summary["type"] == "summary" and summary["pairs_skipped"] >= 5  # it resumed: the saved pairs are kept
+    assert summary["pairs_skipped"] + summary["pairs_matched"] == total
+    assert_store_invariant(out)
     assert_same_stores(root / "ref", out)
 
 
@@ -125,10 +113,38 @@ def test_ctrl_c_stops_cleanly_after_saving(setup):
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
-    assert not list((out / ".parts").glob("*.h5"))  # consolidated on the way out
+    assert not (out / ".parts").exists()  # consolidated on the way out
     with h5py.File(out / "matches.h5") as handle:
         assert sum(len(g) for g in handle.values()) >= 2
     final = subprocess.run([str(LIGHTMATCH), *shlex.split(args), "-o", str(out)], capture_output=True, text=True,
                            timeout=120)
     assert final.returncode == 0, final.stderr
+    assert_store_invariant(out)
     assert_same_stores(root / "ref", out)
+
+
+def test_single_pair_killed_while_writing_leaves_nothing_behind(setup, tmp_path):
+    """A single-pair run killed at any point leaves the folder readable, and the next run repairs it and removes
+    what the killed one left (temporary stores, parts, the lock file)."""
+    root, _ = setup
+    images = [root / "imgs" / f"f{i:02d}.png" for i in range(4)]
+    model = "--features sift --matcher nn --resize -1 --max-keypoints 400".split()
+    out = tmp_path / "out"
+    first = subprocess.run([str(LIGHTMATCH), "match", str(images[0]), str(images[1]), "-o", str(out), *model],
+                           capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    for delay in (0.3, 0.6, 0.9, 1.2):  # kills at several points of a run: loading, extracting, writing
+        process = subprocess.Popen([str(LIGHTMATCH), "match", str(images[2]), str(images[3]), "-o", str(out), *model],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+        with h5py.File(out / "features.h5", "r") as handle:  # never corrupted
+            assert "f00.png" in handle and "f01.png" in handle
+    (out / ".features.h5.left-by-a-killed-run.tmp").write_bytes(b"x" * 1000)
+    final = subprocess.run([str(LIGHTMATCH), "match", str(images[2]), str(images[3]), "-o", str(out), *model],
+                           capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stderr
+    assert_store_invariant(out)
+    with h5py.File(out / "features.h5", "r") as handle:
+        assert sorted(handle) == ["f00.png", "f01.png", "f02.png", "f03.png"]

@@ -17,35 +17,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from helpers import LIGHTMATCH, assert_store_invariant, json_lines, make_images, run_line
 from lightmatch.cli import main
 from lightmatch.io.pairs import exhaustive_pairs, sequential_pairs
 
-LIGHTMATCH = Path(sys.executable).parent / "lightmatch"
 FAST = "--features sift --matcher nn --resize -1 --max-keypoints 200"
-
-
-def make_images(folder: Path, n: int, seed: int = 0, size: tuple[int, int] = (256, 192)) -> list[str]:
-    """``n`` overlapping crops (shifted by 10 px each) of one random texture; returns their names."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    texture = cv2.GaussianBlur(rng.integers(0, 256, (h + 40, w + 10 * n, 3), dtype=np.uint8), (0, 0), 2.0)
-    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX)
-    folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for i in range(n):
-        name = f"img{i:02d}.png"
-        cv2.imwrite(str(folder / name), texture[20:20 + h, 10 * i:10 * i + w])
-        names.append(name)
-    return names
-
-
-def run(args: str, cwd: Path, stdin: str | None = None, shell: bool = False) -> subprocess.CompletedProcess:
-    command = args if shell else [str(LIGHTMATCH), *shlex.split(args)]
-    return subprocess.run(command, cwd=cwd, input=stdin, capture_output=True, text=True, shell=shell, timeout=120)
-
-
-def json_lines(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +32,10 @@ def images(tmp_path_factory) -> tuple[Path, list[str]]:
 
 def test_pairs_command_modes(images, tmp_path):
     image_dir, names = images
-    out = run(f"pairs {image_dir}", tmp_path)
+    out = run_line(f"pairs {image_dir}", tmp_path)
     assert out.returncode == 0, out.stderr
     assert [tuple(line.split()) for line in out.stdout.splitlines()] == exhaustive_pairs(names)
-    out = run(f"pairs {image_dir} --mode sequential --window 2 --loop -o p/pairs.txt", tmp_path)
+    out = run_line(f"pairs {image_dir} --mode sequential --window 2 --loop -o p/pairs.txt", tmp_path)
     assert out.returncode == 0 and out.stdout == ""
     lines = (tmp_path / "p/pairs.txt").read_text().splitlines()
     assert [tuple(line.split()) for line in lines] == sequential_pairs(names, 2, loop=True)
@@ -69,7 +45,7 @@ def test_stdin_pipeline_resume_export_and_two_image_form(images, tmp_path):
     image_dir, names = images
     match = f"{LIGHTMATCH} match --image-dir {image_dir} --pairs - -o out {FAST} --verify homography --json"
     pipeline = f"{LIGHTMATCH} pairs {image_dir} | {match}"
-    out = run(pipeline, tmp_path, shell=True)
+    out = run_line(pipeline, tmp_path, shell=True)
     assert out.returncode == 0, out.stderr
     assert "\r" not in out.stderr  # no progress bar when stderr is not a terminal
     lines = json_lines(out.stdout)
@@ -84,7 +60,7 @@ def test_stdin_pipeline_resume_export_and_two_image_form(images, tmp_path):
         assert "inliers" in handle[f"{names[0]}/{names[1]}"]
 
     # the same command again: everything is skipped
-    out = run(pipeline, tmp_path, shell=True)
+    out = run_line(pipeline, tmp_path, shell=True)
     summary = json_lines(out.stdout)[-1]
     assert out.returncode == 0 and summary["pairs_skipped"] == 10 and summary["pairs_matched"] == 0
 
@@ -117,7 +93,7 @@ def test_corrupt_image_exit_code_3(images, tmp_path):
     for name in names:
         (folder / name).write_bytes((image_dir / name).read_bytes())
     (folder / "broken.jpg").write_bytes((image_dir / names[0]).read_bytes()[:300])
-    out = run(f"match --image-dir {folder} --pairs-mode exhaustive -o out {FAST} --json", tmp_path)
+    out = run_line(f"match --image-dir {folder} --pairs-mode exhaustive -o out {FAST} --json", tmp_path)
     assert out.returncode == 3, out.stderr
     assert out.stderr.count("broken.jpg") == 1 + 0  # one warning for the image, none per pair
     assert "Traceback" not in out.stderr and "WARN" not in out.stderr
@@ -129,7 +105,7 @@ def test_corrupt_image_exit_code_3(images, tmp_path):
     assert (summary["pairs_matched"], summary["pairs_failed"], summary["images_failed"]) == (10, 5, 1)
     assert list(summary["failed_images"]) == ["broken.jpg"]
 
-    out = run(f"extract {folder} -o ext {FAST.replace('--matcher nn', '')} -q", tmp_path)
+    out = run_line(f"extract {folder} -o ext {FAST.replace('--matcher nn', '')} -q", tmp_path)
     assert out.returncode == 3 and out.stdout == "" and "broken.jpg" in out.stderr
     with h5py.File(tmp_path / "ext/features.h5") as handle:
         assert sorted(handle) == names

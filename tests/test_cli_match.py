@@ -12,26 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import assert_one_line_error, assert_store_invariant, run
 from lightmatch.io import h5
 
-SCRIPT = Path(sys.executable).parent / "lightmatch"
 FAST = ["--resize", "320", "--max-keypoints", "256"]
-
-
-def run(*args, check_code: int | None = 0) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=300)
-    if check_code is not None:
-        assert proc.returncode == check_code, proc.stderr
-    return proc
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("lightmatch: error:") and "Traceback" not in proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_console_script_help():

@@ -8,9 +8,7 @@ import json
 import pytest
 import torch
 
-from test_cli_match import assert_one_line_error, run
-from test_superglue import official_checkpoint as superglue_checkpoint
-from test_superpoint import official_checkpoint as superpoint_checkpoint
+from helpers import assert_one_line_error, run, superglue_checkpoint, superpoint_checkpoint
 
 SMALL = ["--resize", "480", "--max-keypoints", "512", "--json"]
 

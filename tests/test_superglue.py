@@ -3,73 +3,20 @@ gradients), and matching end to end with a hand-set network whose answer is know
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 import torch
 
 from lightmatch.errors import ConfigError, WeightsError
+from helpers import official_superglue_layout, superglue_checkpoint
 from lightmatch.models.superglue import (SuperGlue, extract_matches, log_optimal_transport, normalize_keypoints)
 from lightmatch.types import Features
-
-
-def official_superglue_layout(with_bn_counters: bool = True) -> dict[str, tuple[int, ...]]:
-    """Keys and shapes of Magic Leap's superglue_{indoor,outdoor}.pth: keypoint encoder MLP 3-32-64-128-256-256
-    (conv/bn/relu at indices 0,1,2, 3,4,5, ...), 18 GNN layers (4-head attention: merge + 3 projections, MLP
-    512-512-256), final projection, scalar bin score."""
-    layout: dict[str, tuple[int, ...]] = {}
-
-    def conv(prefix: str, cin: int, cout: int) -> None:
-        layout[f"{prefix}.weight"] = (cout, cin, 1)
-        layout[f"{prefix}.bias"] = (cout,)
-
-    def bn(prefix: str, c: int) -> None:
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            layout[f"{prefix}.{name}"] = (c,)
-        if with_bn_counters:
-            layout[f"{prefix}.num_batches_tracked"] = ()
-
-    channels = [3, 32, 64, 128, 256, 256]
-    for i in range(len(channels) - 1):
-        conv(f"kenc.encoder.{3 * i}", channels[i], channels[i + 1])
-        if i < len(channels) - 2:
-            bn(f"kenc.encoder.{3 * i + 1}", channels[i + 1])
-    for n in range(18):
-        conv(f"gnn.layers.{n}.attn.merge", 256, 256)
-        for p in range(3):
-            conv(f"gnn.layers.{n}.attn.proj.{p}", 256, 256)
-        conv(f"gnn.layers.{n}.mlp.0", 512, 512)
-        bn(f"gnn.layers.{n}.mlp.1", 512)
-        conv(f"gnn.layers.{n}.mlp.3", 512, 256)
-    conv("final_proj", 256, 256)
-    layout["bin_score"] = ()
-    return layout
-
-
-def official_checkpoint(with_bn_counters: bool = True, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random checkpoint in the official layout (a fresh dict each call; tensors shared, never modified)."""
-    return dict(_official_checkpoint(with_bn_counters, seed))
-
-
-@functools.lru_cache(maxsize=None)
-def _official_checkpoint(with_bn_counters: bool, seed: int) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in official_superglue_layout(with_bn_counters).items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(1000)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape, generator=g) + 0.5
-        else:
-            state[key] = torch.randn(shape, generator=g) * 0.05
-    return state
 
 
 # ----------------------------------------------------------------------------------------------- loading
 @pytest.mark.parametrize("with_bn_counters", [True, False])
 def test_official_layout_loads_strictly(with_bn_counters):
-    state = official_checkpoint(with_bn_counters)
+    state = superglue_checkpoint(with_bn_counters)
     model = SuperGlue.from_state_dict(state, variant="indoor")
     own = model.state_dict()
     assert set(own) == set(official_superglue_layout(True))
@@ -80,7 +27,7 @@ def test_official_layout_loads_strictly(with_bn_counters):
 
 
 def test_from_weights_indoor_outdoor(tmp_path, monkeypatch):
-    state = official_checkpoint(seed=1)
+    state = superglue_checkpoint(seed=1)
     torch.save(state, tmp_path / "superglue_outdoor.pth")
     monkeypatch.setenv("LIGHTMATCH_WEIGHTS_DIR", str(tmp_path))
     outdoor = SuperGlue.from_weights("outdoor", sinkhorn_iterations=20)
@@ -98,16 +45,16 @@ def test_from_weights_indoor_outdoor(tmp_path, monkeypatch):
 
 
 def test_missing_or_extra_keys_are_rejected():
-    state = official_checkpoint()
+    state = superglue_checkpoint()
     del state["gnn.layers.17.mlp.3.bias"]
     with pytest.raises(WeightsError, match=r"missing keys \['gnn.layers.17.mlp.3.bias'\]") as err:
         SuperGlue.from_state_dict(state, path_hint="sg.pth")
     assert "\n" not in str(err.value) and "superglue_outdoor" in str(err.value)
-    state = official_checkpoint()
+    state = superglue_checkpoint()
     state["gnn.layers.18.attn.merge.weight"] = torch.zeros(256, 256, 1)
     with pytest.raises(WeightsError, match=r"unexpected keys \['gnn.layers.18.attn.merge.weight'\]"):
         SuperGlue.from_state_dict(state)
-    state = official_checkpoint()
+    state = superglue_checkpoint()
     state["final_proj.weight"] = torch.zeros(256, 256)  # a Linear's shape, not Conv1d's
     with pytest.raises(WeightsError, match="size mismatch"):
         SuperGlue.from_state_dict(state)
@@ -247,7 +194,7 @@ def test_match_recovers_a_permutation():
 
 
 def test_match_thresholds_and_mutual_check_on_random_weights():
-    model = SuperGlue.from_state_dict(official_checkpoint(seed=3), sinkhorn_iterations=20, match_threshold=0.0)
+    model = SuperGlue.from_state_dict(superglue_checkpoint(seed=3), sinkhorn_iterations=20, match_threshold=0.0)
     f0, f1 = random_features(40, 4), random_features(30, 5)
     matches = model.match(f0, f1)
     m0 = matches.matches0[matches.matches0 > -1]
@@ -302,7 +249,7 @@ def test_batched_forward_is_trainable():
 def test_built_by_the_factory(tmp_path):
     from lightmatch.models.factory import load_extractor, load_matcher
 
-    torch.save(official_checkpoint(seed=4), tmp_path / "sg.pth")
+    torch.save(superglue_checkpoint(seed=4), tmp_path / "sg.pth")
     matcher = load_matcher("superglue", features="superpoint", device="cpu", weights=str(tmp_path / "sg.pth"),
                            variant="indoor", sinkhorn_iterations=5, match_threshold=None)
     assert isinstance(matcher, SuperGlue) and matcher.sinkhorn_iterations == 5

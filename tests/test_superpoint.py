@@ -9,37 +9,13 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from lightmatch.errors import ConfigError, WeightsError
+from helpers import OFFICIAL_SUPERPOINT, superpoint_checkpoint
 from lightmatch.models.superpoint import SuperPoint, sample_descriptors, select_keypoints, simple_nms
 
 # Magic Leap's superpoint_v1.pth (and LightGlue's copy): every key and shape, as in the released file.
-OFFICIAL_SUPERPOINT = {
-    "conv1a.weight": (64, 1, 3, 3), "conv1a.bias": (64,),
-    "conv1b.weight": (64, 64, 3, 3), "conv1b.bias": (64,),
-    "conv2a.weight": (64, 64, 3, 3), "conv2a.bias": (64,),
-    "conv2b.weight": (64, 64, 3, 3), "conv2b.bias": (64,),
-    "conv3a.weight": (128, 64, 3, 3), "conv3a.bias": (128,),
-    "conv3b.weight": (128, 128, 3, 3), "conv3b.bias": (128,),
-    "conv4a.weight": (128, 128, 3, 3), "conv4a.bias": (128,),
-    "conv4b.weight": (128, 128, 3, 3), "conv4b.bias": (128,),
-    "convPa.weight": (256, 128, 3, 3), "convPa.bias": (256,),
-    "convPb.weight": (65, 256, 1, 1), "convPb.bias": (65,),
-    "convDa.weight": (256, 128, 3, 3), "convDa.bias": (256,),
-    "convDb.weight": (256, 256, 1, 1), "convDb.bias": (256,),
-}
-
-
-def official_checkpoint(seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in OFFICIAL_SUPERPOINT.items():
-        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-        state[key] = torch.randn(shape, generator=g) / fan_in ** 0.5
-    return state
-
-
 # ----------------------------------------------------------------------------------------------- loading
 def test_official_layout_loads_strictly(tmp_path, monkeypatch):
-    state = official_checkpoint()
+    state = superpoint_checkpoint()
     model = SuperPoint.from_state_dict(state)
     assert set(model.state_dict()) == set(OFFICIAL_SUPERPOINT)
     for key, shape in OFFICIAL_SUPERPOINT.items():
@@ -58,7 +34,7 @@ def test_official_layout_loads_strictly(tmp_path, monkeypatch):
 
 
 def test_missing_extra_or_misshapen_keys_are_rejected():
-    state = official_checkpoint()
+    state = superpoint_checkpoint()
     missing = {k: v for k, v in state.items() if k != "convPb.bias"}
     with pytest.raises(WeightsError, match=r"missing keys \['convPb.bias'\]") as err:
         SuperPoint.from_state_dict(missing, path_hint="sp.pth")
@@ -84,7 +60,7 @@ def test_missing_file_is_a_weights_error(tmp_path, monkeypatch):
 def test_factory_style_constructor(tmp_path):
     """As ``models.factory.load_extractor`` builds it: weights_path, max_keypoints, detection_threshold."""
     path = tmp_path / "sp.pth"
-    torch.save(official_checkpoint(), path)
+    torch.save(superpoint_checkpoint(), path)
     sp = SuperPoint(max_keypoints=50, resize=64, weights_path=str(path), detection_threshold=-1)
     assert sp.keypoint_threshold == -1 and not sp.training
     feats = sp.extract(textured(96, 128, seed=5))
@@ -200,7 +176,7 @@ def test_descriptor_sampling_matches_numpy():
 @pytest.fixture(scope="module")
 def model() -> SuperPoint:
     torch.manual_seed(0)
-    return SuperPoint.from_state_dict(official_checkpoint(1), resize=None, keypoint_threshold=0.0)
+    return SuperPoint.from_state_dict(superpoint_checkpoint(1), resize=None, keypoint_threshold=0.0)
 
 
 def textured(h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -244,7 +220,7 @@ def test_extract_maps_back_and_limits(model):
 
 
 def test_exact_keypoints_mode():
-    sp = SuperPoint.from_state_dict(official_checkpoint(2), resize=None, exact_keypoints=777,
+    sp = SuperPoint.from_state_dict(superpoint_checkpoint(2), resize=None, exact_keypoints=777,
                                     keypoint_threshold=0.99)
     feats = sp.extract(textured(128, 160, seed=4))
     assert len(feats) == 777 and feats.descriptors.shape == (777, 256)
