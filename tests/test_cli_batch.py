@@ -8,17 +8,15 @@ import json
 import shlex
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
-import cv2
 import h5py
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from helpers import LIGHTMATCH, assert_store_invariant, json_lines, make_images, run_line
 from lightmatch.cli import main
+from lightmatch.io import h5
 from lightmatch.io.pairs import exhaustive_pairs, sequential_pairs
 
 FAST = "--features sift --matcher nn --resize -1 --max-keypoints 200"
@@ -63,6 +61,7 @@ def test_stdin_pipeline_resume_export_and_two_image_form(images, tmp_path):
     out = run_line(pipeline, tmp_path, shell=True)
     summary = json_lines(out.stdout)[-1]
     assert out.returncode == 0 and summary["pairs_skipped"] == 10 and summary["pairs_matched"] == 0
+    assert_store_invariant(tmp_path / "out")
 
     # export (in-process: the console script is exercised above)
     result = CliRunner().invoke(main, shlex.split(
@@ -84,6 +83,7 @@ def test_two_image_form_unchanged(images, tmp_path):
     assert summary["matches"] > 0 and summary["image0"] == names[0]
     with h5py.File(tmp_path / "two/matches.h5") as handle:
         assert f"{names[0]}/{names[1]}" in handle
+    assert_store_invariant(tmp_path / "two")
 
 
 def test_corrupt_image_exit_code_3(images, tmp_path):
@@ -109,6 +109,8 @@ def test_corrupt_image_exit_code_3(images, tmp_path):
     assert out.returncode == 3 and out.stdout == "" and "broken.jpg" in out.stderr
     with h5py.File(tmp_path / "ext/features.h5") as handle:
         assert sorted(handle) == names
+    assert_store_invariant(tmp_path / "out")
+    assert_store_invariant(tmp_path / "ext")
 
 
 def test_usage_and_input_errors(images, tmp_path, monkeypatch):
@@ -141,3 +143,42 @@ def test_usage_and_input_errors(images, tmp_path, monkeypatch):
     assert result.exit_code == 2 and "other extractor settings (max_keypoints: stored 200, this run 100)" in \
         result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_pair_names_absolute_inside_or_outside_the_image_folder(images, tmp_path):
+    """An absolute name inside --image-dir is stored relative to it (so the pair's features are stored too); a
+    name outside it is refused with file:line."""
+    image_dir, names = images
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text(f"{names[0]} {image_dir / names[1]}\n")
+    out = run_line(f"match --image-dir {image_dir} --pairs {pairs} -o out {FAST} --json", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json_lines(out.stdout)[-1]["pairs_matched"] == 1
+    assert_store_invariant(tmp_path / "out")
+    with h5py.File(tmp_path / "out/features.h5") as handle:
+        assert sorted(handle) == [names[0], names[1]]
+    again = run_line(f"match --image-dir {image_dir} --pairs {pairs} -o out {FAST} --json", tmp_path)
+    assert json_lines(again.stdout)[-1]["pairs_skipped"] == 1  # a resume does not redo it
+    for bad, reason in ((f"../{names[1]}", "leaves the image folder"),
+                        (str(tmp_path / "elsewhere.png"), "outside the image folder")):
+        pairs.write_text(f"{names[0]} {names[2]}\n{names[0]} {bad}\n")
+        out = run_line(f"match --image-dir {image_dir} --pairs {pairs} -o bad {FAST}", tmp_path)
+        assert out.returncode == 1 and out.stderr.strip().count("\n") == 0, out.stderr
+        assert f"{pairs}:2:" in out.stderr and reason in out.stderr
+        assert not (tmp_path / "bad" / "matches.h5").exists()
+
+
+def test_concurrent_single_pair_runs_keep_each_others_writes(images, tmp_path):
+    """Two single-pair runs into one folder at the same time: the second waits for the first's lock."""
+    image_dir, names = images
+    runs = [subprocess.Popen([str(LIGHTMATCH), "match", str(image_dir / a), str(image_dir / b), "-o",
+                              str(tmp_path / "out"), *shlex.split(FAST)], stderr=subprocess.PIPE, text=True)
+            for a, b in ((names[0], names[1]), (names[2], names[3]))]
+    for process in runs:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    assert_store_invariant(tmp_path / "out")
+    with h5py.File(tmp_path / "out/features.h5") as handle:
+        assert sorted(handle) == names[:4]
+    with h5py.File(tmp_path / "out/matches.h5") as handle:
+        assert sorted(h5.match_groups(handle)) == [f"{names[0]}/{names[1]}", f"{names[2]}/{names[3]}"]

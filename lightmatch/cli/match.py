@@ -303,7 +303,7 @@ def _pairs_for(image_dir: str, pairs_file: Optional[str], mode: Optional[str], w
     if not Path(image_dir).is_dir():
         raise InputError(f"{image_dir}: no such image directory")
     if pairs_file is not None:
-        return read_pairs(pairs_file)
+        return read_pairs(pairs_file, image_dir)
     names = list_images(image_dir)
     if mode == "sequential":
         return sequential_pairs(names, window or 5, loop)

@@ -9,6 +9,7 @@ contain whitespace in this format.
 from __future__ import annotations
 
 import os
+import posixpath
 import sys
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -48,6 +49,27 @@ def list_images(image_dir: str | os.PathLike) -> list[str]:
             if path.is_file():
                 names.append(path.relative_to(root).as_posix())
     return sorted(names)
+
+
+def normalise_name(name: str, image_dir: str | os.PathLike) -> str:
+    """``name`` as a clean path relative to ``image_dir`` with ``/`` separators (``./a//b.jpg`` -> ``a/b.jpg``).
+
+    An absolute path inside ``image_dir`` becomes relative to it. Raises :class:`ValueError` with the reason for
+    a name outside ``image_dir`` (absolute elsewhere, or climbing out with ``..``) or naming the folder itself:
+    every image of a store must live under its image root, so that names identify images.
+    """
+    if os.path.isabs(name):
+        root = os.path.normpath(os.path.abspath(image_dir))
+        path = os.path.normpath(name)
+        if os.path.commonpath([root, path]) != root:
+            raise ValueError(f"{name} is outside the image folder {image_dir}")
+        name = os.path.relpath(path, root)
+    clean = posixpath.normpath(name.replace(os.sep, "/"))
+    if clean == ".":
+        raise ValueError(f"{name!r} names the image folder itself, not an image")
+    if clean == ".." or clean.startswith("../"):
+        raise ValueError(f"{name} leaves the image folder {image_dir} (names are relative to it)")
+    return clean
 
 
 def _unique(names: Iterable[str]) -> list[str]:
@@ -113,12 +135,13 @@ def write_pairs(path: str | os.PathLike, pairs: Iterable[Pair]) -> None:
         raise OutputError(f"{path}: cannot write pairs file ({exc.strerror or exc})") from exc
 
 
-def parse_pairs(lines: Iterable[str], source: str) -> list[Pair]:
+def parse_pairs(lines: Iterable[str], source: str, image_dir: str | os.PathLike | None = None) -> list[Pair]:
     """Parse the lines of an hloc pairs file; ``source`` names the file in error messages.
 
     Blank lines and ``#`` comments are skipped, extra fields after the two names are ignored, and pairs are kept
-    as written (order and duplicates included). A line with a single field raises :class:`InputError` naming
-    ``source`` and the line number.
+    as written (order and duplicates included). With ``image_dir``, names are normalised to paths relative to it
+    (:func:`normalise_name`). A line with a single field, or a name outside ``image_dir``, raises
+    :class:`InputError` naming ``source`` and the line number.
     """
     pairs: list[Pair] = []
     for number, line in enumerate(lines, 1):
@@ -129,15 +152,22 @@ def parse_pairs(lines: Iterable[str], source: str) -> list[Pair]:
         if len(fields) < 2:
             shown = text if len(text) <= 80 else text[:77] + "..."
             raise InputError(f"{source}:{number}: expected two image names 'name0 name1', got {shown!r}")
-        pairs.append((fields[0], fields[1]))
+        pair = (fields[0], fields[1])
+        if image_dir is not None:
+            try:
+                pair = (normalise_name(pair[0], image_dir), normalise_name(pair[1], image_dir))
+            except ValueError as exc:
+                raise InputError(f"{source}:{number}: {exc}") from None
+        pairs.append(pair)
     return pairs
 
 
-def read_pairs(path_or_dash: str | os.PathLike) -> list[Pair]:
-    """Read an hloc pairs file; ``'-'`` reads standard input (named ``<stdin>`` in errors)."""
+def read_pairs(path_or_dash: str | os.PathLike, image_dir: str | os.PathLike | None = None) -> list[Pair]:
+    """Read an hloc pairs file; ``'-'`` reads standard input (named ``<stdin>`` in errors). With ``image_dir``,
+    names are normalised relative to it and names outside it are refused (:func:`parse_pairs`)."""
     if str(path_or_dash) == "-":
         try:
-            return parse_pairs(sys.stdin, "<stdin>")
+            return parse_pairs(sys.stdin, "<stdin>", image_dir)
         except UnicodeDecodeError as exc:
             raise InputError(f"<stdin>: not a text pairs list ({exc.reason})") from exc
     path = Path(path_or_dash)
@@ -147,7 +177,7 @@ def read_pairs(path_or_dash: str | os.PathLike) -> list[Pair]:
         raise InputError(f"{path}: is a directory, not a pairs file")
     try:
         with open(path, encoding="utf-8-sig") as handle:
-            return parse_pairs(handle, str(path))
+            return parse_pairs(handle, str(path), image_dir)
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not a UTF-8 text pairs file ({exc.reason})") from exc
     except OSError as exc:

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError, LightmatchError, OutputError
 from ..io import h5
+from ..io.pairs import normalise_name
 from ..io.store import OutputStore
 from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
@@ -101,6 +102,14 @@ def _error_text(exc: BaseException) -> str:
     return text if isinstance(exc, LightmatchError) else f"{type(exc).__name__}: {text}"
 
 
+def _normalised(name: str, image_dir: Path) -> str:
+    """``name`` as a clean path relative to ``image_dir``; a name outside it raises :class:`InputError`."""
+    try:
+        return normalise_name(name, image_dir)
+    except ValueError as exc:
+        raise InputError(f"image name {exc}") from None
+
+
 def _load_image(image_dir: Path, extractor: Extractor, keep_viz: bool) -> Callable[[Job], LoadedImage]:
     def load(job: Job) -> LoadedImage:
         return load_for_extractor(image_dir / job.name, job.name, extractor if job.extract else None, keep_viz)
@@ -160,7 +169,7 @@ def match_batch(
     if not image_dir.is_dir():
         raise InputError(f"{image_dir}: no such image directory")
     viz_dir = Path(viz_dir) if viz_dir is not None else None
-    kept, dropped = unique_pairs(pairs)
+    kept, dropped = unique_pairs([(_normalised(a, image_dir), _normalised(b, image_dir)) for a, b in pairs])
     store = OutputStore(output_dir, store_attributes(extractor), store_attributes(extractor, matcher, verify),
                         overwrite)
     summary = BatchSummary("match", str(store.features_path), str(store.matches_path), workers=workers)
@@ -339,7 +348,7 @@ def extract_batch(
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise InputError(f"{image_dir}: no such image directory")
-    names = list(dict.fromkeys(names))
+    names = list(dict.fromkeys(_normalised(name, image_dir) for name in names))
     store = OutputStore(output_dir, store_attributes(extractor), None, overwrite)
     summary = BatchSummary("extract", str(store.features_path), workers=workers)
     summary.images_total = len(names)
