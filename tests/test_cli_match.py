@@ -130,3 +130,26 @@ def test_names_are_relative_to_common_folder(sample_pair, tmp_path):
                              "-o", tmp_path / "out", *FAST).stdout)
     assert (summary["image0"], summary["image1"]) == ("a/img.jpg", "b/img.jpg")
     assert sorted(h5.list_images(tmp_path / "out" / "features.h5")) == ["a/img.jpg", "b/img.jpg"]
+
+
+@pytest.mark.parametrize("option, value, allowed", [
+    ("--resize", "0", ">= 1, or -1"), ("--resize", "-7", ">= 1, or -1"),
+    ("--max-keypoints", "0", ">= 1, or -1"), ("--max-keypoints", "-5", ">= 1, or -1"),
+    ("--depth-confidence", "2", "(0, 1], or -1"), ("--width-confidence", "5", "(0, 1], or -1"),
+    ("--filter-threshold", "nan", "finite"), ("--filter-threshold", "1.5", "[0, 1]"),
+    ("--sinkhorn-iterations", "0", "x>=1"),
+])
+def test_out_of_range_options_are_usage_errors(sample_pair, option, value, allowed):
+    """Checked when parsing, before any model loads: one line naming the option and its range, exit code 2."""
+    proc = run("match", sample_pair[0], sample_pair[1], option, value, check_code=2)
+    assert_one_line_error(proc, option, allowed)
+
+
+def test_library_refuses_a_zero_resize():
+    from lightmatch.errors import ConfigError
+    from lightmatch.models.factory import load_extractor
+
+    with pytest.raises(ConfigError, match="resize must be"):
+        load_extractor("sift", resize=0)
+    with pytest.raises(ConfigError, match="max_keypoints must be"):
+        load_extractor("sift", max_keypoints=0)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-from typing import Any
+from typing import Any, Optional
 
 import click
 
 from ..errors import LightmatchError
+from ..defaults import DEFAULT_RESIZE, default_max_keypoints
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -32,6 +34,9 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("lightmatch: interrupted", err=True)
             sys.exit(130)
+        except click.UsageError as exc:  # one line naming the option and what it accepts
+            command = exc.ctx.command_path if exc.ctx is not None else "lightmatch"
+            fail(f"{exc.format_message()} (see '{command} --help')", EXIT_USAGE)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug or an unexpected environment problem: still one line
@@ -57,18 +62,77 @@ def main() -> None:
     """
 
 
+class SizeOrOriginal(click.ParamType):
+    """A positive integer, or -1 for "no limit" (``what_none`` says what -1 means)."""
+
+    name = "INTEGER"
+
+    def __init__(self, what_none: str) -> None:
+        self.what_none = what_none
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not an integer", param, ctx)
+        if number < 1 and number != -1:
+            self.fail(f"must be >= 1, or -1 for {self.what_none}; got {number}", param, ctx)
+        return number
+
+
+class Confidence(click.ParamType):
+    """A LightGlue adaptivity confidence: in (0, 1], or -1 to disable."""
+
+    name = "FLOAT"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
+        number = _float(self, value, param, ctx)
+        if not (0 < number <= 1 or number == -1):
+            self.fail(f"must be in (0, 1], or -1 to disable; got {value}", param, ctx)
+        return number
+
+
+class Fraction(click.ParamType):
+    """A finite number in [``low``, 1] (``low`` itself excluded when ``open_low``)."""
+
+    name = "FLOAT"
+
+    def __init__(self, low: float = 0.0, open_low: bool = False) -> None:
+        self.low, self.open_low = low, open_low
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
+        number = _float(self, value, param, ctx)
+        above = number > self.low if self.open_low else number >= self.low
+        if not (above and number <= 1):
+            self.fail(f"must be in {'(' if self.open_low else '['}{self.low:g}, 1]; got {value}", param, ctx)
+        return number
+
+
+def _float(kind: click.ParamType, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        kind.fail(f"{value!r} is not a number", param, ctx)
+    if not math.isfinite(number):
+        kind.fail(f"must be a finite number; got {value}", param, ctx)
+    return number
+
+
+POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
+
+
 def extractor_options(func):
     """Options shared by every command that extracts features."""
     options = [
         click.option("--features", "features", default="aliked", show_default=True,
                      help="Extractor: aliked (aliked-n16), aliked-n16rot, aliked-n32, aliked-t16, disk, superpoint, "
                           "sift, xfeat."),
-        click.option("--max-keypoints", type=int, default=None,
+        click.option("--max-keypoints", type=SizeOrOriginal("no cap"), default=None,
                      help="Keypoints per image (default: 2048; 4096 for xfeat; -1: no cap)."),
-        click.option("--resize", type=int, default=1024, show_default=True,
+        click.option("--resize", type=SizeOrOriginal("the original size"), default=DEFAULT_RESIZE, show_default=True,
                      help="Long side of the image given to the network (-1: original size). Keypoints are "
                           "reported in original-image pixels."),
-        click.option("--detection-threshold", type=float, default=None,
+        click.option("--detection-threshold", type=click.FloatRange(min=0), default=None,
                      help="Detection score threshold (extractor's default when omitted)."),
         click.option("--aliked-nms", type=click.Choice(["reference", "strict"]), default="reference",
                      show_default=True,
@@ -88,21 +152,21 @@ def matcher_options(func):
     options = [
         click.option("--matcher", default="lightglue", show_default=True,
                      type=click.Choice(["lightglue", "superglue", "nn"]), help="Matcher."),
-        click.option("--depth-confidence", type=float, default=None,
+        click.option("--depth-confidence", type=Confidence(), default=None,
                      help="LightGlue early exit, -1 disables adaptive depth (default 0.95; LighterGlue -1)."),
-        click.option("--width-confidence", type=float, default=None,
+        click.option("--width-confidence", type=Confidence(), default=None,
                      help="LightGlue point pruning, -1 disables adaptive width (default 0.99; LighterGlue 0.95)."),
-        click.option("--filter-threshold", type=float, default=None,
+        click.option("--filter-threshold", type=Fraction(), default=None,
                      help="Minimum match confidence (LightGlue 0.1, SuperGlue 0.2)."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
                      show_default=True, help="LightGlue arithmetic: auto is fp16 autocast on CUDA, fp32 on CPU."),
         click.option("--compile", "compile_matcher", is_flag=True,
                      help="torch.compile LightGlue's layers (worth it on CUDA for long runs)."),
-        click.option("--sinkhorn-iterations", type=int, default=None, help="SuperGlue Sinkhorn iterations (100)."),
+        click.option("--sinkhorn-iterations", type=click.IntRange(min=1), default=None, help="SuperGlue Sinkhorn iterations (100)."),
         click.option("--superglue-weights", type=click.Choice(["indoor", "outdoor"]), default="outdoor",
                      show_default=True, help="SuperGlue weights."),
-        click.option("--ratio-threshold", type=float, default=None, help="NN matcher: Lowe ratio test."),
-        click.option("--distance-threshold", type=float, default=None, help="NN matcher: max descriptor distance."),
+        click.option("--ratio-threshold", type=Fraction(open_low=True), default=None, help="NN matcher: Lowe ratio test."),
+        click.option("--distance-threshold", type=POSITIVE_FLOAT, default=None, help="NN matcher: max descriptor distance."),
         click.option("--matcher-weights", type=click.Path(dir_okay=False), default=None,
                      help="Matcher weights file (default: resolved from the registry)."),
     ]
@@ -121,7 +185,7 @@ def build_models(opts: dict):
         extra["nms"] = opts.get("aliked_nms")
     max_kp = opts.get("max_keypoints")
     if max_kp is None:
-        max_kp = 4096 if features == "xfeat" else 2048
+        max_kp = default_max_keypoints(features)
     resize = opts.get("resize")
     extractor = load_extractor(features, max_keypoints=max_kp, resize=None if resize in (None, -1) else resize,
                                device=opts.get("device", "auto"), weights=opts.get("extractor_weights"), **extra)

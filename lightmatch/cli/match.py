@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import click
 
+from ..defaults import VERIFY_CONFIDENCE, VERIFY_SEED, VERIFY_THRESHOLD_PX
 from .common import (EXIT_OK, EXIT_PARTIAL, build_models, extractor_options, format_pair_text, main,
                      matcher_options)
 
@@ -196,9 +197,12 @@ def batch_options(func):
 @click.option("--loop", is_flag=True, help="--pairs-mode sequential: the sequence is closed (last pairs with first).")
 @click.option("--verify", type=click.Choice(VERIFY_MODELS), default=None,
               help="Batch: verify matches with a robust model (MAGSAC++) and store 'inliers' beside them.")
-@click.option("--verify-threshold", type=float, default=None, help="Inlier threshold in pixels.  [default: 3.0]")
-@click.option("--verify-confidence", type=float, default=None, help="RANSAC confidence.  [default: 0.9999]")
-@click.option("--seed", type=int, default=None, help="RANSAC random seed (same seed, same inliers).  [default: 0]")
+@click.option("--verify-threshold", type=click.FloatRange(min=0, min_open=True), default=None,
+              help=f"Inlier threshold in pixels.  [default: {VERIFY_THRESHOLD_PX}]")
+@click.option("--verify-confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help=f"RANSAC confidence.  [default: {VERIFY_CONFIDENCE}]")
+@click.option("--seed", type=int, default=None,
+              help=f"RANSAC random seed (same seed, same inliers).  [default: {VERIFY_SEED}]")
 @click.option("--viz-dir", type=click.Path(file_okay=False), default=None,
               help="Batch: write a match plot per pair matched in this run ({name0}_{name1}_matches.png).")
 @batch_options
@@ -253,9 +257,8 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     pairs = _pairs_for(image_dir, pairs_file, pairs_mode, window, loop)
     verify_options = None
     if verify is not None:
-        verify_options = VerifyOptions(verify, 3.0 if verify_threshold is None else verify_threshold,
-                                       0.9999 if verify_confidence is None else verify_confidence,
-                                       0 if seed is None else seed)
+        given = {"threshold": verify_threshold, "confidence": verify_confidence, "seed": seed}
+        verify_options = VerifyOptions(verify, **{k: v for k, v in given.items() if v is not None})
     if not pairs:
         click.echo(f"lightmatch: warning: no pairs to match (found no images in {image_dir})"
                    if pairs_mode else f"lightmatch: warning: no pairs in {pairs_file}", err=True)

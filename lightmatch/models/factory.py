@@ -6,6 +6,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..defaults import DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE
 from ..errors import ConfigError
 from .aliked import MODELS as ALIKED_MODELS
 from .base import Extractor, Matcher
@@ -36,12 +37,17 @@ def _drop_none(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def load_extractor(name: str = "aliked", max_keypoints: Optional[int] = 2048, resize: Optional[int] = 1024,
+def load_extractor(name: str = "aliked", max_keypoints: Optional[int] = DEFAULT_MAX_KEYPOINTS,
+                   resize: Optional[int] = DEFAULT_RESIZE,
                    device: str | torch.device = "auto", weights: Optional[str] = None, **options: Any) -> Extractor:
     """Build extractor ``name`` with its pretrained weights on ``device``.
 
     ``options`` are passed to the extractor class (e.g. ``detection_threshold``, ``nms`` for ALIKED).
     """
+    if resize is not None and resize < 1:
+        raise ConfigError(f"resize must be a long side of at least 1 px, or None for the original size; got {resize}")
+    if max_keypoints is not None and max_keypoints < 1 and max_keypoints != -1:
+        raise ConfigError(f"max_keypoints must be at least 1, or -1 / None for no cap; got {max_keypoints}")
     device = resolve_device(device) if isinstance(device, str) else device
     options = _drop_none(options)
     builders: dict[str, Callable[[], Extractor]] = {}

@@ -37,6 +37,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
+from ..defaults import VERIFY_CONFIDENCE, VERIFY_MAX_ITERS, VERIFY_MODEL, VERIFY_SEED, VERIFY_THRESHOLD_PX
 from ..errors import ConfigError, InputError, LightmatchError, OutputError
 from ..io import h5
 from ..io.pairs import normalise_name
@@ -55,11 +56,11 @@ from .plan import Job, Load, Step, plan_pairs, unique_pairs, viz_filename
 class VerifyOptions:
     """Geometric verification of every pair (:func:`lightmatch.pipeline.verify.verify_pair`)."""
 
-    model: str = "homography"
-    threshold: float = 3.0
-    confidence: float = 0.9999
-    seed: int = 0
-    max_iters: int = 10000
+    model: str = VERIFY_MODEL
+    threshold: float = VERIFY_THRESHOLD_PX
+    confidence: float = VERIFY_CONFIDENCE
+    seed: int = VERIFY_SEED
+    max_iters: int = VERIFY_MAX_ITERS
 
     def __post_init__(self) -> None:
         from .verify import MODELS

@@ -1,0 +1,19 @@
+"""Default settings, in one place for the library and the CLI (no heavy imports: the CLI reads them to
+build its help)."""
+
+from __future__ import annotations
+
+DEFAULT_RESIZE = 1024  # long side of the image given to the network
+DEFAULT_MAX_KEYPOINTS = 2048
+XFEAT_MAX_KEYPOINTS = 4096  # XFeat is trained and evaluated with more, weaker keypoints
+
+
+def default_max_keypoints(features: str) -> int:
+    """The keypoint budget of extractor ``features`` when none is given."""
+    return XFEAT_MAX_KEYPOINTS if features == "xfeat" else DEFAULT_MAX_KEYPOINTS
+
+VERIFY_MODEL = "homography"  # geometric verification of batch pairs (match --verify)
+VERIFY_THRESHOLD_PX = 3.0
+VERIFY_CONFIDENCE = 0.9999
+VERIFY_SEED = 0
+VERIFY_MAX_ITERS = 10000
