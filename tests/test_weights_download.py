@@ -10,6 +10,7 @@ import io
 import os
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,7 +75,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def register(monkeypatch, url: str, sha256: str | None, name: str = "superpoint") -> None:
-    spec = dataclasses.replace(weights.REGISTRY[name], url=url, sha256=sha256)
+    spec = dataclasses.replace(weights.REGISTRY[name], url=url, sha256=sha256, git_sha1=None)
     monkeypatch.setitem(weights.REGISTRY, name, spec)
 
 
@@ -116,7 +117,7 @@ def test_bad_existing_file_is_replaced(server, cache, monkeypatch):
 def test_interrupted_transfer_leaves_nothing(server, cache, monkeypatch):
     register(monkeypatch, f"{server}/short", None)  # no checksum: the length check alone must catch it
     with pytest.raises(WeightsError, match="interrupted after") as err:
-        download("superpoint")
+        download("superpoint", trust_unverified=True)
     assert "\n" not in str(err.value)
     assert listing(cache) == []
 
@@ -139,7 +140,7 @@ def test_offline_message(cache, monkeypatch):
         port = s.getsockname()[1]
     register(monkeypatch, f"http://127.0.0.1:{port}/superpoint_v1.pth", None)
     with pytest.raises(WeightsError) as err:
-        download("superpoint", timeout=5)
+        download("superpoint", timeout=5, trust_unverified=True)
     message = str(err.value)
     assert "\n" not in message
     assert "offline" in message and "--weights PATH" in message and "$LIGHTMATCH_WEIGHTS_DIR" in message
@@ -150,7 +151,7 @@ def test_offline_message(cache, monkeypatch):
 def test_http_error(server, cache, monkeypatch):
     register(monkeypatch, f"{server}/missing.pth", None)
     with pytest.raises(WeightsError, match="HTTP 404"):
-        download("superpoint")
+        download("superpoint", trust_unverified=True)
     assert listing(cache) == []
 
 
@@ -159,7 +160,7 @@ def test_unwritable_folder(server, tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(WeightsError, match="cannot write"):
-        download("superpoint", dest_dir=blocker / "sub")
+        download("superpoint", dest_dir=blocker / "sub", trust_unverified=True)
 
 
 def test_unknown_name(cache):
@@ -208,7 +209,7 @@ def test_cli_weights_list_and_download(server, cache, tmp_path):
     import json
     import subprocess
     import sys
-    from pathlib import Path
+
 
     script = Path(sys.executable).parent / "lightmatch"
     env = {**os.environ, "LIGHTMATCH_CACHE_DIR": str(tmp_path / "cache")}
@@ -218,8 +219,39 @@ def test_cli_weights_list_and_download(server, cache, tmp_path):
     assert not rows["superpoint"]["available"] and "Magic Leap" in rows["superpoint"]["licence"]
     text = subprocess.run([str(script), "weights", "list"], capture_output=True, text=True, env=env).stdout
     assert "superglue_outdoor" in text and "xfeat_lighterglue" in text
+    # superpoint has a known git blob id: another file from any URL is refused, nothing is kept
     done = subprocess.run([str(script), "weights", "download", "superpoint", "--url", f"{server}/good.pth"],
                           capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
-    assert "non-commercial" in done.stderr
-    assert (tmp_path / "cache" / "superpoint_v1.pth").read_bytes() == PAYLOAD
+    assert done.returncode == 1 and "non-commercial" in done.stderr
+    assert "checksum mismatch" in done.stderr and "git blob id" in done.stderr.splitlines()[-1]
+    assert not (tmp_path / "cache" / "superpoint_v1.pth").exists()
+    # sift_lightglue has no known digest: refused unless --sha256 or --trust-unverified
+    sift = [str(script), "weights", "download", "sift_lightglue", "--url", f"{server}/good.pth"]
+    hits = len(_Handler.hits)
+    done = subprocess.run(sift, capture_output=True, text=True, env=env)
+    assert done.returncode == 1 and "--sha256 HEX" in done.stderr and "--trust-unverified" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and len(_Handler.hits) == hits  # nothing fetched
+    wrong = subprocess.run(sift + ["--sha256", "ab" * 32], capture_output=True, text=True, env=env)
+    assert wrong.returncode == 1 and "checksum mismatch" in wrong.stderr
+    digest = hashlib.sha256(PAYLOAD).hexdigest()
+    trusted = subprocess.run(sift + ["--trust-unverified"], capture_output=True, text=True, env=env)
+    assert trusted.returncode == 0 and f"recorded sha256 {digest}" in trusted.stderr
+    path = tmp_path / "cache" / "sift_lightglue.pth"
+    assert path.read_bytes() == PAYLOAD and (tmp_path / "cache" / "sift_lightglue.pth.sha256").read_text().startswith(digest)
+    path.write_bytes(b"tampered")  # a later load checks the recorded digest
+    with pytest.raises(WeightsError, match="checksum mismatch"):
+        weights.verify("sift_lightglue", path)
+    ok = subprocess.run(sift + ["--sha256", digest, "--force"], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0 and path.read_bytes() == PAYLOAD, ok.stderr
+
+
+def test_git_blob_id_and_torch_errors_in_one_short_line(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"hello\n")
+    assert weights.git_blob_sha1(path) == "ce013625030ba8dba906f756967f9e9ca394464a"  # `git hash-object f.bin`
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"conv.weight": torch.zeros(1), "meta": Path("x")}, pickled)  # an object: not plain tensors
+    with pytest.raises(WeightsError) as err:
+        weights.load_state_dict("superpoint", pickled)
+    message = str(err.value)
+    assert "\n" not in message and "weights_only" not in message and len(message) < 200

@@ -36,19 +36,24 @@ def list_cmd(as_json: bool) -> None:
 @click.argument("names", nargs=-1, required=True)
 @click.option("--force", is_flag=True, help="Download even when a valid file is already there.")
 @click.option("--url", default=None, help="Download from this URL instead of the registry's (one name only).")
-def download_cmd(names: tuple[str, ...], force: bool, url: str | None) -> None:
+@click.option("--sha256", default=None, metavar="HEX",
+              help="Expected sha256 of the file (one name only); needed for files with no known digest.")
+@click.option("--trust-unverified", is_flag=True,
+              help="Install a file with no known digest as it arrives; its sha256 is printed and recorded.")
+def download_cmd(names: tuple[str, ...], force: bool, url: str | None, sha256: str | None,
+                 trust_unverified: bool) -> None:
     """Download NAME... (or 'all') into the user cache, checksum-verified, written atomically.
 
     SuperPoint and SuperGlue weights are under Magic Leap's non-commercial licence: research use only.
     """
     from tqdm import tqdm
 
-    from ..weights import MAGICLEAP, REGISTRY, spec_for
+    from ..weights import MAGICLEAP, REGISTRY, recorded_sha256_path, spec_for
     from ..weights_download import download
 
     selected = list(REGISTRY) if names == ("all",) else list(names)
-    if url and len(selected) != 1:
-        raise click.UsageError("--url takes exactly one NAME")
+    if (url or sha256) and len(selected) != 1:
+        raise click.UsageError("--url and --sha256 take exactly one NAME")
     for name in selected:
         spec = spec_for(name)
         if spec.licence == MAGICLEAP:
@@ -59,5 +64,9 @@ def download_cmd(names: tuple[str, ...], force: bool, url: str | None) -> None:
                 bar.total = total
                 bar.update(done - bar.n)
 
-            path = download(name, url=url, progress=progress, force=force)
+            path = download(name, url=url, progress=progress, force=force, sha256=sha256,
+                            trust_unverified=trust_unverified)
+        if sha256 is None and not spec.verifiable:
+            click.echo(f"warning: {name} is not verified; recorded sha256 "
+                       f"{recorded_sha256_path(path).read_text().split()[0]}", err=True)
         click.echo(f"{name}: {path}")
