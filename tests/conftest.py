@@ -20,11 +20,24 @@ def shared_data_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--require-data", action="store_true", default=bool(os.environ.get("LIGHTMATCH_REQUIRE_DATA")),
+                     help="fail, instead of skipping, the tests that need the shared data or a test extra (CI sets "
+                          "LIGHTMATCH_REQUIRE_DATA=1)")
+
+
+def require(config: pytest.Config, what: str) -> None:
+    """Skip for ``what`` missing, or fail under ``--require-data`` (CI), so nothing skips silently there."""
+    if config.getoption("--require-data"):
+        pytest.fail(f"{what} (required: --require-data / LIGHTMATCH_REQUIRE_DATA)", pytrace=False)
+    pytest.skip(what)
+
+
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
+def shared_data(request) -> Path:
     path = shared_data_dir()
     if path is None:
-        pytest.skip("shared data not found: set LIGHTMATCH_SHARED_DATA or place it at ../shared/data")
+        require(request.config, "shared data not found: set LIGHTMATCH_SHARED_DATA or place it at ../shared/data")
     return path
 
 

@@ -27,8 +27,6 @@ def lightmatch(args: str, cwd: Path, stdin: str | None = None) -> subprocess.Com
 def test_sacre_coeur_reconstruction(shared_data, tmp_path):
     pycolmap = pytest.importorskip("pycolmap", reason="pycolmap (test extra) is needed for the reconstruction")
     images = shared_data / "sacre_coeur"
-    if not images.is_dir():
-        pytest.skip(f"{images} not found")
     pairs = lightmatch(f"pairs {images} --mode exhaustive", tmp_path).stdout
     assert len(pairs.splitlines()) == 45
     extract = json.loads(lightmatch(f"extract {images} -o out {MODEL} --json", tmp_path).stdout.splitlines()[-1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import cv2
 import numpy as np
@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".pnm")
 MIN_SIZE = 32
+LARGE_FLOAT_BYTES = 256 << 20  # images whose float32 copy is larger are reduced in integers first
+_JPEG_REDUCTIONS = {8: (cv2.IMREAD_REDUCED_GRAYSCALE_8, cv2.IMREAD_REDUCED_COLOR_8),
+                    4: (cv2.IMREAD_REDUCED_GRAYSCALE_4, cv2.IMREAD_REDUCED_COLOR_4),
+                    2: (cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_COLOR_2)}
 
 
 def is_image_path(path: str | os.PathLike) -> bool:
@@ -55,6 +59,70 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if min(h, w) < MIN_SIZE:
         raise InputError(f"{path}: image is {w}x{h} px, smaller than the minimum {MIN_SIZE} px")
     return image
+
+
+def header_size(path: str | os.PathLike) -> Optional[tuple[int, int, int, str]]:
+    """``(W, H, channels, format)`` from the file's header, after EXIF orientation, without decoding the pixels;
+    None when the header cannot be read (the full decoder then decides)."""
+    from PIL import Image  # here: only bounded decoding needs it
+
+    Image.MAX_IMAGE_PIXELS = None  # PIL only reads headers here; OpenCV decodes the pixels, within our bounds
+    try:
+        with Image.open(path) as image:
+            w, h = image.size
+            channels = len(image.getbands())
+            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that swap the axes
+                w, h = h, w
+            return w, h, channels, str(image.format)
+    except Exception:  # noqa: BLE001 (any reason: let the decoder report it)
+        return None
+
+
+def read_image_bounded(path: str | os.PathLike, long_side: Optional[int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode ``path`` for a network that sees it at ``long_side`` pixels, with memory bounded by that size.
+
+    Images whose float32 copy is small (at most :data:`LARGE_FLOAT_BYTES`), or that are at most twice
+    ``long_side``, are decoded exactly as :func:`read_image` does. Larger ones are reduced while still integers:
+    JPEGs are decoded at 1/2, 1/4 or 1/8 scale by the decoder itself, other formats are decoded then shrunk with
+    area interpolation, in both cases to no less than twice ``long_side`` (the antialiased resize for the
+    network does the rest). A 12000x9000 JPEG thus never exists in float32 at full size.
+
+    Returns the ``(h, w[, 3])`` array and the original ``(W, H)`` (after EXIF orientation); keypoints found on
+    the array map back with the scale ``w / W``, ``h / H``. Raises :class:`InputError` as :func:`read_image`,
+    and for an image too large for memory, naming it.
+    """
+    header = header_size(path) if long_side is not None else None
+    if header is None:
+        image = read_image(path)
+        return image, (image.shape[1], image.shape[0])
+    w, h, channels, fmt = header
+    if w * h * max(channels, 1) * 4 <= LARGE_FLOAT_BYTES or max(w, h) <= 2 * long_side:
+        image = read_image(path)
+        return image, (image.shape[1], image.shape[0])
+    try:
+        image = None
+        if fmt == "JPEG":
+            factor = next((f for f in _JPEG_REDUCTIONS if max(w, h) / f >= 2 * long_side), None)
+            if factor is not None:
+                image = _decode(path, _JPEG_REDUCTIONS[factor][channels >= 3])
+        if image is None:
+            image = read_image(path)
+        scale = 2 * long_side / max(image.shape[:2])
+        if scale < 1:
+            size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    except (MemoryError, cv2.error) as exc:
+        raise InputError(f"{path}: image of {w}x{h} px too large to decode in the memory available "
+                         f"({type(exc).__name__})") from None
+    return image, (w, h)
+
+
+def _decode(path: str | os.PathLike, flags: int) -> np.ndarray:
+    """``cv2.imdecode`` of ``path`` with ``flags``, as RGB (or grayscale); :class:`InputError` if unreadable."""
+    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), flags)
+    if image is None:
+        raise InputError(f"{path}: not a readable image (unknown format, truncated or corrupt)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else image
 
 
 def _to_uint16(image: np.ndarray) -> np.ndarray:
