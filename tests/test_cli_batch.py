@@ -182,3 +182,24 @@ def test_concurrent_single_pair_runs_keep_each_others_writes(images, tmp_path):
         assert sorted(handle) == names[:4]
     with h5py.File(tmp_path / "out/matches.h5") as handle:
         assert sorted(h5.match_groups(handle)) == [f"{names[0]}/{names[1]}", f"{names[2]}/{names[3]}"]
+
+
+def test_single_pair_json_and_batch_pair_lines_share_their_keys(images, tmp_path):
+    image_dir, names = images
+    single = json.loads(run_line(f"match {image_dir / names[0]} {image_dir / names[1]} {FAST} --json",
+                                 tmp_path).stdout)
+    batch = run_line(f"match --image-dir {image_dir} --pairs - -o out {FAST} --json --verify homography", tmp_path,
+                     stdin=f"{names[0]} {names[1]}\n")
+    lines = json_lines(batch.stdout)
+    pair, summary = lines[0], lines[-1]
+    assert pair["type"] == single["type"] == "pair" and pair["status"] == single["status"] == "ok"
+    assert set(single) == set(pair) - {"inliers"}  # --verify adds the inlier count
+    assert {k: single[k] for k in ("image0", "image1", "keypoints0", "keypoints1", "matches")} == \
+        {k: pair[k] for k in ("image0", "image1", "keypoints0", "keypoints1", "matches")}
+    assert summary["pairs_verified"] == 1 and summary["inliers"] == pair["inliers"] > 0
+    assert (summary["extractor"], summary["matcher"]) == ("sift", "nn")
+    text = run_line(f"match --image-dir {image_dir} --pairs - -o out2 {FAST} --verify homography", tmp_path,
+                    stdin=f"{names[0]} {names[1]}\n").stdout
+    assert "model: sift + nn" in text and f"inliers: {pair['inliers']} in 1 verified pairs" in text
+    extract = json_lines(run_line(f"extract {image_dir} -o ext --features sift --resize -1 --json", tmp_path).stdout)
+    assert set(extract[-1]["time_s"]) == {"decode", "wait", "extract", "write", "consolidate"}

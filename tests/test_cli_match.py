@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,7 @@ def test_match_sample_writes_hloc_stores_and_plot(sample_pair, tmp_path):
 def test_text_output(sample_pair):
     out = run("match", sample_pair[0], sample_pair[1], *FAST).stdout
     assert "sample0.jpg: 256 keypoints" in out and "matches:" in out
+    assert out.startswith("aliked-n16 + lightglue\n") and re.search(r"stopped at layer \d of 9", out)
 
 
 @pytest.fixture

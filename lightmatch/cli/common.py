@@ -204,15 +204,3 @@ def build_models(opts: dict):
     matcher = load_matcher(name, features=features, device=extractor.device, weights=opts.get("matcher_weights"),
                            **mopts)
     return extractor, matcher
-
-
-def format_pair_text(summary: dict) -> str:
-    """Human-readable lines for one pair's summary."""
-    t = summary["timings_ms"]
-    lines = [f"{summary['image0']}: {summary['keypoints0']} keypoints",
-             f"{summary['image1']}: {summary['keypoints1']} keypoints",
-             f"matches: {summary['matches']}" + (f" (correct within 3 px: {summary['correct']})"
-                                                 if "correct" in summary else "")
-             + (f", stopped after layer {summary['stop_layer']}" if summary.get("stop_layer") else ""),
-             "time: " + ", ".join(f"{k} {v:.0f} ms" for k, v in t.items())]
-    return "\n".join(lines)

@@ -15,8 +15,7 @@ from typing import Any, Optional
 import click
 
 from ..defaults import VERIFY_CONFIDENCE, VERIFY_SEED, VERIFY_THRESHOLD_PX
-from .common import (EXIT_OK, EXIT_PARTIAL, build_models, extractor_options, format_pair_text, main,
-                     matcher_options)
+from .common import EXIT_OK, EXIT_PARTIAL, build_models, extractor_options, main, matcher_options
 
 EXIT_INTERRUPTED = 130
 PAIR_MODES = ("exhaustive", "sequential")
@@ -88,10 +87,24 @@ class _Reporter:
             self.bar.close()
 
 
+def format_pair_text(line: dict, model: str) -> str:
+    """Human-readable lines for one pair's JSON line (:meth:`lightmatch.pipeline.events.PairEvent.to_json`)."""
+    text = f"matches: {line['matches']}"
+    if "correct" in line:
+        text += f" (correct within 3 px: {line['correct']})"
+    if "inliers" in line:
+        text += f", inliers {line['inliers']}"
+    if line.get("stop_layer") and line.get("layers"):
+        text += f"; stopped at layer {line['stop_layer']} of {line['layers']}"
+    return "\n".join([model, f"{line['image0']}: {line['keypoints0']} keypoints",
+                      f"{line['image1']}: {line['keypoints1']} keypoints", text,
+                      "time: " + ", ".join(f"{k} {v:.0f} ms" for k, v in line.get("timings_ms", {}).items())])
+
+
 def format_batch_summary(summary) -> str:
-    """Human-readable lines for a :class:`~lightmatch.pipeline.batch.BatchSummary`."""
+    """Human-readable lines for a :class:`~lightmatch.pipeline.events.BatchSummary`."""
     t = summary.times
-    lines = []
+    lines = [f"model: {summary.extractor}" + (f" + {summary.matcher}" if summary.matcher else "")]
     if summary.command == "match":
         lines.append(f"pairs: {summary.pairs_matched} matched, {summary.pairs_skipped} already done, "
                      f"{summary.pairs_failed} failed" + (f", {summary.pairs_ignored} ignored (self-pairs or "
@@ -100,10 +113,12 @@ def format_batch_summary(summary) -> str:
     lines.append(f"images: {summary.images_extracted} extracted, {summary.images_reused} "
                  f"{'read back' if summary.command == 'match' else 'already done'}, {summary.images_failed} failed"
                  f" of {summary.images_total}; {summary.images_per_s:.2f} images/s")
+    if summary.pairs_verified:
+        lines.append(f"inliers: {summary.inliers} in {summary.pairs_verified} verified pairs "
+                     f"({summary.inliers / summary.pairs_verified:.1f} per pair)")
+    stages = ", ".join(f"{key} {t.get(key, 0.0):.1f} s" for key in summary.time_keys if key not in ("decode", "wait"))
     lines.append(f"time: {summary.elapsed_s:.1f} s total; decode {t['decode']:.1f} s (in {summary.workers} "
-                 f"background workers, waited {t['wait']:.1f} s), extract {t['extract']:.1f} s, "
-                 f"read {t['read']:.1f} s, match {t['match']:.1f} s, verify {t['verify']:.1f} s, "
-                 f"viz {t['viz']:.1f} s, write {t['write']:.1f} s, consolidate {t['consolidate']:.1f} s")
+                 f"background workers, waited {t['wait']:.1f} s), {stages}")
     outputs = [p for p in (summary.features_path, summary.matches_path) if p]
     if outputs:
         lines.append("output: " + ", ".join(outputs))
@@ -294,8 +309,10 @@ def _match_two(images: tuple[str, ...], output_dir: Optional[str], viz_path: Opt
                         homography=H, overwrite=overwrite)
     for warning in result.warnings:
         click.echo(f"lightmatch: warning: {warning}", err=True)
-    summary = result.summary()
-    click.echo(json.dumps(summary) if as_json else format_pair_text(summary))
+    from ..pipeline.match import matcher_layers
+
+    line = result.event(matcher_layers(matcher)).to_json()
+    click.echo(json.dumps(line) if as_json else format_pair_text(line, f"{extractor.name} + {matcher.name}"))
 
 
 def _pairs_for(image_dir: str, pairs_file: Optional[str], mode: Optional[str], window: Optional[int],

@@ -46,7 +46,7 @@ from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
 from .events import BatchStart, BatchSummary, EventCallback, ImageEvent, PairEvent, emit
 from .loader import LoadedImage, PrefetchLoader, extract_loaded, load_for_extractor
-from .match import plot_pair, store_attributes
+from .match import matcher_layers, plot_pair, store_attributes
 from .plan import Job, Load, Step, plan_pairs, unique_pairs, viz_filename
 
 
@@ -173,7 +173,8 @@ def match_batch(
     kept, dropped = unique_pairs([(_normalised(a, image_dir), _normalised(b, image_dir)) for a, b in pairs])
     store = OutputStore(output_dir, store_attributes(extractor), store_attributes(extractor, matcher, verify),
                         overwrite)
-    summary = BatchSummary("match", str(store.features_path), str(store.matches_path), workers=workers)
+    summary = BatchSummary("match", str(store.features_path), str(store.matches_path), extractor.name, matcher.name,
+                           workers=workers)
     summary.pairs_total = len(kept) + len(dropped)
     summary.pairs_ignored = len(dropped)
     summary.images_total = len({n for pair in kept for n in pair})
@@ -314,9 +315,12 @@ def _run_pair(step: Step, cache: dict[str, _Entry], extractor: Extractor, matche
     store.commit(matches={(a, b): (m, inliers)})
     clock.add("write", time.perf_counter() - t)
     summary.pairs_matched += 1
+    if inliers is not None:
+        summary.pairs_verified += 1
+        summary.inliers += int(inliers.sum())
     emit(on_event, PairEvent(a, b, "ok", len(e0.features), len(e1.features), m.num_matches,
-                              None if inliers is None else int(inliers.sum()), timings=clock.take(),
-                              warnings=warnings))
+                             None if inliers is None else int(inliers.sum()), m.stop_layer or None,
+                             matcher_layers(matcher), timings=clock.take(), warnings=warnings))
 
 
 def _plot(a: str, b: str, e0: _Entry, e1: _Entry, m: Matches, inliers: Optional[np.ndarray],
@@ -351,7 +355,7 @@ def extract_batch(
         raise InputError(f"{image_dir}: no such image directory")
     names = list(dict.fromkeys(_normalised(name, image_dir) for name in names))
     store = OutputStore(output_dir, store_attributes(extractor), None, overwrite)
-    summary = BatchSummary("extract", str(store.features_path), workers=workers)
+    summary = BatchSummary("extract", str(store.features_path), extractor=extractor.name, workers=workers)
     summary.images_total = len(names)
     clock = _Clock(summary)
     store.open()

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Union
 
 TIME_KEYS = ("decode", "wait", "extract", "read", "match", "verify", "viz", "write", "consolidate")
+EXTRACT_TIME_KEYS = ("decode", "wait", "extract", "write", "consolidate")  # the stages of `extract`
 
 
 @dataclass
@@ -57,13 +58,17 @@ class PairEvent:
     keypoints1: Optional[int] = None
     matches: Optional[int] = None
     inliers: Optional[int] = None
+    stop_layer: Optional[int] = None  # layers an adaptive matcher ran ...
+    layers: Optional[int] = None  # ... of how many it has
+    correct: Optional[int] = None  # matches correct under a ground truth (single pair with --homography)
     error: Optional[str] = None
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
+        """The JSON line of a pair: the same keys for single-pair ``match --json`` and batch pair lines."""
         out: dict = {"type": "pair", "image0": self.name0, "image1": self.name1, "status": self.status}
-        for key in ("keypoints0", "keypoints1", "matches", "inliers", "error"):
+        for key in ("keypoints0", "keypoints1", "matches", "inliers", "correct", "stop_layer", "layers", "error"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.timings:
@@ -84,6 +89,8 @@ class BatchSummary:
     command: str
     features_path: str
     matches_path: Optional[str] = None
+    extractor: str = ""
+    matcher: Optional[str] = None
     pairs_total: int = 0
     pairs_matched: int = 0
     pairs_skipped: int = 0
@@ -99,6 +106,13 @@ class BatchSummary:
     times: dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in TIME_KEYS})
     workers: int = 0
     interrupted: bool = False
+    pairs_verified: int = 0
+    inliers: int = 0  # over the verified pairs
+
+    @property
+    def time_keys(self) -> tuple[str, ...]:
+        """The stages this command has."""
+        return TIME_KEYS if self.command == "match" else EXTRACT_TIME_KEYS
 
     @property
     def pairs_per_s(self) -> float:
@@ -114,12 +128,17 @@ class BatchSummary:
         return not (self.pairs_failed or self.images_failed or self.interrupted)
 
     def to_json(self) -> dict:
-        out = {"type": "summary", "command": self.command, "features": self.features_path}
+        out = {"type": "summary", "command": self.command, "extractor": self.extractor}
+        if self.matcher is not None:
+            out["matcher"] = self.matcher
+        out["features"] = self.features_path
         if self.matches_path is not None:
             out["matches"] = self.matches_path
         for key in ("pairs_total", "pairs_matched", "pairs_skipped", "pairs_failed", "pairs_ignored"):
             if self.command == "match" or getattr(self, key):
                 out[key] = getattr(self, key)
+        if self.pairs_verified:
+            out.update(pairs_verified=self.pairs_verified, inliers=self.inliers)
         out.update(images_total=self.images_total, images_extracted=self.images_extracted,
                    images_reused=self.images_reused, images_failed=self.images_failed)
         if self.failed_images:
@@ -130,7 +149,7 @@ class BatchSummary:
         if self.command == "match":
             out["pairs_per_s"] = round(self.pairs_per_s, 3)
         out["images_per_s"] = round(self.images_per_s, 3)
-        out["time_s"] = {k: round(v, 3) for k, v in self.times.items()}
+        out["time_s"] = {k: round(self.times.get(k, 0.0), 3) for k in self.time_keys}
         out["workers"] = self.workers
         out["interrupted"] = self.interrupted
         return out

@@ -16,6 +16,7 @@ from ..io.images import read_image
 from ..io.store import OutputStore
 from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
+from .events import PairEvent
 from .loader import LoadedImage, extract_loaded, load_for_extractor
 
 CORRECT_PX = 3.0
@@ -35,22 +36,21 @@ class PairResult:
     warnings: list[str] = field(default_factory=list)
     num_correct: Optional[int] = None
 
-    def summary(self) -> dict:
-        """A JSON-serialisable summary."""
-        out = {
-            "image0": self.name0,
-            "image1": self.name1,
-            "keypoints0": len(self.features0),
-            "keypoints1": len(self.features1),
-            "matches": self.matches.num_matches,
-            "stop_layer": self.matches.stop_layer,
-            "timings_ms": {k: round(v * 1000, 2) for k, v in self.timings.items()},
-        }
-        if self.num_correct is not None:
-            out["correct"] = self.num_correct
-        if self.warnings:
-            out["warnings"] = self.warnings
-        return out
+    def event(self, layers: Optional[int] = None) -> PairEvent:
+        """This pair as a batch pair event (``layers``: how many the matcher has), so that single-pair and batch
+        output share their form."""
+        return PairEvent(self.name0, self.name1, "ok", len(self.features0), len(self.features1),
+                         self.matches.num_matches, stop_layer=self.matches.stop_layer or None, layers=layers,
+                         correct=self.num_correct, timings=self.timings, warnings=self.warnings)
+
+
+def matcher_layers(matcher: Matcher) -> Optional[int]:
+    """How many layers an adaptive or deep matcher has (LightGlue, SuperGlue), for "layer k of L"; None for
+    matchers without layers."""
+    layers = getattr(matcher, "transformers", None)
+    if layers is None:
+        layers = getattr(getattr(matcher, "gnn", None), "layers", None)
+    return len(layers) if layers is not None else None
 
 
 def pair_names(path0: str | os.PathLike, path1: str | os.PathLike) -> tuple[str, str]:
