@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import LIGHTMATCH
 from lightmatch.errors import InputError
+from lightmatch.io import h5
 from lightmatch.io.images import image_to_tensor, load_image, read_image
 
 
@@ -67,3 +72,56 @@ def test_bad_files(tmp_path):
     (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 50)
     with pytest.raises(InputError, match="not a readable image"):
         read_image(tmp_path / "junk.jpg")
+
+
+# ---- D1: huge images are decoded within memory bounded by the network size ----
+
+PEAK_RSS = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def _peak_rss_mb(*args) -> float:
+    """Peak resident memory (MB) of the command ``args``, measured by a parent that runs nothing else."""
+    out = subprocess.run([sys.executable, "-c", PEAK_RSS, *map(str, args)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout) / 1024
+
+
+@pytest.fixture(scope="module")
+def huge_and_small(tmp_path_factory, sample_pair):
+    """The same scene at 1500x1125 (decoded exactly) and 12000x9000 (a 108 MP JPEG, reduced while decoding)."""
+    root = tmp_path_factory.mktemp("huge")
+    photo = cv2.imread(str(sample_pair[0]))
+    small = cv2.resize(np.tile(photo, (3, 3, 1))[:1125, :1500], (1500, 1125))
+    (root / "small").mkdir()
+    (root / "huge").mkdir()
+    cv2.imwrite(str(root / "small" / "x.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    huge = cv2.resize(small, (12000, 9000), interpolation=cv2.INTER_LINEAR)
+    cv2.imwrite(str(root / "huge" / "x.jpg"), huge, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    del huge
+    return root
+
+
+def test_huge_jpeg_decodes_within_bounded_memory(huge_and_small, tmp_path):
+    """`extract --resize 1024` on a 12000x9000 JPEG peaks at most 1 GB above the same command on a normal image
+    (before the fix: about 18 GB), and its features live in the original image's pixels."""
+    model = ["--features", "sift", "--resize", "1024", "--max-keypoints", "1024", "-q"]
+    normal = _peak_rss_mb(LIGHTMATCH, "extract", huge_and_small / "small", "-o", tmp_path / "small", *model)
+    huge = _peak_rss_mb(LIGHTMATCH, "extract", huge_and_small / "huge", "-o", tmp_path / "huge", *model)
+    assert huge - normal < 1024, f"peak RSS {huge:.0f} MB for the huge image vs {normal:.0f} MB"
+    big = h5.read_features(tmp_path / "huge" / "features.h5", "x.jpg")
+    small = h5.read_features(tmp_path / "small" / "features.h5", "x.jpg")
+    assert big.image_size == (12000, 9000) and len(big) > 500
+    k_big, k_small = big.keypoints.numpy(), (small.keypoints.numpy() + 0.5) * 8 - 0.5
+    assert (k_big >= -0.5).all() and (k_big[:, 0] < 12000).all() and (k_big[:, 1] < 9000).all()
+    nearest = np.linalg.norm(k_big[:, None] - k_small[None], axis=-1).min(1)
+    assert np.mean(nearest < 8) > 0.6  # the same keypoints as the normal image, within a network pixel
+
+
+def test_bounded_decoding_keeps_small_images_exact(sample_pair):
+    from lightmatch.io.images import read_image_bounded
+
+    image, size = read_image_bounded(sample_pair[0], 64)  # small float copy: the exact path whatever the target
+    np.testing.assert_array_equal(image, read_image(sample_pair[0]))
+    assert size == (512, 512)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..io.images import image_to_tensor, read_image
+from ..io.images import image_to_tensor, read_image_bounded
 from ..models.base import Extractor, resize_for_network, to_original_pixels
 from ..types import Features
 
@@ -46,6 +46,8 @@ class LoadedImage:
         viz: the image shrunk to at most :data:`VIZ_LONG_SIDE` for match plots (None unless asked for).
         viz_scale: the shrink factor of ``viz`` (plot pixels per original pixel).
         decode_s: seconds the worker spent on this image.
+        decode_scale: ``(sx, sy)`` decoded pixels per original pixel: below 1 when a huge image was reduced while
+            decoding (:func:`~lightmatch.io.images.read_image_bounded`); ``scale`` already includes it.
     """
 
     name: str
@@ -55,6 +57,7 @@ class LoadedImage:
     viz: Optional[np.ndarray] = None
     viz_scale: float = 1.0
     decode_s: float = 0.0
+    decode_scale: tuple[float, float] = (1.0, 1.0)  # decoded pixels per original pixel (huge images: < 1)
 
 
 def uses_standard_extract(extractor: Extractor) -> bool:
@@ -92,15 +95,18 @@ def load_for_extractor(path: str | Path, name: str, extractor: Optional[Extracto
     Raises :class:`InputError` for a missing, empty, undecodable or too small file.
     """
     start = time.perf_counter()
-    array = read_image(path)
-    h, w = array.shape[:2]
+    bound = extractor.resize if extractor is not None else (VIZ_LONG_SIDE // 2 if keep_viz else None)
+    array, (w, h) = read_image_bounded(path, bound)
+    pre = (array.shape[1] / w, array.shape[0] / h)
     tensor, scale = None, None
     if extractor is not None:
         tensor = image_to_tensor(array)
         if uses_standard_extract(extractor):
             tensor, scale = prepare_for_network(tensor, extractor)
+            scale = (scale[0] * pre[0], scale[1] * pre[1])
     viz, viz_scale = shrink_for_viz(array) if keep_viz else (None, 1.0)
-    return LoadedImage(name, (int(w), int(h)), tensor, scale, viz, viz_scale, time.perf_counter() - start)
+    return LoadedImage(name, (int(w), int(h)), tensor, scale, viz, viz_scale * pre[0],
+                       time.perf_counter() - start, pre)
 
 
 @torch.inference_mode()
@@ -113,7 +119,13 @@ def extract_loaded(extractor: Extractor, loaded: LoadedImage) -> Features:
     if loaded.tensor is None:
         raise ValueError(f"{loaded.name}: image was decoded without an extractor")
     if loaded.scale is None:
-        return extractor.extract(loaded.tensor)
+        feats = extractor.extract(loaded.tensor)
+        if loaded.decode_scale == (1.0, 1.0):
+            return feats
+        sx, sy = loaded.decode_scale
+        return replace(feats, keypoints=to_original_pixels(feats.keypoints, loaded.decode_scale),
+                       scales=None if feats.scales is None else feats.scales / ((sx + sy) / 2),
+                       image_size=loaded.image_size)
     kpts, scores, desc = extractor.detect_and_describe(loaded.tensor.to(extractor.device))
     return Features(
         keypoints=to_original_pixels(kpts.float(), loaded.scale).contiguous(),
