@@ -335,12 +335,7 @@ def pairs_command(image_dir: str, mode: str, window: Optional[int], loop: bool, 
     if output is not None:
         write_pairs(output, pairs)
         return
-    try:
-        sys.stdout.write(format_pairs(pairs))
-        sys.stdout.flush()
-    except BrokenPipeError:  # `lightmatch pairs D | head`: not an error
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    click.echo(format_pairs(pairs), nl=False)  # `| head` closing stdout is handled by the command group
 
 
 # ----------------------------------------------------------------------------------------------- extract ---
