@@ -55,6 +55,7 @@ from ..errors import ConfigError, InputError, LightmatchError, OutputError
 from ..io import h5
 from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
+from ..viz import MAX_LINES
 from .loader import LoadedImage, PrefetchLoader, extract_loaded, load_for_extractor
 from .match import store_attributes
 
@@ -670,6 +671,7 @@ def match_batch(
     matcher: Matcher,
     verify: Optional[VerifyOptions] = None,
     viz_dir: Optional[str | os.PathLike] = None,
+    viz_max_matches: Optional[int] = MAX_LINES,
     overwrite: bool = False,
     workers: int = 2,
     prefetch: int = 8,
@@ -685,6 +687,7 @@ def match_batch(
         extractor, matcher: the models.
         verify: verify each pair geometrically and store its ``inliers`` (None: no verification).
         viz_dir: write a match plot per matched pair there (:func:`viz_filename`).
+        viz_max_matches: most match lines per plot (:func:`lightmatch.viz.plot_matches`; None or -1: all).
         overwrite: discard the folder's existing stores instead of resuming.
         workers, prefetch: decoding threads, and how many images they may decode ahead.
         cache_images: most images whose features are held in memory at once.
@@ -731,7 +734,8 @@ def match_batch(
             for step in steps:
                 for load in step.loads:
                     _run_load(load, loader, extractor, store, cache, seen, summary, clock, on_event)
-                _run_pair(step, cache, extractor, matcher, verify, viz_dir, store, summary, clock, on_event)
+                _run_pair(step, cache, extractor, matcher, verify, viz_dir, viz_max_matches, store, summary, clock,
+                          on_event)
                 for name in step.evict:
                     cache.pop(name, None)
         except KeyboardInterrupt:
@@ -804,8 +808,9 @@ def _run_load(load: _Load, loader: PrefetchLoader, extractor: Extractor, store: 
 
 
 def _run_pair(step: _Step, cache: dict[str, _Entry], extractor: Extractor, matcher: Matcher,
-              verify: Optional[VerifyOptions], viz_dir: Optional[Path], store: OutputStore, summary: BatchSummary,
-              clock: _Clock, on_event: Optional[Callable[[Event], None]]) -> None:
+              verify: Optional[VerifyOptions], viz_dir: Optional[Path], viz_max_matches: Optional[int],
+              store: OutputStore, summary: BatchSummary, clock: _Clock,
+              on_event: Optional[Callable[[Event], None]]) -> None:
     a, b = step.name0, step.name1
     bad = [n for n in (a, b) if n in summary.failed_images]
     if bad:
@@ -832,7 +837,7 @@ def _run_pair(step: _Step, cache: dict[str, _Entry], extractor: Extractor, match
             clock.add("verify", time.perf_counter() - t)
         if viz_dir is not None:
             t = time.perf_counter()
-            _plot(a, b, e0, e1, m, inliers, extractor, matcher, viz_dir / viz_filename(a, b))
+            _plot(a, b, e0, e1, m, inliers, extractor, matcher, viz_dir / viz_filename(a, b), viz_max_matches)
             clock.add("viz", time.perf_counter() - t)
     except (ConfigError, OutputError):
         raise
@@ -852,7 +857,7 @@ def _run_pair(step: _Step, cache: dict[str, _Entry], extractor: Extractor, match
 
 
 def _plot(a: str, b: str, e0: _Entry, e1: _Entry, m: Matches, inliers: Optional[np.ndarray],
-          extractor: Extractor, matcher: Matcher, path: Path) -> None:
+          extractor: Extractor, matcher: Matcher, path: Path, max_lines: Optional[int]) -> None:
     from ..viz import plot_matches
 
     if e0.viz is None or e1.viz is None:
@@ -864,7 +869,7 @@ def _plot(a: str, b: str, e0: _Entry, e1: _Entry, m: Matches, inliers: Optional[
             f"matches {len(pairs)}" + (f", inliers {int(inliers.sum())}" if inliers is not None else "")]
     correct = inliers[pairs[:, 0]] if inliers is not None else None
     plot_matches(e0.viz, e1.viz, k0, k1, pairs, path, scores=m.matched_scores(), correct=correct,
-                 title=f"{a}  {b}", text=text)
+                 title=f"{a}  {b}", text=text, max_lines=max_lines, labels=("inlier", "outlier"))
 
 
 def extract_batch(

@@ -15,6 +15,7 @@ from ..io import h5
 from ..io.images import image_to_tensor, read_image
 from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
+from ..viz import MAX_LINES
 
 CORRECT_PX = 3.0
 
@@ -117,12 +118,13 @@ def check_inputs(paths: list[str | os.PathLike], output_dir: Optional[str | os.P
 
 def match_pair(path0: str | os.PathLike, path1: str | os.PathLike, extractor: Extractor, matcher: Matcher,
                output_dir: Optional[str | os.PathLike] = None, viz_path: Optional[str | os.PathLike] = None,
-               homography: Optional[np.ndarray] = None) -> PairResult:
+               homography: Optional[np.ndarray] = None, viz_max_matches: Optional[int] = MAX_LINES) -> PairResult:
     """Match two image files.
 
     Writes ``output_dir/features.h5`` and ``output_dir/matches.h5`` (hloc layout, added to existing stores
     atomically) when ``output_dir`` is given, and a match plot when ``viz_path`` is given. With a ground-truth
-    ``homography`` (image 0 -> image 1), counts the matches within 3 px.
+    ``homography`` (image 0 -> image 1), counts the matches within 3 px. ``viz_max_matches`` caps the lines of
+    the plot (None or -1: all).
     """
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -157,5 +159,5 @@ def match_pair(path0: str | os.PathLike, path1: str | os.PathLike, extractor: Ex
         text = [f"{extractor.name} + {matcher.name}", f"keypoints {len(feats0)} / {len(feats1)}",
                 f"matches {len(pairs)}" + (f", correct {result.num_correct}" if correct is not None else "")]
         plot_matches(array0, array1, feats0.keypoints.numpy(), feats1.keypoints.numpy(), pairs, viz_path,
-                     scores=matches.matched_scores(), correct=correct, text=text)
+                     scores=matches.matched_scores(), correct=correct, text=text, max_lines=viz_max_matches)
     return result
