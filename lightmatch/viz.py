@@ -112,8 +112,11 @@ def plot_matches(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts
     canvas = np.full((max(h0, h1), w0 + gap + w1, 3), 255, dtype=np.uint8)
     canvas[:h0, :w0] = image0
     canvas[:h1, w0 + gap:] = image1
+    matches = np.asarray(matches).reshape(-1, 2)
+    order = lines_to_draw(len(matches), max_lines, correct, scores)
     width_in = min(16.0, canvas.shape[1] / 100)
-    image_in, strip_in = width_in * canvas.shape[0] / canvas.shape[1], 0.45  # the strip holds legend / colour bar
+    image_in = width_in * canvas.shape[0] / canvas.shape[1]
+    strip_in = 0.45 if len(order) and (correct is not None or scores is not None) else 0.0  # legend / colour bar
     fig = plt.figure(figsize=(width_in, image_in + strip_in))
     strip = strip_in / (image_in + strip_in)
     ax = fig.add_axes([0, strip, 1, 1 - strip])
@@ -122,8 +125,6 @@ def plot_matches(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts
     for kpts, dx in ((kpts0, 0), (kpts1, w0 + gap)):
         if len(kpts):
             ax.scatter(kpts[:, 0] + dx, kpts[:, 1], s=1.5, c="#4da6ff", linewidths=0, alpha=0.7)
-    matches = np.asarray(matches).reshape(-1, 2)
-    order = lines_to_draw(len(matches), max_lines, correct, scores)
     lines = ([title] if title else []) + list(text)
     if len(order) < len(matches):
         lines.append(f"drawn: {len(order)} of {len(matches)} matches"
@@ -142,19 +143,20 @@ def plot_matches(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts
                        Line2D([], [], color=_RED, lw=2, label=f"{labels[1]} ({num_wrong})")]
             fig.legend(handles=handles, loc="center", bbox_to_anchor=(0.5, strip / 2), ncol=2, frameon=False,
                        fontsize=9)
+        elif scores is None:
+            ax.add_collection(LineCollection(segments, colors=[(*_GREEN, alpha)], linewidths=line_width, zorder=2))
         else:
-            values = np.ones(len(matches)) if scores is None else np.asarray(scores, float)
+            values = np.asarray(scores, float)
             norm = Normalize(*_score_range(values))
             cmap = plt.get_cmap("RdYlGn")
             colors = cmap(norm(values[order]))
             colors[:, 3] = alpha
             ax.add_collection(LineCollection(segments, colors=colors, linewidths=line_width, zorder=2))
-            if scores is not None:
-                cax = fig.add_axes([0.3, strip * 0.55, 0.4, strip * 0.25])
-                bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax, orientation="horizontal",
-                                   extend="min" if values.min() < norm.vmin else "neither")
-                bar.ax.tick_params(labelsize=8)
-                bar.set_label("match confidence", fontsize=8, labelpad=1)
+            cax = fig.add_axes([0.3, strip * 0.55, 0.4, strip * 0.25])
+            bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax, orientation="horizontal",
+                               extend="min" if values.min() < norm.vmin else "neither")
+            bar.ax.tick_params(labelsize=8)
+            bar.set_label("match confidence", fontsize=8, labelpad=1)
     if lines:
         ax.text(8, 8, "\n".join(lines), color="white", fontsize=9, va="top", ha="left",
                 bbox=dict(facecolor="black", alpha=0.6, edgecolor="none", pad=3))

@@ -84,3 +84,12 @@ def test_plot_writes_a_png(tmp_path):
     viz.plot_matches(image, image, kpts, kpts, matches, tmp_path / "m.png", scores=np.linspace(0, 1, 50),
                      correct=np.arange(50) % 7 > 0, text=["a", "b"])
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_without_scores_or_truth_has_no_strip(drawn):
+    image, kpts, matches = _scene(30)
+    viz.plot_matches(image, image, kpts, kpts, matches, "plain.png")
+    viz.plot_matches(image, image, kpts, kpts, matches, "scored.png", scores=np.linspace(0, 1, 30))
+    plain, scored = drawn
+    assert len(plain.axes) == 1 and not plain.legends and plain.axes[0].get_position().y0 == 0
+    assert len(scored.axes) == 2 and scored.axes[0].get_position().y0 > 0
