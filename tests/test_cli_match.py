@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -37,6 +34,7 @@ def test_match_sample_writes_hloc_stores_and_plot(sample_pair, tmp_path):
     assert len(feats) == 256 and feats.image_size == (512, 512)
     pairs, _ = h5.read_matches(tmp_path / "out" / "matches.h5", "sample0.jpg", "sample1.jpg")
     assert len(pairs) == summary["matches"]
+    assert_store_invariant(tmp_path / "out")
     assert cv2.imread(str(tmp_path / "out" / "m.png")) is not None
 
 

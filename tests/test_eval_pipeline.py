@@ -151,7 +151,7 @@ def test_evaluate_pose_errors(tmp_path, sample_pair):
 
 def test_eval_homography_synthetic_cli(tmp_path):
     out = tmp_path / "out"
-    result = _invoke(["eval", "homography", "--synthetic", ASSETS, "--num-pairs", 2, "-o", out, "--resize", 240,
+    result = _invoke(["eval", "homography", "--synthetic", ASSETS, "--num-pairs", 2, "-o", out, "--resize-short", 240,
                       "--max-keypoints", 256, "--seed", 3])
     table = parse_homography_table(result.stdout)
     assert table["num_pairs"] == 2
@@ -166,7 +166,7 @@ def test_eval_homography_synthetic_cli(tmp_path):
     assert (out / "synthetic" / "pairs.txt").is_file()
 
     # the synthetic folder is a dataset: evaluate it again (another matcher, JSON output)
-    again = _invoke(["eval", "homography", out / "synthetic", "--resize", 240, "--max-keypoints", 256,
+    again = _invoke(["eval", "homography", out / "synthetic", "--resize-short", 240, "--max-keypoints", 256,
                      "--matcher", "nn", "--json"])
     payload = json.loads(again.stdout)
     assert payload["num_pairs"] == 2 and payload["settings"]["matcher"] == "nn"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import click
 
@@ -21,12 +21,32 @@ def fail(message: str, code: int = EXIT_ERROR) -> None:
     sys.exit(code)
 
 
+def _stdout_closed() -> NoReturn:
+    """The reader of stdout went away (``lightmatch ... | head``): not an error. Later writes, and the flush at
+    exit, go to /dev/null; the command ends with status 0, as ``cat file | head`` does for the user."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(EXIT_OK)
+
+
 class Group(click.Group):
-    """Turns library errors into one-line messages (a traceback only with LIGHTMATCH_DEBUG=1)."""
+    """Turns library errors into one-line messages (a traceback only with LIGHTMATCH_DEBUG=1) and a closed stdout
+    into a quiet exit, for every command (help and version included)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:  # the top-level --help and --version print here
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError:
+            _stdout_closed()
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            finally:
+                sys.stdout.flush()  # output still buffered must fail here, not in the interpreter's exit
+        except BrokenPipeError:
+            _stdout_closed()
         except LightmatchError as exc:
             if os.environ.get("LIGHTMATCH_DEBUG"):
                 raise

@@ -105,7 +105,7 @@ def eval_group() -> None:
 @eval_group.command("pose", cls=_command_class(resize=2))
 @click.argument("pairs_file", type=click.Path(dir_okay=False))
 @click.argument("image_dir", type=click.Path(file_okay=False))
-@click.option("--resize", default="640,480", show_default=True, callback=_int_list, metavar="W H",
+@click.option("--resize", default="640 480", show_default=True, callback=_int_list, metavar="W H",
               help="Evaluation size, as SuperGlue's match_pairs.py: W H (exact size), one number (long side) or "
                    "-1 (original size). Intrinsics are scaled to it; the extractor sees the resized image.")
 @click.option("--interpolation", type=click.Choice(["linear", "area"]), default="linear", show_default=True,
@@ -160,9 +160,11 @@ def eval_pose(pairs_file: str, image_dir: str, resize: list[int], interpolation:
               help="Make synthetic pairs from the images of this folder (written to OUTDIR/synthetic) instead of "
                    "reading DATASET.")
 @click.option("--num-pairs", type=int, default=20, show_default=True, help="Number of synthetic pairs.")
-@click.option("--resize", type=int, default=480, show_default=True,
-              help="Short side of the images given to the extractor, as glue-factory's HPatches evaluation "
-                   "(-1: original size).")
+@click.option("--resize-short", type=int, default=None,
+              help="Short side of the images given to the extractor, glue-factory's HPatches protocol (-1: original "
+                   "size).  [default: 480]")
+@click.option("--resize", type=int, default=None,
+              help="Long side instead, as --resize means in every other command (-1: original size).")
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for results.jsonl, summary.json, synthetic/ and viz/.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic set and of RANSAC.")
@@ -176,9 +178,10 @@ def eval_pose(pairs_file: str, image_dir: str, resize: list[int], interpolation:
 @_without("resize")
 @extractor_options
 @matcher_options
-def eval_homography(dataset: Optional[str], synthetic_images: Optional[str], num_pairs: int, resize: int,
-                    output_dir: Optional[str], seed: int, estimator: str, ransac_threshold: float, all_scenes: bool,
-                    viz: bool, as_json: bool, **opts: Any) -> None:
+def eval_homography(dataset: Optional[str], synthetic_images: Optional[str], num_pairs: int,
+                    resize_short: Optional[int], resize: Optional[int], output_dir: Optional[str], seed: int,
+                    estimator: str, ransac_threshold: float, all_scenes: bool, viz: bool, as_json: bool,
+                    **opts: Any) -> None:
     """Homography estimation on DATASET (HPatches layout, or a folder with pairs.txt such as OUTDIR/synthetic).
 
     Prints AUC of the corner error at 1/3/5 px for RANSAC and DLT, precision and recall at 3 px (percent), and the
@@ -193,12 +196,15 @@ def eval_homography(dataset: Optional[str], synthetic_images: Optional[str], num
 
     if (dataset is None) == (synthetic_images is None):
         raise click.UsageError("give DATASET or --synthetic IMAGE_DIR (one of them)")
+    if resize is not None and resize_short is not None:
+        raise click.UsageError("give --resize (long side) or --resize-short (short side), not both")
+    side, size = ("long", resize) if resize is not None else ("short", 480 if resize_short is None else resize_short)
     extractor, matcher = build_models({**opts, "resize": -1})
     progress = _Progress("eval homography")
     try:
         report = evaluate_homography(extractor, matcher, dataset=dataset, synthetic_images=synthetic_images,
                                      num_pairs=num_pairs, output_dir=output_dir,
-                                     resize=None if resize == -1 else resize, method=estimator,
+                                     resize=None if size == -1 else size, side=side, method=estimator,
                                      ransac_thresh=ransac_threshold, seed=seed, skip_large=not all_scenes, viz=viz,
                                      progress=progress)
     finally:
@@ -207,7 +213,7 @@ def eval_homography(dataset: Optional[str], synthetic_images: Optional[str], num
 
 
 @main.command("benchmark", cls=_command_class(num_keypoints=None))
-@click.option("--num-keypoints", default="256,512,1024,2048,4096", show_default=True, callback=_int_list,
+@click.option("--num-keypoints", default="256 512 1024 2048 4096", show_default=True, callback=_int_list,
               metavar="N [N ...]",
               help="Keypoints per image, several numbers (e.g. --num-keypoints 512 1024 2048).")
 @click.option("--repeat", type=int, default=100, show_default=True, help="Timed repetitions per measurement.")

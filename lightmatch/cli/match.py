@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import click
 
-from ..defaults import VERIFY_CONFIDENCE, VERIFY_SEED, VERIFY_THRESHOLD_PX
+from ..defaults import VERIFY_CONFIDENCE, VERIFY_SEED, VERIFY_THRESHOLD_PX, VIZ_MAX_MATCHES
 from .common import EXIT_OK, EXIT_PARTIAL, build_models, extractor_options, main, matcher_options
 
 EXIT_INTERRUPTED = 130
@@ -220,14 +220,17 @@ def batch_options(func):
               help=f"RANSAC random seed (same seed, same inliers).  [default: {VERIFY_SEED}]")
 @click.option("--viz-dir", type=click.Path(file_okay=False), default=None,
               help="Batch: write a match plot per pair matched in this run ({name0}_{name1}_matches.png).")
+@click.option("--viz-max-matches", type=click.IntRange(min=-1), default=VIZ_MAX_MATCHES, show_default=True,
+              help="Most match lines in a plot (--viz, --viz-dir); beyond, a random subset with every wrong match "
+                   "(-1: all).")
 @batch_options
 @extractor_options
 @matcher_options
 def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional[str], homography: Optional[str],
           as_json: bool, image_dir: Optional[str], pairs_file: Optional[str], pairs_mode: Optional[str],
           window: Optional[int], loop: bool, verify: Optional[str], verify_threshold: Optional[float],
-          verify_confidence: Optional[float], seed: Optional[int], viz_dir: Optional[str], overwrite: bool,
-          quiet: bool, workers: int, **opts: Any) -> None:
+          verify_confidence: Optional[float], seed: Optional[int], viz_dir: Optional[str], viz_max_matches: int,
+          overwrite: bool, quiet: bool, workers: int, **opts: Any) -> None:
     """Match IMAGE0 and IMAGE1, or every pair of a folder.
 
     \b
@@ -253,7 +256,7 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
             raise click.UsageError(f"{given[0]} needs --image-dir (the batch form)")
         if overwrite and output_dir is None:
             raise click.UsageError("--overwrite needs -o OUTDIR")
-        _match_two(images, output_dir, viz_path, homography, as_json, overwrite, opts)
+        _match_two(images, output_dir, viz_path, viz_max_matches, homography, as_json, overwrite, opts)
         return
     if images:
         raise click.UsageError("give either IMAGE0 IMAGE1 or --image-dir, not both")
@@ -288,7 +291,8 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
                 click.echo("lightmatch: note: no -o OUTDIR, features and matches are not kept", err=True)
         try:
             summary = match_batch(image_dir, pairs, output_dir, extractor, matcher, verify=verify_options,
-                                  viz_dir=viz_dir, overwrite=overwrite, workers=workers, on_event=reporter)
+                                  viz_dir=viz_dir, viz_max_matches=viz_max_matches, overwrite=overwrite,
+                                  workers=workers, on_event=reporter)
         finally:
             reporter.close()
         if temporary:  # the stores are gone after this block
@@ -297,7 +301,8 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
 
 
 def _match_two(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional[str],
-               homography: Optional[str], as_json: bool, overwrite: bool, opts: dict) -> None:
+               viz_max_matches: int, homography: Optional[str], as_json: bool, overwrite: bool,
+               opts: dict) -> None:
     from ..pipeline.match import check_inputs, match_pair, read_homography
 
     if len(images) != 2:
@@ -306,7 +311,7 @@ def _match_two(images: tuple[str, ...], output_dir: Optional[str], viz_path: Opt
     check_inputs(list(images), output_dir)
     extractor, matcher = build_models(opts)
     result = match_pair(images[0], images[1], extractor, matcher, output_dir=output_dir, viz_path=viz_path,
-                        homography=H, overwrite=overwrite)
+                        homography=H, overwrite=overwrite, viz_max_matches=viz_max_matches)
     for warning in result.warnings:
         click.echo(f"lightmatch: warning: {warning}", err=True)
     from ..pipeline.match import matcher_layers
@@ -358,12 +363,7 @@ def pairs_command(image_dir: str, mode: str, window: Optional[int], loop: bool, 
     if output is not None:
         write_pairs(output, pairs)
         return
-    try:
-        sys.stdout.write(format_pairs(pairs))
-        sys.stdout.flush()
-    except BrokenPipeError:  # `lightmatch pairs D | head`: not an error
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    click.echo(format_pairs(pairs), nl=False)  # `| head` closing stdout is handled by the command group
 
 
 # ----------------------------------------------------------------------------------------------- extract ---

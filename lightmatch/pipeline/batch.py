@@ -37,7 +37,8 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from ..defaults import VERIFY_CONFIDENCE, VERIFY_MAX_ITERS, VERIFY_MODEL, VERIFY_SEED, VERIFY_THRESHOLD_PX
+from ..defaults import (VERIFY_CONFIDENCE, VERIFY_MAX_ITERS, VERIFY_MODEL, VERIFY_SEED, VERIFY_THRESHOLD_PX,
+                        VIZ_MAX_MATCHES)
 from ..errors import ConfigError, InputError, LightmatchError, OutputError
 from ..io import h5
 from ..io.pairs import normalise_name
@@ -139,6 +140,7 @@ def match_batch(
     matcher: Matcher,
     verify: Optional[VerifyOptions] = None,
     viz_dir: Optional[str | os.PathLike] = None,
+    viz_max_matches: Optional[int] = VIZ_MAX_MATCHES,
     overwrite: bool = False,
     workers: int = 2,
     prefetch: int = 8,
@@ -154,6 +156,7 @@ def match_batch(
         extractor, matcher: the models.
         verify: verify each pair geometrically and store its ``inliers`` (None: no verification).
         viz_dir: write a match plot per matched pair there (:func:`viz_filename`).
+        viz_max_matches: most match lines per plot (:func:`lightmatch.viz.plot_matches`; None or -1: all).
         overwrite: discard the folder's existing stores instead of resuming.
         workers, prefetch: decoding threads, and how many images they may decode ahead.
         cache_images: most images whose features are held in memory at once.
@@ -201,7 +204,8 @@ def match_batch(
             for step in steps:
                 for load in step.loads:
                     _run_load(load, loader, extractor, store, cache, seen, summary, clock, on_event)
-                _run_pair(step, cache, extractor, matcher, verify, viz_dir, store, summary, clock, on_event)
+                _run_pair(step, cache, extractor, matcher, verify, viz_dir, viz_max_matches, store, summary, clock,
+                          on_event)
                 for name in step.evict:
                     cache.pop(name, None)
         except KeyboardInterrupt:
@@ -273,8 +277,8 @@ def _run_load(load: Load, loader: PrefetchLoader, extractor: Extractor, store: O
 
 
 def _run_pair(step: Step, cache: dict[str, _Entry], extractor: Extractor, matcher: Matcher,
-              verify: Optional[VerifyOptions], viz_dir: Optional[Path], store: OutputStore, summary: BatchSummary,
-              clock: _Clock, on_event: Optional[EventCallback]) -> None:
+              verify: Optional[VerifyOptions], viz_dir: Optional[Path], viz_max_matches: Optional[int],
+              store: OutputStore, summary: BatchSummary, clock: _Clock, on_event: Optional[EventCallback]) -> None:
     a, b = step.name0, step.name1
     bad = [n for n in (a, b) if n in summary.failed_images]
     if bad:
@@ -301,7 +305,7 @@ def _run_pair(step: Step, cache: dict[str, _Entry], extractor: Extractor, matche
             clock.add("verify", time.perf_counter() - t)
         if viz_dir is not None:
             t = time.perf_counter()
-            _plot(a, b, e0, e1, m, inliers, extractor, matcher, viz_dir / viz_filename(a, b))
+            _plot(a, b, e0, e1, m, inliers, extractor, matcher, viz_dir / viz_filename(a, b), viz_max_matches)
             clock.add("viz", time.perf_counter() - t)
     except (ConfigError, OutputError):
         raise
@@ -324,14 +328,14 @@ def _run_pair(step: Step, cache: dict[str, _Entry], extractor: Extractor, matche
 
 
 def _plot(a: str, b: str, e0: _Entry, e1: _Entry, m: Matches, inliers: Optional[np.ndarray],
-          extractor: Extractor, matcher: Matcher, path: Path) -> None:
+          extractor: Extractor, matcher: Matcher, path: Path, max_lines: Optional[int]) -> None:
     if e0.viz is None or e1.viz is None:
         return
     text = [f"{extractor.name} + {matcher.name}", f"keypoints {len(e0.features)} / {len(e1.features)}",
             f"matches {m.num_matches}" + (f", inliers {int(inliers.sum())}" if inliers is not None else "")]
     correct = inliers[m.pairs()[:, 0]] if inliers is not None else None
     plot_pair(e0.viz, e1.viz, e0.viz_scale, e1.viz_scale, e0.features, e1.features, m, path, text,
-              correct=correct, title=f"{a}  {b}")
+              correct=correct, title=f"{a}  {b}", max_lines=max_lines, labels=("inlier", "outlier"))
 
 
 def extract_batch(

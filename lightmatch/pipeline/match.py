@@ -16,6 +16,7 @@ from ..io.images import read_image
 from ..io.store import OutputStore
 from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
+from ..defaults import VIZ_MAX_MATCHES
 from .events import PairEvent
 from .loader import LoadedImage, extract_loaded, load_for_extractor
 
@@ -122,28 +123,29 @@ def check_inputs(paths: list[str | os.PathLike], output_dir: Optional[str | os.P
 
 def plot_pair(image0: np.ndarray, image1: np.ndarray, scale0: float, scale1: float, feats0: Features,
               feats1: Features, matches: Matches, path: str | os.PathLike, text: list[str],
-              correct: Optional[np.ndarray] = None, title: Optional[str] = None) -> None:
+              correct: Optional[np.ndarray] = None, title: Optional[str] = None,
+              max_lines: Optional[int] = VIZ_MAX_MATCHES, labels: tuple[str, str] = ("correct", "wrong")) -> None:
     """Plot a matched pair on images shrunk by ``scale0`` / ``scale1`` (plot pixels per original pixel);
-    ``correct`` is one bool per match of :meth:`Matches.pairs`."""
+    ``correct`` is one bool per match of :meth:`Matches.pairs` (named by ``labels`` in the legend)."""
     from ..viz import plot_matches
 
     k0 = (feats0.keypoints.numpy() + 0.5) * scale0 - 0.5
     k1 = (feats1.keypoints.numpy() + 0.5) * scale1 - 0.5
     plot_matches(image0, image1, k0, k1, matches.pairs(), path, scores=matches.matched_scores(), correct=correct,
-                 title=title, text=text)
+                 title=title, text=text, max_lines=max_lines, labels=labels)
 
 
 def match_pair(path0: str | os.PathLike, path1: str | os.PathLike, extractor: Extractor, matcher: Matcher,
                output_dir: Optional[str | os.PathLike] = None, viz_path: Optional[str | os.PathLike] = None,
                homography: Optional[np.ndarray] = None, overwrite: bool = False,
-               wait: float = LOCK_WAIT_S) -> PairResult:
+               wait: float = LOCK_WAIT_S, viz_max_matches: Optional[int] = VIZ_MAX_MATCHES) -> PairResult:
     """Match two image files.
 
     With ``output_dir``, adds both images' features and the pair's matches to ``output_dir/features.h5`` and
     ``matches.h5`` through the crash-safe :class:`~lightmatch.io.store.OutputStore` (waiting up to ``wait``
     seconds for another run writing there; a store made with other settings is refused unless ``overwrite``).
-    Writes a match plot when ``viz_path`` is given. With a ground-truth ``homography`` (image 0 -> image 1),
-    counts the matches within 3 px.
+    Writes a match plot when ``viz_path`` is given, of at most ``viz_max_matches`` lines (None or -1: all).
+    With a ground-truth ``homography`` (image 0 -> image 1), counts the matches within 3 px.
     """
     name0, name1 = pair_names(path0, path1)
     store = None
@@ -171,7 +173,7 @@ def match_pair(path0: str | os.PathLike, path1: str | os.PathLike, extractor: Ex
                 f"matches {result.matches.num_matches}"
                 + (f", correct {result.num_correct}" if correct is not None else "")]
         plot_pair(loaded[0].viz, loaded[1].viz, loaded[0].viz_scale, loaded[1].viz_scale, result.features0,
-                  result.features1, result.matches, viz_path, text, correct=correct)
+                  result.features1, result.matches, viz_path, text, correct=correct, max_lines=viz_max_matches)
     return result
 
 
