@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 LIGHTMATCH = Path(sys.executable).parent / "lightmatch"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 # ------------------------------------------------------------------------------------------------- images ---

@@ -12,9 +12,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from conftest import ASSETS
+
 from lightmatch.cli import main
-from test_cli_match import SCRIPT, assert_one_line_error, run
+from helpers import ASSETS, assert_one_line_error, run
+from helpers import LIGHTMATCH as SCRIPT
 
 
 @pytest.fixture
