@@ -178,7 +178,7 @@ def _ray_options(opts: dict):
         return None
     from ..pipeline.ray_executor import RayOptions, import_ray
 
-    import_ray()
+    import_ray(embedded=address is None)
     return RayOptions(address, count, gpus or 0.0)
 
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 import os
+import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +75,13 @@ class RayOptions:
             raise ConfigError(f"--worker-gpus must be >= 0, got {self.gpus}")
 
 
-def import_ray():
-    """The ``ray`` module, or :class:`ConfigError` naming the extra that installs it."""
+def import_ray(embedded: bool = False):
+    """The ``ray`` module, or :class:`ConfigError` naming the extra that installs it.
+
+    ``embedded``: Ray will start on this machine only; when imported here, it then listens on 127.0.0.1 only (by
+    default an embedded instance listens on every interface)."""
+    if embedded and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError:
@@ -264,7 +271,7 @@ class _Session:
     """Ray for one run: connects to ``address`` or starts an embedded instance, and stops what it started."""
 
     def __init__(self, options: RayOptions) -> None:
-        self.ray = import_ray()
+        self.ray = import_ray(embedded=options.address is None)
         self.options = options
         self.started = False
 
@@ -279,6 +286,7 @@ class _Session:
                          object_store_memory=EMBEDDED_OBJECT_STORE, include_dashboard=False,
                          _node_ip_address="127.0.0.1", logging_level=logging.ERROR, log_to_driver=False)
             else:
+                _check_reachable(self.options.address)
                 try:
                     ray.init(address=self.options.address, logging_level=logging.ERROR, log_to_driver=False)
                 except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -290,6 +298,18 @@ class _Session:
     def __exit__(self, *exc) -> None:
         if self.started:
             self.ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """A ``host:port`` address that nothing listens on fails at once (Ray itself would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise ConfigError(f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); start "
+                          "one with `ray start --head`") from None
 
 
 def ray_match_batch(
@@ -315,7 +335,7 @@ def ray_match_batch(
     holds each worker's pairs, images and busy seconds.
     """
     start = time.perf_counter()
-    import_ray()
+    import_ray(embedded=options.address is None)
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise InputError(f"{image_dir}: no such image directory")
@@ -407,7 +427,7 @@ def ray_extract_batch(
 ) -> BatchSummary:
     """:func:`lightmatch.pipeline.batch.extract_batch` on Ray workers (see :func:`ray_match_batch`)."""
     start = time.perf_counter()
-    import_ray()
+    import_ray(embedded=options.address is None)
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise InputError(f"{image_dir}: no such image directory")
