@@ -35,6 +35,7 @@ class _Reporter:
         self.unit = unit
         self.bar = None
         self.failed_images: set[str] = set()
+        self.stdout = sys.stdout  # JSON lines go here even while a Ray run sends its own notices to stderr
         self.stdout_open = True
 
     def __call__(self, event) -> None:
@@ -70,12 +71,12 @@ class _Reporter:
         if not self.as_json or not self.stdout_open:
             return
         try:
-            sys.stdout.write(json.dumps(obj) + "\n")
-            sys.stdout.flush()
+            self.stdout.write(json.dumps(obj) + "\n")
+            self.stdout.flush()
         except BrokenPipeError:  # the reader went away (e.g. `| head`): keep working, stop printing
             self.stdout_open = False
             devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            os.dup2(devnull, self.stdout.fileno())
 
     def warn(self, message: str) -> None:
         line = f"lightmatch: warning: {message}"

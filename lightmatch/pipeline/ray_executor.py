@@ -23,6 +23,7 @@ the parts as a local run does. A bad image fails its pairs only, as locally.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -268,18 +269,25 @@ def _forward(summary: BatchSummary, result: _Result, on_event: Optional[EventCal
 
 
 class _Session:
-    """Ray for one run: connects to ``address`` or starts an embedded instance, and stops what it started."""
+    """Ray for one run: connects to ``address`` or starts an embedded instance, and stops what it started.
+
+    Ray prints its own notices (a worker died, a task is retried) on ``sys.stdout``; while the session lasts they
+    go to ``sys.stderr``, so that a caller's stdout (e.g. JSON lines) stays clean."""
 
     def __init__(self, options: RayOptions) -> None:
         self.ray = import_ray(embedded=options.address is None)
         self.options = options
         self.started = False
+        self.redirect = contextlib.redirect_stdout(sys.stderr)
 
     def __enter__(self):
         ray = self.ray
-        if not ray.is_initialized():
-            import logging
+        if ray.is_initialized():  # the caller's own Ray session: use it, leave it running
+            return ray
+        import logging
 
+        self.redirect.__enter__()
+        try:
             if self.options.address is None:
                 workers = self.options.workers or os.cpu_count() or 1
                 ray.init(address="local", num_cpus=max(workers, os.cpu_count() or 1),
@@ -292,12 +300,19 @@ class _Session:
                 except (ConnectionError, RuntimeError, ValueError) as exc:
                     raise ConfigError(f"--ray-address {self.options.address}: cannot connect to a Ray cluster "
                                       f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-            self.started = True
+        except BaseException:
+            self.redirect.__exit__(None, None, None)
+            raise
+        self.started = True
         return ray
 
     def __exit__(self, *exc) -> None:
-        if self.started:
+        if not self.started:
+            return
+        try:
             self.ray.shutdown()
+        finally:
+            self.redirect.__exit__(*exc)
 
 
 def _check_reachable(address: str) -> None:
