@@ -128,6 +128,7 @@ class OutputStore:
         empty parts folder and the lock file, release the folder."""
         try:
             self.consolidate()
+            self._remove_stale()  # left by a writer killed during this run (a Ray worker); it has been replaced
             try:
                 self.parts_dir.rmdir()  # only when empty
             except OSError:
