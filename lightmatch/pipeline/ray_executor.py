@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from ..errors import ConfigError, InputError, LightmatchError
 from ..io.store import OutputStore, PartWriter
@@ -315,6 +315,18 @@ class _Session:
             self.redirect.__exit__(*exc)
 
 
+@contextlib.contextmanager
+def _workers(options: RayOptions, config: _Config, summary: BatchSummary) -> Iterator[_Pool]:
+    """The run's worker actors (in a Ray session), stopped at the end; their statistics go into ``summary``."""
+    with _Session(options) as ray:
+        pool = _Pool(ray, options, config)
+        try:
+            yield pool
+        finally:
+            summary.per_worker = pool.per_worker()
+            pool.close()
+
+
 def _check_reachable(address: str) -> None:
     """A ``host:port`` address that nothing listens on fails at once (Ray itself would retry for minutes)."""
     host, _, port = address.rpartition(":")
@@ -368,7 +380,6 @@ def ray_match_batch(
     config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), verify, viz_dir, workers, prefetch,
                      cache_images, matching=True)
     store.open()
-    pool: Optional[_Pool] = None
     finished = False
     try:
         todo = [p for p in kept if not store.has_pair(*p)]
@@ -386,27 +397,22 @@ def ray_match_batch(
                 emit(on_event, PairEvent(a, b, "skipped"))
         try:
             if todo:
-                with _Session(options) as ray:
-                    pool = _Pool(ray, options, config)
-                    try:
-                        _extract_all(pool, missing, summary, on_event)
-                        t = time.perf_counter()
-                        store.consolidate()  # the workers read features from features.h5
-                        summary.times["consolidate"] += time.perf_counter() - t
-                        chunks = [(chunk, {n: summary.failed_images[n] for pair in chunk for n in pair
-                                           if n in summary.failed_images})
-                                  for chunk in _chunks(todo, len(pool.actors), MAX_CHUNK_PAIRS)]
+                with _workers(options, config, summary) as pool:
+                    _extract_all(pool, missing, summary, on_event)
+                    t = time.perf_counter()
+                    store.consolidate()  # the workers read features from features.h5
+                    summary.times["consolidate"] += time.perf_counter() - t
+                    chunks = [(chunk, {n: summary.failed_images[n] for pair in chunk for n in pair
+                                       if n in summary.failed_images})
+                              for chunk in _chunks(todo, len(pool.actors), MAX_CHUNK_PAIRS)]
 
-                        def failed(i: int, error: str) -> None:
-                            for a, b in chunks[i][0]:
-                                summary.pairs_failed += 1
-                                summary.failed_pairs.append((a, b, error))
-                                emit(on_event, PairEvent(a, b, "failed", error=error))
+                    def failed(i: int, error: str) -> None:
+                        for a, b in chunks[i][0]:
+                            summary.pairs_failed += 1
+                            summary.failed_pairs.append((a, b, error))
+                            emit(on_event, PairEvent(a, b, "failed", error=error))
 
-                        pool.run("match", chunks, lambda i, result: _forward(summary, result, on_event), failed)
-                    finally:
-                        summary.per_worker = pool.per_worker()
-                        pool.close()
+                    pool.run("match", chunks, lambda i, result: _forward(summary, result, on_event), failed)
         except KeyboardInterrupt:
             summary.interrupted = True
         finished = True
@@ -465,13 +471,8 @@ def ray_extract_batch(
         summary.images_reused = len(names) - len(todo)
         try:
             if todo:
-                with _Session(options) as ray:
-                    pool = _Pool(ray, options, config)
-                    try:
-                        _extract_all(pool, todo, summary, on_event)
-                    finally:
-                        summary.per_worker = pool.per_worker()
-                        pool.close()
+                with _workers(options, config, summary) as pool:
+                    _extract_all(pool, todo, summary, on_event)
         except KeyboardInterrupt:
             summary.interrupted = True
         finished = True
