@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ class _Reporter:
         self.unit = unit
         self.bar = None
         self.failed_images: set[str] = set()
+        self.stdout = sys.stdout  # JSON lines go here even while a Ray run sends its own notices to stderr
         self.stdout_open = True
 
     def __call__(self, event) -> None:
@@ -68,12 +70,12 @@ class _Reporter:
         if not self.as_json or not self.stdout_open:
             return
         try:
-            sys.stdout.write(json.dumps(obj) + "\n")
-            sys.stdout.flush()
+            self.stdout.write(json.dumps(obj) + "\n")
+            self.stdout.flush()
         except BrokenPipeError:  # the reader went away (e.g. `| head`): keep working, stop printing
             self.stdout_open = False
             devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            os.dup2(devnull, self.stdout.fileno())
 
     def warn(self, message: str) -> None:
         line = f"lightmatch: warning: {message}"
@@ -119,6 +121,13 @@ def format_batch_summary(summary) -> str:
     stages = ", ".join(f"{key} {t.get(key, 0.0):.1f} s" for key in summary.time_keys if key not in ("decode", "wait"))
     lines.append(f"time: {summary.elapsed_s:.1f} s total; decode {t['decode']:.1f} s (in {summary.workers} "
                  f"background workers, waited {t['wait']:.1f} s), {stages}")
+    if summary.per_worker:
+        from ..pipeline.events import worker_rate
+
+        lines.append(f"{summary.executor} workers: " + ", ".join(
+            f"{name} {s['pairs']:.0f} pairs {s['images']:.0f} images in {s['busy_s']:.1f} s busy"
+            + (f" ({worker_rate(s):.2f} pairs/s)" if summary.command == "match" else "")
+            for name, s in summary.per_worker.items()))
     outputs = [p for p in (summary.features_path, summary.matches_path) if p]
     if outputs:
         lines.append("output: " + ", ".join(outputs))
@@ -172,6 +181,23 @@ def _batch_run():
             cv2.utils.logging.setLogLevel(level)
 
 
+def _ray_options(opts: dict):
+    """Take the executor options out of ``opts``: None for the local executor, else the
+    :class:`~lightmatch.pipeline.ray_executor.RayOptions` (a one-line error when Ray is not installed)."""
+    executor, address, count, gpus = (opts.pop(k, None) for k in ("executor", "ray_address", "ray_workers",
+                                                                   "worker_gpus"))
+    if executor != "ray":
+        given = [n for n, v in (("--ray-address", address), ("--ray-workers", count), ("--worker-gpus", gpus))
+                 if v is not None]
+        if given:
+            raise click.UsageError(f"{given[0]} needs --executor ray")
+        return None
+    from ..pipeline.ray_executor import RayOptions, import_ray
+
+    import_ray(embedded=address is None)
+    return RayOptions(address, count, gpus or 0.0)
+
+
 def batch_options(func):
     """Options of the batch forms of ``match`` and of ``extract``."""
     options = [
@@ -181,7 +207,19 @@ def batch_options(func):
                           "refused)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary text (warnings remain)."),
         click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-                     help="Background threads decoding and resizing images ahead of the network."),
+                     help="Background threads decoding and resizing images ahead of the network (per Ray worker "
+                          "with --executor ray)."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="local: this process; ray: Ray worker actors on this machine or a cluster (needs the "
+                          "'ray' extra), same output files."),
+        click.option("--ray-address", default=None, metavar="ADDR",
+                     help="--executor ray: a running cluster (host:port, or auto); default: start Ray on this "
+                          "machine for the run."),
+        click.option("--ray-workers", type=click.IntRange(min=1), default=None,
+                     help="--executor ray: worker actors, each holding one loaded model.  [default: one per CPU, "
+                          "or per --worker-gpus of the GPUs]"),
+        click.option("--worker-gpus", type=click.FloatRange(min=0), default=None,
+                     help="--executor ray: GPUs per worker (0.5: two workers per GPU).  [default: 0]"),
     ]
     for option in reversed(options):
         func = option(func)
@@ -248,7 +286,10 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
                             ("--seed", seed)):
             if value is not None:
                 raise click.UsageError(f"{name} needs --verify")
+    ray = _ray_options(opts)
     if image_dir is None:
+        if ray is not None:
+            raise click.UsageError("--executor ray is for batches (--image-dir)")
         batch_only = {"--pairs": pairs_file, "--pairs-mode": pairs_mode, "--window": window, "--loop": loop,
                       "--verify": verify, "--viz-dir": viz_dir}
         given = [name for name, value in batch_only.items() if value not in (None, False)]
@@ -271,6 +312,7 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
         raise click.UsageError("--window and --loop go with --pairs-mode sequential")
 
     from ..pipeline.batch import VerifyOptions, match_batch
+    from ..pipeline.ray_executor import ray_match_batch
 
     pairs = _pairs_for(image_dir, pairs_file, pairs_mode, window, loop)
     verify_options = None
@@ -280,7 +322,10 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     if not pairs:
         click.echo(f"lightmatch: warning: no pairs to match (found no images in {image_dir})"
                    if pairs_mode else f"lightmatch: warning: no pairs in {pairs_file}", err=True)
-    extractor, matcher = build_models(opts)
+    if ray is None:
+        run_batch, models = match_batch, dict(zip(("extractor", "matcher"), build_models(opts)))
+    else:  # the workers build the models; the driver too, for the stores' settings
+        run_batch, models = ray_match_batch, dict(make_models=functools.partial(build_models, opts), options=ray)
     reporter = _Reporter(as_json, quiet, "pair")
     temporary = output_dir is None
     with contextlib.ExitStack() as stack:
@@ -290,9 +335,9 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
             if not quiet:
                 click.echo("lightmatch: note: no -o OUTDIR, features and matches are not kept", err=True)
         try:
-            summary = match_batch(image_dir, pairs, output_dir, extractor, matcher, verify=verify_options,
-                                  viz_dir=viz_dir, viz_max_matches=viz_max_matches, overwrite=overwrite,
-                                  workers=workers, on_event=reporter)
+            summary = run_batch(image_dir, pairs, output_dir, verify=verify_options, viz_dir=viz_dir,
+                                viz_max_matches=viz_max_matches, overwrite=overwrite, workers=workers,
+                                on_event=reporter, **models)
         finally:
             reporter.close()
         if temporary:  # the stores are gone after this block
@@ -387,17 +432,23 @@ def extract(image_dir: str, output_dir: str, as_json: bool, overwrite: bool, qui
     """
     from ..io.pairs import list_images
     from ..pipeline.batch import extract_batch
+    from ..pipeline.ray_executor import ray_extract_batch
 
+    ray = _ray_options(opts)
     names = list_images(image_dir)
     if not names:
         click.echo(f"lightmatch: warning: no images found in {image_dir}", err=True)
     # the extractor exactly as `match` builds it; the nearest-neighbour matcher is free and unused
-    extractor, _ = build_models(dict(opts, matcher="nn"))
+    opts = dict(opts, matcher="nn")
+    if ray is None:
+        run_batch, models = extract_batch, dict(extractor=build_models(opts)[0])
+    else:
+        run_batch, models = ray_extract_batch, dict(make_models=functools.partial(build_models, opts), options=ray)
     reporter = _Reporter(as_json, quiet, "image")
     try:
         with _batch_run():
-            summary = extract_batch(image_dir, names, output_dir, extractor, overwrite=overwrite, workers=workers,
-                                    on_event=reporter)
+            summary = run_batch(image_dir, names, output_dir, overwrite=overwrite, workers=workers,
+                                on_event=reporter, **models)
     finally:
         reporter.close()
     _finish(summary, reporter, as_json, quiet)

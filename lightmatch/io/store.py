@@ -128,6 +128,7 @@ class OutputStore:
         empty parts folder and the lock file, release the folder."""
         try:
             self.consolidate()
+            self._remove_stale()  # left by a writer killed during this run (a Ray worker); it has been replaced
             try:
                 self.parts_dir.rmdir()  # only when empty
             except OSError:
@@ -251,26 +252,8 @@ class OutputStore:
         if missing:
             raise ValueError(f"matches committed before the features of {', '.join(sorted(missing))}")
         self._counter += 1
-        final = self.parts_dir / f"{self._run}-{self._counter:07d}-{'m' if matches else 'f'}.h5"
-        tmp = self.parts_dir / f".{final.name}.tmp"
-        try:
-            with h5py.File(tmp, "w") as handle:
-                handle.attrs["lightmatch_part"] = 1
-                group = handle.create_group("features")
-                h5.set_attrs(group, self.feature_attrs)
-                for name, feats in features.items():
-                    h5.put_features(group, name, feats)
-                group = handle.create_group("matches")
-                h5.set_attrs(group, self.match_attrs)
-                for (name0, name1), (m, inliers) in matches.items():
-                    h5.put_matches(group, name0, name1, m, inliers)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-            fsync_dir(self.parts_dir)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise OutputError(f"{self.parts_dir}: cannot write results ({exc.strerror or exc})") from exc
+        final = write_part(self.parts_dir / f"{self._run}-{self._counter:07d}-{'m' if matches else 'f'}.h5",
+                           features, matches, self.feature_attrs, self.match_attrs)
         for name in features:
             self._features[name] = final
         for name0, name1 in matches:
@@ -305,6 +288,76 @@ class OutputStore:
             part.unlink(missing_ok=True)
         fsync_dir(self.parts_dir)
         return len(parts)
+
+
+def write_part(final: Path, features: dict[str, Features],
+               matches: dict[tuple[str, str], tuple[Matches, Optional[np.ndarray]]], feature_attrs: dict,
+               match_attrs: Optional[dict]) -> Path:
+    """Write one part file durably: to a hidden temporary name in the same folder, flushed, then renamed to
+    ``final``. A part that exists is complete."""
+    tmp = final.parent / f".{final.name}.tmp"
+    try:
+        with h5py.File(tmp, "w") as handle:
+            handle.attrs["lightmatch_part"] = 1
+            group = handle.create_group("features")
+            h5.set_attrs(group, feature_attrs)
+            for name, feats in features.items():
+                h5.put_features(group, name, feats)
+            group = handle.create_group("matches")
+            h5.set_attrs(group, match_attrs)
+            for (name0, name1), (m, inliers) in matches.items():
+                h5.put_matches(group, name0, name1, m, inliers)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{final.parent}: cannot write results ({exc.strerror or exc})") from exc
+    return final
+
+
+class PartWriter:
+    """The worker side of a store whose folder another process (the driver) holds: writes part files under the
+    same rules as :meth:`OutputStore.commit`, never the stores themselves, and reads features from
+    ``features.h5`` (consolidated by the driver before the workers read it). Takes no lock.
+
+    ``run`` makes the part names unique among the writers of one run (e.g. the worker's index).
+    """
+
+    def __init__(self, folder: str | os.PathLike, feature_attrs: dict, match_attrs: Optional[dict],
+                 run: str) -> None:
+        self.folder = Path(folder)
+        self.parts_dir = self.folder / PARTS_DIR
+        self.feature_attrs = feature_attrs
+        self.match_attrs = match_attrs
+        self._run = f"{time.time_ns():020d}-{run}-{os.getpid()}"
+        self._counter = 0
+        self._store: Optional[h5py.File] = None
+
+    def _features(self) -> h5py.File:
+        if self._store is None:
+            self._store = h5py.File(self.folder / FEATURES_FILE, "r")
+        return self._store
+
+    def read_features(self, name: str) -> Features:
+        return h5.get_features(self._features()[name])
+
+    def commit(self, features: Optional[dict[str, Features]] = None,
+               matches: Optional[dict[tuple[str, str], tuple[Matches, Optional[np.ndarray]]]] = None) -> Path:
+        """As :meth:`OutputStore.commit`; matches need both images in ``features.h5`` or in the same call."""
+        features, matches = features or {}, matches or {}
+        missing = {n for pair in matches for n in pair if n not in features and n not in self._features()}
+        if missing:
+            raise ValueError(f"matches committed before the features of {', '.join(sorted(missing))}")
+        self._counter += 1
+        return write_part(self.parts_dir / f"{self._run}-{self._counter:07d}-{'m' if matches else 'f'}.h5",
+                          features, matches, self.feature_attrs, self.match_attrs)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
 
 def _merge_parts(parts: list[Path], key: str, path: Path, what: str, defaults: Optional[dict]) -> None:

@@ -108,6 +108,8 @@ class BatchSummary:
     interrupted: bool = False
     pairs_verified: int = 0
     inliers: int = 0  # over the verified pairs
+    executor: str = "local"
+    per_worker: dict[str, dict[str, float]] = field(default_factory=dict)  # ray: worker -> pairs, images, busy_s
 
     @property
     def time_keys(self) -> tuple[str, ...]:
@@ -151,8 +153,17 @@ class BatchSummary:
         out["images_per_s"] = round(self.images_per_s, 3)
         out["time_s"] = {k: round(self.times.get(k, 0.0), 3) for k in self.time_keys}
         out["workers"] = self.workers
+        if self.executor != "local":
+            out["executor"] = self.executor
+            out["per_worker"] = {name: {**stats, "pairs_per_s": round(worker_rate(stats), 3)}
+                                 for name, stats in self.per_worker.items()}
         out["interrupted"] = self.interrupted
         return out
+
+
+def worker_rate(stats: dict[str, float]) -> float:
+    """Pairs per second of busy time of one worker of a distributed run."""
+    return stats.get("pairs", 0) / stats["busy_s"] if stats.get("busy_s") else 0.0
 
 
 EventCallback = Callable[[Event], None]

@@ -1,0 +1,486 @@
+"""Batch extraction and matching on Ray: the work, events and files of :mod:`.batch`, over worker actors on one
+machine (an embedded Ray instance) or a cluster (``address``).
+
+Data flow of :func:`ray_match_batch`::
+
+    driver: OutputStore.open (lock, settings check, consolidates a killed run's parts) ─► todo pairs (as locally)
+      ─► extraction: the todo images lacking features, in chunks, spread over the actors (each holds one loaded
+         extractor and matcher) ─► each actor writes one part file per image (PartWriter: the store's rules)
+      ─► the driver consolidates the feature parts into features.h5
+      ─► matching: the todo pairs in chunks of neighbouring pairs (in the given order, as the local planner
+         goes), so an actor reads an image's features from features.h5 once per chunk ─► one part file per pair
+      ─► the driver consolidates into matches.h5 (OutputStore.finish)
+
+Only the driver writes ``features.h5`` and ``matches.h5``. The image folder and the output folder must be at the
+same path on every node (a shared file system on a cluster); only events and timings travel through Ray.
+
+**Faults.** Ray restarts a killed actor (``max_restarts``) and retries the chunk it held (``max_task_retries``);
+a chunk whose actor is gone for good goes to another actor (up to :data:`ATTEMPTS` tries, then its items fail).
+Work a dead actor finished is in part files already: redoing it writes the same values again, and consolidation
+keeps one copy per image and pair. A killed driver takes its actors with it; rerunning the command resumes from
+the parts as a local run does. A bad image fails its pairs only, as locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+from ..defaults import VIZ_MAX_MATCHES
+from ..errors import ConfigError, InputError, LightmatchError
+from ..io.store import OutputStore, PartWriter
+from ..models.base import Extractor, Matcher
+from .batch import (VerifyOptions, _Clock, _close_run, _error_text, _load_image, _normalised, _run_load, _run_pair)
+from .events import BatchStart, BatchSummary, EventCallback, ImageEvent, PairEvent, emit
+from .loader import PrefetchLoader
+from .match import store_attributes
+from .plan import Job, Load, plan_pairs, unique_pairs
+
+ModelFactory = Callable[[], tuple[Extractor, Matcher]]
+
+ATTEMPTS = 3  # tries of one chunk by the driver (each try is itself retried by Ray on a restarted actor)
+MAX_CHUNK_PAIRS = 32
+MAX_CHUNK_IMAGES = 8
+EMBEDDED_OBJECT_STORE = 128 * 1024 ** 2  # bytes; only events and timings go through it
+MISSING_RAY = '--executor ray needs Ray, an optional extra: pip install "lightmatch[ray]"'
+
+
+@dataclass
+class RayOptions:
+    """Where and how wide to run.
+
+    Attributes:
+        address: a running cluster (``ray start --head`` prints it; ``auto`` finds a local one); None starts an
+            embedded Ray instance on this machine (127.0.0.1), stopped at the end.
+        workers: worker actors (None: one per CPU of the cluster, or per ``gpus`` GPUs when ``gpus > 0``).
+        gpus: GPUs per worker (fractions share a GPU); 0 runs on CPUs.
+        restarts: restarts of a killed worker (and retries of its unfinished chunk) before the driver moves the
+            chunk to another worker.
+    """
+
+    address: Optional[str] = None
+    workers: Optional[int] = None
+    gpus: float = 0.0
+    restarts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"--ray-workers must be >= 1, got {self.workers}")
+        if self.gpus < 0:
+            raise ConfigError(f"--worker-gpus must be >= 0, got {self.gpus}")
+
+
+def import_ray(embedded: bool = False):
+    """The ``ray`` module, or :class:`ConfigError` naming the extra that installs it.
+
+    ``embedded``: Ray will start on this machine only; when imported here, it then listens on 127.0.0.1 only (by
+    default an embedded instance listens on every interface)."""
+    if embedded and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(MISSING_RAY) from None
+    return ray
+
+
+# ----------------------------------------------------------------------------------------------- worker ---
+
+@dataclass
+class _Config:
+    """What every worker needs; sent once when the actors start."""
+
+    make_models: ModelFactory
+    image_dir: Path
+    output_dir: Path
+    verify: Optional[VerifyOptions]
+    viz_dir: Optional[Path]
+    viz_max_matches: Optional[int]
+    threads: int
+    prefetch: int
+    cache_images: int
+    matching: bool
+
+
+@dataclass
+class _Result:
+    """A chunk done by a worker: its events in order, its counts and times, and how long it took."""
+
+    events: list
+    summary: BatchSummary
+    busy_s: float
+    pid: int = field(default_factory=os.getpid)
+
+
+class Worker:
+    """One Ray actor: one loaded extractor and matcher, writing part files of the driver's output folder."""
+
+    def __init__(self, index: int, config: _Config) -> None:
+        self.config = config
+        self.extractor, self.matcher = config.make_models()
+        match_attrs = (store_attributes(self.extractor, self.matcher, config.verify) if config.matching else None)
+        self.writer = PartWriter(config.output_dir, store_attributes(self.extractor), match_attrs, f"w{index}")
+
+    def extract(self, names: list[str]) -> _Result:
+        """Extract ``names``; one part file per image."""
+        start = time.perf_counter()
+        c = self.config
+        summary = BatchSummary("extract", "")
+        clock = _Clock(summary)
+        events: list = []
+        jobs = [Job(name, True) for name in names]
+        with PrefetchLoader(jobs, _load_image(c.image_dir, self.extractor, False), c.threads, c.prefetch) as loader:
+            for i, job in enumerate(jobs):
+                _run_load(Load(job.name, i, True), loader, self.extractor, self.writer, {}, set(), summary, clock,
+                          events.append)
+                clock.take()
+        return _Result(events, summary, time.perf_counter() - start)
+
+    def match(self, pairs: list[tuple[str, str]], failed_images: dict[str, str]) -> _Result:
+        """Match ``pairs`` with features read from ``features.h5``; pairs of ``failed_images`` fail as locally."""
+        start = time.perf_counter()
+        c = self.config
+        summary = BatchSummary("match", "")
+        summary.failed_images = dict(failed_images)
+        clock = _Clock(summary)
+        events: list = []
+        steps, jobs = plan_pairs(pairs, lambda name: True, c.viz_dir is not None, c.cache_images)
+        cache: dict = {}
+        seen: set[str] = set()
+        try:
+            with PrefetchLoader(jobs, _load_image(c.image_dir, self.extractor, c.viz_dir is not None), c.threads,
+                                c.prefetch) as loader:
+                for step in steps:
+                    for load in step.loads:
+                        _run_load(load, loader, self.extractor, self.writer, cache, seen, summary, clock,
+                                  events.append)
+                    _run_pair(step, cache, self.extractor, self.matcher, c.verify, c.viz_dir, c.viz_max_matches,
+                              self.writer, summary, clock, events.append)
+                    for name in step.evict:
+                        cache.pop(name, None)
+        finally:
+            self.writer.close()  # features.h5 is replaced between runs: never keep it open across chunks
+        return _Result(events, summary, time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------------------------- driver ---
+
+class _Pool:
+    """The actors of one run and the chunks they work on, with retries on other actors."""
+
+    def __init__(self, ray, options: RayOptions, config: _Config) -> None:
+        self.ray = ray
+        count = options.workers
+        if count is None:
+            resources = ray.cluster_resources()
+            count = int(resources.get("GPU", 0) / options.gpus) if options.gpus else int(resources.get("CPU", 1))
+        actor = ray.remote(num_cpus=1, num_gpus=options.gpus, max_restarts=options.restarts,
+                           max_task_retries=options.restarts)(Worker)
+        self.actors = [actor.remote(i, config) for i in range(max(1, count))]
+        self.alive = list(range(len(self.actors)))
+        self.stats: dict[int, dict[str, float]] = {i: {"pairs": 0, "images": 0, "busy_s": 0.0}
+                                                  for i in range(len(self.actors))}
+
+    def run(self, method: str, chunks: Sequence[tuple], on_done: Callable[[int, _Result], None],
+            on_failed: Callable[[int, str], None]) -> None:
+        """Call ``method(*chunk)`` on the actors for every chunk (at most two in flight per actor), calling
+        ``on_done(index, result)`` as each completes, or ``on_failed(index, error)`` after :data:`ATTEMPTS`."""
+        ray = self.ray
+        queue = list(range(len(chunks)))
+        attempts = [0] * len(chunks)
+        flight: dict[Any, tuple[int, int]] = {}  # object ref -> (chunk, actor)
+        while queue or flight:
+            for a in list(self.alive):
+                for _ in range(2 - sum(1 for _, actor in flight.values() if actor == a)):
+                    if queue:
+                        i = queue.pop(0)
+                        attempts[i] += 1
+                        flight[getattr(self.actors[a], method).remote(*chunks[i])] = (i, a)
+            if not flight:
+                break
+            ready, _ = ray.wait(list(flight), num_returns=1)
+            i, a = flight.pop(ready[0])
+            try:
+                result = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as exc:  # the method raised: a real error, not a lost worker
+                if isinstance(exc.cause, LightmatchError) and not isinstance(exc.cause, InputError):
+                    raise exc.cause from None
+                on_failed(i, _error_text(exc.cause or exc))
+                continue
+            except ray.exceptions.RayError as exc:  # the actor died for good (restarts used up) or is unreachable
+                if a in self.alive:
+                    self.alive.remove(a)
+                if attempts[i] < ATTEMPTS and self.alive:
+                    queue.insert(0, i)
+                else:
+                    on_failed(i, f"Ray worker lost ({type(exc).__name__})")
+                continue
+            stats = self.stats[a]
+            stats["busy_s"] += result.busy_s
+            stats["pairs"] += result.summary.pairs_matched
+            stats["images"] += result.summary.images_extracted
+            on_done(i, result)
+        if queue:
+            for i in queue:
+                on_failed(i, "no Ray worker left")
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor, no_restart=True)
+
+    def per_worker(self) -> dict[str, dict[str, float]]:
+        return {f"worker-{i}": {k: round(v, 3) for k, v in s.items()} for i, s in self.stats.items()}
+
+
+def _chunks(items: list, workers: int, largest: int) -> list[list]:
+    """``items`` in consecutive chunks: about four per worker, at most ``largest`` items each."""
+    if not items:
+        return []
+    size = max(1, min(largest, math.ceil(len(items) / (4 * workers))))
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _merge(summary: BatchSummary, part: BatchSummary) -> None:
+    """Add a worker's counts and times to the run's summary."""
+    summary.pairs_matched += part.pairs_matched
+    summary.pairs_failed += part.pairs_failed
+    summary.failed_pairs += part.failed_pairs
+    summary.images_extracted += part.images_extracted
+    for name, error in part.failed_images.items():
+        if name not in summary.failed_images:
+            summary.failed_images[name] = error
+            summary.images_failed += 1
+    for key, seconds in part.times.items():
+        summary.times[key] = summary.times.get(key, 0.0) + seconds
+
+
+def _forward(summary: BatchSummary, result: _Result, on_event: Optional[EventCallback]) -> None:
+    """Merge a chunk's result and send its events (an image failing in several chunks is reported once)."""
+    known = set(summary.failed_images)
+    _merge(summary, result.summary)
+    for event in result.events:
+        if not (isinstance(event, ImageEvent) and event.status == "failed" and event.name in known):
+            emit(on_event, event)
+
+
+class _Session:
+    """Ray for one run: connects to ``address`` or starts an embedded instance, and stops what it started.
+
+    Ray prints its own notices (a worker died, a task is retried) on ``sys.stdout``; while the session lasts they
+    go to ``sys.stderr``, so that a caller's stdout (e.g. JSON lines) stays clean."""
+
+    def __init__(self, options: RayOptions) -> None:
+        self.ray = import_ray(embedded=options.address is None)
+        self.options = options
+        self.started = False
+        self.redirect = contextlib.redirect_stdout(sys.stderr)
+
+    def __enter__(self):
+        ray = self.ray
+        if ray.is_initialized():  # the caller's own Ray session: use it, leave it running
+            return ray
+        import logging
+
+        self.redirect.__enter__()
+        try:
+            if self.options.address is None:
+                workers = self.options.workers or os.cpu_count() or 1
+                ray.init(address="local", num_cpus=max(workers, os.cpu_count() or 1),
+                         object_store_memory=EMBEDDED_OBJECT_STORE, include_dashboard=False,
+                         _node_ip_address="127.0.0.1", logging_level=logging.ERROR, log_to_driver=False)
+            else:
+                _check_reachable(self.options.address)
+                try:
+                    ray.init(address=self.options.address, logging_level=logging.ERROR, log_to_driver=False)
+                except (ConnectionError, RuntimeError, ValueError) as exc:
+                    raise ConfigError(f"--ray-address {self.options.address}: cannot connect to a Ray cluster "
+                                      f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        except BaseException:
+            self.redirect.__exit__(None, None, None)
+            raise
+        self.started = True
+        return ray
+
+    def __exit__(self, *exc) -> None:
+        if not self.started:
+            return
+        try:
+            self.ray.shutdown()
+        finally:
+            self.redirect.__exit__(*exc)
+
+
+@contextlib.contextmanager
+def _workers(options: RayOptions, config: _Config, summary: BatchSummary) -> Iterator[_Pool]:
+    """The run's worker actors (in a Ray session), stopped at the end; their statistics go into ``summary``."""
+    with _Session(options) as ray:
+        pool = _Pool(ray, options, config)
+        try:
+            yield pool
+        finally:
+            summary.per_worker = pool.per_worker()
+            pool.close()
+
+
+def _check_reachable(address: str) -> None:
+    """A ``host:port`` address that nothing listens on fails at once (Ray itself would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise ConfigError(f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); start "
+                          "one with `ray start --head`") from None
+
+
+def ray_match_batch(
+    image_dir: str | os.PathLike,
+    pairs: Iterable[tuple[str, str]],
+    output_dir: str | os.PathLike,
+    make_models: ModelFactory,
+    options: RayOptions,
+    verify: Optional[VerifyOptions] = None,
+    viz_dir: Optional[str | os.PathLike] = None,
+    viz_max_matches: Optional[int] = VIZ_MAX_MATCHES,
+    overwrite: bool = False,
+    workers: int = 2,
+    prefetch: int = 8,
+    cache_images: int = 256,
+    on_event: Optional[EventCallback] = None,
+) -> BatchSummary:
+    """:func:`lightmatch.pipeline.batch.match_batch` on Ray workers: the same files and events (pair events come
+    in the order chunks complete).
+
+    ``make_models`` builds the extractor and matcher (called once on the driver, for the stores' settings, and
+    once in each worker; it must be picklable, e.g. a :func:`functools.partial` of a module-level function).
+    ``workers`` and ``prefetch`` are decoding threads and read-ahead per Ray worker. The summary's ``per_worker``
+    holds each worker's pairs, images and busy seconds.
+    """
+    start = time.perf_counter()
+    import_ray(embedded=options.address is None)
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise InputError(f"{image_dir}: no such image directory")
+    viz_dir = Path(viz_dir).resolve() if viz_dir is not None else None
+    kept, dropped = unique_pairs([(_normalised(a, image_dir), _normalised(b, image_dir)) for a, b in pairs])
+    extractor, matcher = make_models()
+    store = OutputStore(output_dir, store_attributes(extractor), store_attributes(extractor, matcher, verify),
+                        overwrite)
+    summary = BatchSummary("match", str(store.features_path), str(store.matches_path), extractor.name, matcher.name,
+                           workers=workers, executor="ray")
+    del extractor, matcher
+    summary.pairs_total = len(kept) + len(dropped)
+    summary.pairs_ignored = len(dropped)
+    summary.images_total = len({n for pair in kept for n in pair})
+    config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), verify, viz_dir, viz_max_matches,
+                     workers, prefetch, cache_images, matching=True)
+    store.open()
+    finished = False
+    try:
+        todo = [p for p in kept if not store.has_pair(*p)]
+        summary.pairs_skipped = len(kept) - len(todo)
+        needed = list(dict.fromkeys(n for pair in todo for n in pair))
+        missing = [n for n in needed if not store.has_features(n)]
+        summary.images_reused = len(needed) - len(missing)
+        emit(on_event, BatchStart(summary.pairs_total, len(todo), summary.images_total, len(missing),
+                                   store.removed))
+        for a, b, reason in dropped:
+            emit(on_event, PairEvent(a, b, "ignored", error=reason))
+        todo_set = set(todo)
+        for a, b in kept:
+            if (a, b) not in todo_set:
+                emit(on_event, PairEvent(a, b, "skipped"))
+        try:
+            if todo:
+                with _workers(options, config, summary) as pool:
+                    _extract_all(pool, missing, summary, on_event)
+                    t = time.perf_counter()
+                    store.consolidate()  # the workers read features from features.h5
+                    summary.times["consolidate"] += time.perf_counter() - t
+                    chunks = [(chunk, {n: summary.failed_images[n] for pair in chunk for n in pair
+                                       if n in summary.failed_images})
+                              for chunk in _chunks(todo, len(pool.actors), MAX_CHUNK_PAIRS)]
+
+                    def failed(i: int, error: str) -> None:
+                        for a, b in chunks[i][0]:
+                            summary.pairs_failed += 1
+                            summary.failed_pairs.append((a, b, error))
+                            emit(on_event, PairEvent(a, b, "failed", error=error))
+
+                    pool.run("match", chunks, lambda i, result: _forward(summary, result, on_event), failed)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finished = True
+    finally:
+        _close_run(None, store, summary, consolidate=finished)
+    summary.elapsed_s = time.perf_counter() - start
+    return summary
+
+
+def _extract_all(pool: _Pool, names: list[str], summary: BatchSummary, on_event: Optional[EventCallback]) -> None:
+    """Extract ``names`` over the pool's workers (one part file per image)."""
+    chunks = [(chunk,) for chunk in _chunks(names, len(pool.actors), MAX_CHUNK_IMAGES)]
+
+    def failed(i: int, error: str) -> None:
+        for name in chunks[i][0]:
+            summary.images_failed += 1
+            summary.failed_images[name] = error
+            emit(on_event, ImageEvent(name, "failed", error=error))
+
+    pool.run("extract", chunks, lambda i, result: _forward(summary, result, on_event), failed)
+
+
+def ray_extract_batch(
+    image_dir: str | os.PathLike,
+    names: Iterable[str],
+    output_dir: str | os.PathLike,
+    make_models: ModelFactory,
+    options: RayOptions,
+    overwrite: bool = False,
+    workers: int = 2,
+    prefetch: int = 8,
+    on_event: Optional[EventCallback] = None,
+) -> BatchSummary:
+    """:func:`lightmatch.pipeline.batch.extract_batch` on Ray workers (see :func:`ray_match_batch`)."""
+    start = time.perf_counter()
+    import_ray(embedded=options.address is None)
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise InputError(f"{image_dir}: no such image directory")
+    names = list(dict.fromkeys(_normalised(name, image_dir) for name in names))
+    extractor, _ = make_models()
+    store = OutputStore(output_dir, store_attributes(extractor), None, overwrite)
+    summary = BatchSummary("extract", str(store.features_path), extractor=extractor.name, workers=workers,
+                           executor="ray")
+    del extractor
+    summary.images_total = len(names)
+    config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), None, None, None, workers, prefetch, 1,
+                     matching=False)
+    store.open()
+    finished = False
+    try:
+        todo = [n for n in names if not store.has_features(n)]
+        emit(on_event, BatchStart(0, 0, len(names), len(todo), store.removed))
+        for name in names:
+            if store.has_features(name):
+                emit(on_event, ImageEvent(name, "skipped"))
+        summary.images_reused = len(names) - len(todo)
+        try:
+            if todo:
+                with _workers(options, config, summary) as pool:
+                    _extract_all(pool, todo, summary, on_event)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finished = True
+    finally:
+        _close_run(None, store, summary, consolidate=finished)
+    summary.elapsed_s = time.perf_counter() - start
+    return summary

@@ -1,0 +1,230 @@
+"""``--executor ray``: the same files and pair lines as the local executor, on a Ray cluster started here on
+127.0.0.1 (2 CPUs, a small object store); a worker killed mid-run, a driver killed and resumed, a bad image, and
+the one-line error without Ray installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from helpers import (LIGHTMATCH, assert_one_line_error, assert_same_stores, assert_store_invariant, json_lines,
+                     make_images, run)
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process tree")
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "freiburg_sequence"
+ARGS = ("--pairs-mode sequential --window 2 --features sift --matcher nn --max-keypoints 256 --resize 320 "
+        "--verify homography --seed 3")
+OBJECT_STORE = 100 * 1024 ** 2
+
+
+# ------------------------------------------------------------------------------------------------ helpers ---
+
+def children() -> dict[int, list[int]]:
+    """Process tree of this machine: pid -> child pids."""
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def ray_workers(root: int) -> list[int]:
+    """Pids of lightmatch's Ray worker actors below process ``root`` (the cluster this test started)."""
+    tree, found, todo = children(), [], [root]
+    while todo:
+        for pid in tree.get(todo.pop(), []):
+            todo.append(pid)
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::Worker"):
+                    found.append(pid)
+            except OSError:
+                pass
+    return found
+
+
+def parts(out: Path, kind: str) -> int:
+    folder = out / ".parts"
+    return len(list(folder.glob(f"*-{kind}.h5"))) if folder.is_dir() else 0
+
+
+def wait_until(process: subprocess.Popen, condition, timeout: float = 120.0) -> bool:
+    """Poll ``condition()`` until true (True) or the process ends first (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.01)
+    raise AssertionError("the run made no progress")
+
+
+def pair_lines(stdout: str) -> list[str]:
+    """JSON pair and image lines without their timings, sorted (a Ray run reports them as chunks complete)."""
+    lines = []
+    for obj in json_lines(stdout):
+        if obj["type"] != "summary":
+            obj.pop("time_ms", None)
+            obj.pop("timings_ms", None)
+            lines.append(json.dumps(obj, sort_keys=True))
+    return sorted(lines)
+
+
+# ---------------------------------------------------------------------------------------------- fixtures ---
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Ray head on 127.0.0.1 with 2 CPUs, stopped (its whole process group) at the end; yields its address
+    and the pid of the `ray start` process."""
+    pytest.importorskip("ray")
+    ray_cli = Path(sys.executable).parent / "ray"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="lmray")  # short: Ray's socket paths live below it
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # listen on 127.0.0.1 only
+        mp.setenv("RAY_AUTH_MODE", "disabled")  # a loopback-only test cluster needs no token
+        log = open(Path(temp) / "start.log", "w")
+        head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+                                 "--port", str(port), "--num-cpus", "2", "--object-store-memory", str(OBJECT_STORE),
+                                 "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            started = wait_until(head, lambda: "runtime started" in (Path(temp) / "start.log").read_text(), 90)
+            assert started, (Path(temp) / "start.log").read_text()[-2000:]
+            yield f"127.0.0.1:{port}", head.pid
+        finally:
+            head.send_signal(signal.SIGTERM)
+            try:
+                head.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(head.pid, signal.SIGKILL)  # whatever of its group is left
+            except ProcessLookupError:
+                pass
+            log.close()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The local executor's stores and JSON lines for the sequential pairs of freiburg_sequence."""
+    if not DATA.is_dir():
+        pytest.skip(f"{DATA} not found")
+    out = tmp_path_factory.mktemp("ray") / "local"
+    proc = run("match", "--image-dir", DATA, *shlex.split(ARGS), "-o", out, "--json", "-q")
+    return out, pair_lines(proc.stdout)
+
+
+def ray_args(address: str, out: Path) -> list[str]:
+    return [str(LIGHTMATCH), "match", "--image-dir", str(DATA), *shlex.split(ARGS), "-o", str(out), "--json", "-q",
+            "--executor", "ray", "--ray-address", address, "--ray-workers", "2"]
+
+
+# ------------------------------------------------------------------------------------------------- tests ---
+
+def test_without_ray_one_line_error_names_the_extra(tmp_path):
+    make_images(tmp_path / "imgs", 2)
+    code = ("import sys; sys.modules['ray'] = None; sys.argv[0] = 'lightmatch'; "
+            "from lightmatch.cli import main; main()")
+    for args in (["extract", str(tmp_path / "imgs")], ["match", "--image-dir", str(tmp_path / "imgs"),
+                                                        "--pairs-mode", "exhaustive"]):
+        proc = subprocess.run([sys.executable, "-c", code, *args, "-o", str(tmp_path / "out"), "--executor", "ray"],
+                              capture_output=True, text=True, timeout=60)
+        assert_one_line_error(proc, '"lightmatch[ray]"')
+        assert proc.returncode == 2
+    proc = run("extract", tmp_path / "imgs", "-o", tmp_path / "out", "--ray-workers", "2", check_code=2)
+    assert "--ray-workers needs --executor ray" in proc.stderr
+
+
+@pytest.mark.slow
+def test_ray_equals_local(cluster, reference, tmp_path):
+    address, _ = cluster
+    ref, ref_lines = reference
+    proc = subprocess.run(ray_args(address, tmp_path / "ray"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert_same_stores(ref, tmp_path / "ray")
+    assert_store_invariant(tmp_path / "ray")
+    assert pair_lines(proc.stdout) == ref_lines
+    summary = json_lines(proc.stdout)[-1]
+    assert summary["executor"] == "ray" and sorted(summary["per_worker"]) == ["worker-0", "worker-1"]
+    assert sum(w["pairs"] for w in summary["per_worker"].values()) == summary["pairs_matched"] == len(ref_lines)
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_run_is_replaced(cluster, reference, tmp_path):
+    address, head = cluster
+    out = tmp_path / "ray"
+    process = subprocess.Popen(ray_args(address, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = []
+    for kind, count in (("f", 2), ("m", 1)):  # once while extracting, once while matching
+        if wait_until(process, lambda: parts(out, kind) >= count and ray_workers(head)):
+            victim = ray_workers(head)[0]
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert killed, "the run ended before a worker could be killed"
+    assert_same_stores(reference[0], out)
+    assert_store_invariant(out)
+    assert pair_lines(stdout) == reference[1]  # no pair lost or reported twice
+
+
+@pytest.mark.slow
+def test_driver_killed_then_resumed(cluster, reference, tmp_path):
+    address, _ = cluster
+    out = tmp_path / "ray"
+    process = subprocess.Popen(ray_args(address, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert wait_until(process, lambda: parts(out, "f") >= 4), "the run ended before it could be killed"
+    process.kill()
+    process.wait()
+    assert parts(out, "f") >= 4 and not (out / "matches.h5").exists()  # killed mid-run
+    proc = subprocess.run(ray_args(address, out), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json_lines(proc.stdout)[-1]
+    assert summary["images_reused"] >= 4 and summary["images_extracted"] == summary["images_total"] - \
+        summary["images_reused"]
+    assert_same_stores(reference[0], out)
+    assert_store_invariant(out)
+
+
+@pytest.mark.slow
+def test_bad_image_fails_only_its_pairs_and_extract(cluster, tmp_path):
+    address, _ = cluster
+    make_images(tmp_path / "imgs", 4, size=(160, 120))
+    (tmp_path / "imgs" / "img01.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    common = ["--image-dir", tmp_path / "imgs", "--pairs-mode", "sequential", "--window", "2", "--features", "sift",
+              "--matcher", "nn", "--json", "-q"]
+    ray = ["--executor", "ray", "--ray-address", address, "--ray-workers", "2"]
+    local = run("match", *common, "-o", tmp_path / "local", check_code=3)
+    remote = run("match", *common, "-o", tmp_path / "ray", *ray, check_code=3)
+    assert pair_lines(remote.stdout) == pair_lines(local.stdout)
+    failed = [o for o in json_lines(remote.stdout) if o["type"] == "pair" and o["status"] == "failed"]
+    assert sorted((o["image0"], o["image1"]) for o in failed) == [("img00.png", "img01.png"),
+                                                                   ("img01.png", "img02.png"),
+                                                                   ("img01.png", "img03.png")]
+    assert_same_stores(tmp_path / "local", tmp_path / "ray")
+    run("extract", tmp_path / "imgs", "-o", tmp_path / "extract", "--features", "sift", "-q", *ray, check_code=3)
+    assert_same_stores_features(tmp_path / "local", tmp_path / "extract")
+
+
+def assert_same_stores_features(a: Path, b: Path) -> None:
+    """Only ``features.h5``: make ``b`` a full store by borrowing ``a``'s matches, then compare."""
+    (b / "matches.h5").write_bytes((a / "matches.h5").read_bytes())
+    assert_same_stores(a, b)
