@@ -173,7 +173,8 @@ def test_matcher_parity_on_reference_features(sample_pair):
 
 
 def test_matches_on_sample_are_correct(sample_pair):
-    from lightmatch.pipeline.match import count_correct, read_homography
+    from lightmatch.io.homography import read_homography
+    from lightmatch.pipeline.match import count_correct
 
     f0, f1 = extract_pair(sample_pair[0], sample_pair[1], max_keypoints=1024)
     ours = LightGlue("aliked").match(f0, f1)

@@ -348,7 +348,8 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
 def _match_two(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional[str],
                viz_max_matches: int, homography: Optional[str], as_json: bool, overwrite: bool,
                opts: dict) -> None:
-    from ..pipeline.match import check_inputs, match_pair, read_homography
+    from ..io.homography import read_homography
+    from ..pipeline.match import check_inputs, match_pair
 
     if len(images) != 2:
         raise click.UsageError("give exactly two images (IMAGE0 IMAGE1), or --image-dir for a batch")

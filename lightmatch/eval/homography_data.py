@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from ..io.homography import check_homography, parse_numbers, read_homography, read_text
 from ..errors import InputError, OutputError
 from ..io.images import read_image
 
@@ -67,56 +68,6 @@ class HomographyPair:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _parse_numbers(tokens: Sequence[str], where: str) -> list[float]:
-    out = []
-    for tok in tokens:
-        try:
-            v = float(tok)
-        except ValueError:
-            v = math.nan
-        if not math.isfinite(v):
-            raise InputError(f"{where}: {tok!r} is not a finite number")
-        out.append(v)
-    return out
-
-
-def _read_text(path: Path) -> str:
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a text file")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-
-
-def _check_homography(H: np.ndarray, where: str) -> np.ndarray:
-    if abs(np.linalg.det(H)) < 1e-12:
-        raise InputError(f"{where}: homography is singular")
-    return H
-
-
-def read_homography_file(path: str | os.PathLike) -> np.ndarray:
-    """Read an HPatches ``H_1_k`` file (3 non-empty lines of 3 numbers) -> ``(3, 3)`` float64."""
-    path = Path(path)
-    rows = []
-    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
-        tokens = line.split()
-        if not tokens:
-            continue
-        if len(tokens) != 3:
-            raise InputError(f"{path}:{lineno}: expected 3 numbers per row, found {len(tokens)}")
-        if len(rows) == 3:
-            raise InputError(f"{path}:{lineno}: more than 3 rows in a 3x3 homography")
-        rows.append(_parse_numbers(tokens, f"{path}:{lineno}"))
-    if len(rows) != 3:
-        raise InputError(f"{path}: expected 3 rows of 3 numbers, found {len(rows)} rows")
-    return _check_homography(np.array(rows, dtype=np.float64), str(path))
-
-
 def read_hpatches(
     root: str | os.PathLike, skip_large: bool = True, subset: Optional[str] = None
 ) -> list[HomographyPair]:
@@ -145,7 +96,7 @@ def read_hpatches(
         for k in range(2, 7):
             if not (seq / f"{k}.ppm").is_file():
                 raise InputError(f"{seq / f'{k}.ppm'}: no such file")
-            H = read_homography_file(seq / f"H_1_{k}")
+            H = read_homography(seq / f"H_1_{k}")
             pairs.append(HomographyPair(root, f"{seq.name}/1.ppm", f"{seq.name}/{k}.ppm", H, seq.name))
     return pairs
 
@@ -154,7 +105,7 @@ def read_homography_pairs(path: str | os.PathLike) -> list[HomographyPair]:
     """Read a homography pairs file (``name0 name1`` + 9 numbers per line); names are relative to its folder."""
     path = Path(path)
     pairs = []
-    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
@@ -162,8 +113,8 @@ def read_homography_pairs(path: str | os.PathLike) -> list[HomographyPair]:
         where = f"{path}:{lineno}"
         if len(tokens) != 11:
             raise InputError(f"{where}: expected 11 fields (name0 name1 H_0to1[9]), found {len(tokens)}")
-        H = np.array(_parse_numbers(tokens[2:], where), dtype=np.float64).reshape(3, 3)
-        pairs.append(HomographyPair(path.parent, tokens[0], tokens[1], _check_homography(H, where)))
+        H = np.array(parse_numbers(tokens[2:], where), dtype=np.float64).reshape(3, 3)
+        pairs.append(HomographyPair(path.parent, tokens[0], tokens[1], check_homography(H, where)))
     if not pairs:
         raise InputError(f"{path}: no pairs in file")
     return pairs

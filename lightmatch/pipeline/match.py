@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import InputError, OutputError
+from ..errors import OutputError
 from ..io import h5
 from ..io.images import read_image
 from ..io.store import OutputStore
@@ -61,17 +61,6 @@ def pair_names(path0: str | os.PathLike, path1: str | os.PathLike) -> tuple[str,
         return a.name, b.name
     root = Path(os.path.commonpath([a.parent, b.parent]))
     return a.relative_to(root).as_posix(), b.relative_to(root).as_posix()
-
-
-def read_homography(path: str | os.PathLike) -> np.ndarray:
-    """A 3x3 homography from a text file (9 numbers)."""
-    try:
-        values = np.loadtxt(path, dtype=np.float64).reshape(-1)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read a homography ({exc})") from exc
-    if values.size != 9:
-        raise InputError(f"{path}: a homography needs 9 numbers, found {values.size}")
-    return values.reshape(3, 3)
 
 
 def count_correct(kpts0: np.ndarray, kpts1: np.ndarray, pairs: np.ndarray, H: np.ndarray,
