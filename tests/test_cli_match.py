@@ -153,3 +153,8 @@ def test_library_refuses_a_zero_resize():
         load_extractor("sift", resize=0)
     with pytest.raises(ConfigError, match="max_keypoints must be"):
         load_extractor("sift", max_keypoints=0)
+
+
+def test_viz_max_matches_needs_a_plot(sample_pair):
+    proc = run("match", sample_pair[0], sample_pair[1], "--viz-max-matches", "10", check_code=2)
+    assert_one_line_error(proc, "--viz-max-matches needs --viz")

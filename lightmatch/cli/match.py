@@ -286,6 +286,9 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
                             ("--seed", seed)):
             if value is not None:
                 raise click.UsageError(f"{name} needs --verify")
+    source = click.get_current_context().get_parameter_source("viz_max_matches")
+    if source is click.core.ParameterSource.COMMANDLINE and viz_path is None and viz_dir is None:
+        raise click.UsageError("--viz-max-matches needs --viz (two images) or --viz-dir (batches)")
     ray = _ray_options(opts)
     if image_dir is None:
         if ray is not None:
