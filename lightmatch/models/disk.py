@@ -14,14 +14,15 @@ from .base import Extractor
 
 class DISK(Extractor):
     """DISK features (depth-supervised weights). ``max_keypoints=None`` keeps all detections above
-    ``detection_threshold``; LightGlue's benchmark sets a count and threshold 0."""
+    ``detection_threshold``; LightGlue's benchmark sets a count and threshold 0. ``precision="bf16"`` runs the U-Net
+    under bf16 autocast (about 2.7x faster on a CPU with bf16 GEMMs; keypoints move slightly, see docs/benchmarks.md)."""
 
     name = "disk"
     descriptor_dim = 128
 
     def __init__(self, max_keypoints: Optional[int] = 2048, detection_threshold: float = 0.0, nms_window: int = 5,
-                 resize: Optional[int] = 1024, weights_path: Optional[str] = None) -> None:
-        super().__init__(resize=resize)
+                 resize: Optional[int] = 1024, weights_path: Optional[str] = None, precision: str = "fp32") -> None:
+        super().__init__(resize=resize, precision=precision)
         self.max_keypoints = max_keypoints if max_keypoints and max_keypoints > 0 else None
         self.detection_threshold = detection_threshold
         self.nms_window = nms_window
@@ -31,6 +32,9 @@ class DISK(Extractor):
             raise WeightsError(f"{weights_path or 'disk-depth-save.pth'}: not a DISK checkpoint (no 'extractor' key)")
         weights.load_into(self.net, state["extractor"], "disk", str(weights_path or ""))
         self.eval()
+
+    def budget_settings(self, n: int) -> tuple[dict, bool]:
+        return {"max_keypoints": n, "detection_threshold": 0.0}, True
 
     def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         feats = self.net(image[None], n=self.max_keypoints, window_size=self.nms_window,
