@@ -5,8 +5,9 @@ For every keypoint budget ``N`` (256 ... 4096) the extractor is set to return ex
 DISK ``n=N`` with threshold 0, SuperPoint ``exact_keypoints=N``; SIFT and XFeat can only be capped, so they may
 return fewer), each image is extracted once per ``N`` (not timed), and the matcher alone is timed: ``warmup``
 untimed calls, then the mean (and standard deviation) over ``repeat`` timed calls, with ``torch.cuda.synchronize()``
-around each call on CUDA. LightGlue runs in two configurations, ``full`` (depth and width confidence -1: all layers, no pruning) and
-``adaptive`` (the matcher's own settings, by default LightGlue's 0.95 / 0.99); other matchers run once as they are.
+around each call on CUDA. LightGlue runs in two configurations, ``full`` (depth and width confidence -1: all layers,
+no pruning) and ``adaptive`` (the matcher's own settings, by default LightGlue's 0.95 / 0.99); other matchers run once
+as they are.
 
 Pairs: LightGlue's ``easy`` (``DSC_0411.JPG``, ``DSC_0410.JPG``) and ``difficult`` (``sacre_coeur1.jpg``,
 ``sacre_coeur2.jpg``) pairs when a folder holding them is given, otherwise consecutive sorted images of that
