@@ -27,6 +27,7 @@ from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from kornia.feature.aliked.aliked import ALIKED as KorniaALIKED
 from kornia.feature.aliked.aliked import DeformableConv2d
 
@@ -37,45 +38,81 @@ from .base import Extractor
 MODELS = ("aliked-n16", "aliked-n16rot", "aliked-n32", "aliked-t16")
 NmsMode = Literal["reference", "strict"]
 DIVISOR = 32  # the backbone pads images to multiples of this (replicate padding, centred)
+BAND_ROWS = 16  # rows per band of the full-resolution part of the score head (measured: 16-32 best)
 
 
-class TorchvisionDeformableConv2d(DeformableConv2d):
-    """kornia's deformable convolution computed by torchvision's native kernel (same parameters, same result;
-    kornia's pure-PyTorch version is several times slower on the CPU). Always fp32: no bf16 kernel on the CPU."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from torchvision.ops import deform_conv2d
-
-        with torch.autocast(x.device.type, enabled=False):
-            x = x.float()
-            h, w = x.shape[2:]
-            out = self.offset_conv(x)
-            mask_w = None
-            if self.mask:
-                o1, o2, mask_w = torch.chunk(out, 3, dim=1)
-                out, mask_w = torch.cat((o1, o2), dim=1), torch.sigmoid(mask_w)
-            offset = out.clamp(-max(h, w) / 4.0, max(h, w) / 4.0)
-            return deform_conv2d(x, offset, self.regular_conv.weight, self.regular_conv.bias, stride=self.stride,
-                                 padding=self.padding, dilation=self.dilation, mask=mask_w)
+def bn_folded(conv: nn.Module, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``conv`` followed by ``bn`` in eval mode as one convolution (``conv`` an ``nn.Conv2d``
+    or a kornia ``DeformableConv2d``, whose ``regular_conv`` holds its weight)."""
+    conv = getattr(conv, "regular_conv", conv)
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return conv.weight * scale[:, None, None, None], bias
 
 
-def use_native_deform_conv(module: torch.nn.Module) -> None:
-    """Switch every kornia deformable convolution in ``module`` to torchvision's kernel when torchvision loads."""
-    try:
-        import torchvision.ops  # noqa: F401
-    except Exception:  # torchvision missing or built for another torch: keep kornia's implementation
-        return
-    for sub in module.modules():
-        if type(sub) is DeformableConv2d:
-            sub.__class__ = TorchvisionDeformableConv2d
+def deform_conv(x: torch.Tensor, conv: DeformableConv2d, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                ) -> torch.Tensor:
+    """kornia's (and torchvision's) deformable convolution without modulation, stride 1, on ``(1, C, H, W)``: each
+    tap ``(i, j)`` of output pixel ``(y, x)`` reads the input bilinearly at ``(y - p + i + dy, x - p + j + dx)``
+    (zeros outside), ``(dy, dx)`` from ``conv.offset_conv`` clamped to a quarter of the long side; then one GEMM
+    with ``weight`` ``(C_out, C, k, k)``. fp32; returns ``(1, C_out, H, W)`` channels-last."""
+    _, c, h, w = x.shape
+    c_out, _, kh, kw = weight.shape
+    pad = conv.padding
+    with torch.autocast(x.device.type, enabled=False):
+        x = x.float()
+        limit = max(h, w) / 4.0
+        offset = conv.offset_conv(x).clamp(-limit, limit)[0].permute(1, 2, 0).reshape(h, w, kh * kw, 2)
+        taps_y, taps_x = torch.meshgrid(torch.arange(kh, device=x.device), torch.arange(kw, device=x.device),
+                                        indexing="ij")
+        ys = (torch.arange(h, device=x.device)[:, None, None] - pad + taps_y.reshape(1, 1, -1)).float()
+        xs = (torch.arange(w, device=x.device)[None, :, None] - pad + taps_x.reshape(1, 1, -1)).float()
+        rows, cols, weights_ = bilinear_corners((xs + offset[..., 1]).reshape(-1), (ys + offset[..., 0]).reshape(-1))
+        weights_ = weights_ * ((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w))
+        table = x[0].permute(1, 2, 0).reshape(h * w, c)
+        sampled = F.embedding_bag(rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1), table,
+                                  per_sample_weights=weights_, mode="sum")  # (H*W*k*k, C)
+        out = F.linear(sampled.view(h * w, kh * kw * c), weight.permute(0, 2, 3, 1).reshape(c_out, -1), bias)
+        return out.view(1, h, w, c_out).permute(0, 3, 1, 2)
+
+
+def conv_bn(x: torch.Tensor, conv: nn.Module, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """``bn(conv(x))`` in eval mode, the batch norm folded into the convolution."""
+    weight, bias = bn_folded(conv, bn)
+    if isinstance(conv, DeformableConv2d):
+        return deform_conv(x, conv, weight, bias)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding)
+
+
+def conv_block(x: torch.Tensor, block: nn.Module) -> torch.Tensor:
+    """kornia's ``ConvBlock`` (two convolutions, each with batch norm and SELU) in eval mode."""
+    x = torch.selu_(conv_bn(x, block.conv1, block.bn1))
+    return torch.selu_(conv_bn(x, block.conv2, block.bn2))
+
+
+def res_block(x: torch.Tensor, block: nn.Module) -> torch.Tensor:
+    """kornia's ``ResBlock`` (two convolutions with batch norm, SELU, a 1x1 convolution as shortcut) in eval mode."""
+    out = torch.selu_(conv_bn(x, block.conv1, block.bn1))
+    out = conv_bn(out, block.conv2, block.bn2)
+    return torch.selu_(out.add_(block.downsample(x)))
 
 
 def window_max(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Maximum over the ``(2r+1)^2`` window of each pixel of ``(B, C, H, W)``, as ``max_pool2d`` with stride 1 and
-    padding ``r``, computed as two 1-D passes (the same values, a fifth of the comparisons for ``r = 2``)."""
-    k = 2 * radius + 1
-    x = F.max_pool2d(x, kernel_size=(1, k), stride=1, padding=(0, radius))
-    return F.max_pool2d(x, kernel_size=(k, 1), stride=1, padding=(radius, 0))
+    """Maximum over the ``(2r+1)^2`` window of each pixel of ``(..., H, W)``, as ``max_pool2d`` with stride 1 and
+    padding ``r`` (the same values), computed as maxima of shifted rows, then of shifted columns (vectorised,
+    several times faster than ``max_pool2d`` on the CPU)."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (radius, radius, 0, 0), value=float("-inf"))
+    rows = padded[..., :, :w].clone()
+    for k in range(1, 2 * radius + 1):
+        torch.maximum(rows, padded[..., :, k:k + w], out=rows)
+    padded = F.pad(rows, (0, 0, radius, radius), value=float("-inf"))
+    out = padded[..., :h, :].clone()
+    for k in range(1, 2 * radius + 1):
+        torch.maximum(out, padded[..., k:k + h, :], out=out)
+    return out
 
 
 def simple_nms(scores: torch.Tensor, radius: int) -> torch.Tensor:
@@ -171,25 +208,32 @@ def upsampled_at(level: torch.Tensor, size: tuple[int, int], ys: torch.Tensor, x
 class DenseMaps:
     """What the backbone leaves for detection and description of one image.
 
+    The reference's feature map is the concatenation of four gated 32-channel maps (``dim / 4`` channels),
+    ``selu(conv1(block1))`` at full resolution and the others upsampled from 1/2, 1/8 and 1/32, L2-normalised per
+    pixel; :meth:`features_at` computes it at given pixels only.
+
     Attributes:
         score_map: ``(1, 1, H, W)`` float32 detection scores in (0, 1), at the image's size.
-        levels: the four gated 32-channel maps (``dim / 4`` channels) at full, 1/2, 1/8 and 1/32 resolution of the
-            padded image; the reference's feature map is their upsampled concatenation, L2-normalised per pixel.
+        full: ``(1, c1, H', W')`` the output of the first block at the padded size, before ``conv1``.
+        project: ``conv1``'s weight ``(dim / 4, c1)`` (a 1x1 convolution without bias).
+        levels: the other three gated maps, at 1/2, 1/8 and 1/32 of the padded size.
         padding: ``(left, top)`` padding of the image inside the padded maps.
     """
 
     score_map: torch.Tensor
+    full: torch.Tensor
+    project: torch.Tensor
     levels: tuple[torch.Tensor, ...]
     padding: tuple[int, int]
 
     def features_at(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         """The reference's L2-normalised feature map at integer pixels ``(ys, xs)`` ``(M,)`` of the image (each
         pixel once, in row-major order for locality): ``(M, dim)`` fp32."""
-        full = self.levels[0]
-        c, size = full.shape[1], (full.shape[2], full.shape[3])
+        c, height, width = self.full.shape[1:]
         ys, xs = ys + self.padding[1], xs + self.padding[0]
-        parts = [F.embedding(ys * size[1] + xs, full[0].permute(1, 2, 0).reshape(-1, c)).float()]
-        parts += [upsampled_at(level, size, ys, xs) for level in self.levels[1:]]
+        full = F.embedding(ys * width + xs, self.full[0].permute(1, 2, 0).reshape(-1, c)).float()
+        parts = [torch.selu_(F.linear(full, self.project))]
+        parts += [upsampled_at(level, (height, width), ys, xs) for level in self.levels]
         return F.normalize(torch.cat(parts, 1), p=2, dim=1)
 
 
@@ -215,7 +259,6 @@ class ALIKED(Extractor):
         self.net = KorniaALIKED(model, max_num_keypoints=max_keypoints, detection_threshold=detection_threshold,
                                 nms_radius=nms_radius)
         self.descriptor_dim = self.net.desc_head.sf_conv.out_channels
-        use_native_deform_conv(self.net)
         state = weights.load_state_dict(model, weights_path)
         state = {f"net.{k}": v for k, v in state.items()}
         weights.load_into(self, state, model, str(weights_path or ""), ignore_missing=("net.dkd.hw_grid",))
@@ -233,25 +276,32 @@ class ALIKED(Extractor):
         pad_h, pad_w = (-h) % DIVISOR, (-w) % DIVISOR
         left, top = pad_w // 2, pad_h // 2
         x = F.pad(image, [left, pad_w - left, top, pad_h - top], mode="replicate")
-        x = x.contiguous(memory_format=torch.channels_last)
-        x1 = net.block1(x)
-        x2 = net.block2(net.pool2(x1))
-        x3 = net.block3(net.pool4(x2))
-        x4 = net.block4(net.pool4(x3))
-        convs = (net.conv1, net.conv2, net.conv3, net.conv4)
-        levels = tuple(torch.selu_(conv(level)) for conv, level in zip(convs, (x1, x2, x3, x4)))
-        return DenseMaps(self.score_map(levels)[..., top:top + h, left:left + w].contiguous(), levels, (left, top))
+        x1 = conv_block(x.contiguous(memory_format=torch.channels_last), net.block1)
+        x2 = res_block(F.avg_pool2d(x1, 2), net.block2)
+        x3 = res_block(F.avg_pool2d(x2, 4), net.block3)
+        x4 = res_block(F.avg_pool2d(x3, 4), net.block4)
+        levels = tuple(torch.selu_(conv(level)) for conv, level in zip((net.conv2, net.conv3, net.conv4), (x2, x3, x4)))
+        project = net.conv1.weight.flatten(1)
+        score_map = self.score_map(x1, project, levels)[..., top:top + h, left:left + w].contiguous()
+        return DenseMaps(score_map, x1, project, levels, (left, top))
 
-    def score_map(self, levels: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """The score head on the concatenation of the upsampled ``levels``, in fp32: its first (1x1, linear)
-        convolution on each level at its own resolution, the 8-channel results upsampled and summed."""
+    def score_map(self, full: torch.Tensor, project: torch.Tensor, levels: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The score head on the reference's concatenated map, in fp32: its first (1x1, linear) convolution on each
+        part at the part's own resolution, the 8-channel results upsampled and summed. The full-resolution part
+        (``project``, SELU, the head's 1x1 convolution) runs in bands of rows that stay in the cache."""
         head = self.net.score_head
-        size = levels[0].shape[-2:]
-        with torch.autocast(levels[0].device.type, enabled=False):
-            first = head[0].weight.split([level.shape[1] for level in levels], dim=1)
-            x = F.conv2d(levels[0].float(), first[0])
-            for level, weight in zip(levels[1:], first[1:]):
-                x += F.interpolate(F.conv2d(level.float(), weight), size=size, mode="bilinear", align_corners=True)
+        _, _, height, width = full.shape
+        first = head[0].weight.flatten(1).split([project.shape[0]] + [level.shape[1] for level in levels], dim=1)
+        with torch.autocast(full.device.type, enabled=False):
+            rows = full.permute(0, 2, 3, 1)  # (1, H, W, c1), contiguous for a channels-last map
+            x = rows.new_empty((1, height, width, first[0].shape[0]), dtype=torch.float32)
+            for r in range(0, height, BAND_ROWS):
+                band = torch.selu_(F.linear(rows[:, r:r + BAND_ROWS].float(), project))
+                torch.matmul(band, first[0].T, out=x[:, r:r + BAND_ROWS])
+            x = x.permute(0, 3, 1, 2)  # (1, 8, H, W) channels-last
+            for level, weight in zip(levels, first[1:]):
+                x += F.interpolate(F.conv2d(level.float(), weight[:, :, None, None]), size=(height, width),
+                                   mode="bilinear", align_corners=True)
             for layer in head[1:]:
                 x = layer(x)
             return torch.sigmoid(x)

@@ -14,8 +14,9 @@ from .base import Extractor
 
 class DISK(Extractor):
     """DISK features (depth-supervised weights). ``max_keypoints=None`` keeps all detections above
-    ``detection_threshold``; LightGlue's benchmark sets a count and threshold 0. ``precision="bf16"`` runs the U-Net
-    under bf16 autocast (about 2.7x faster on a CPU with bf16 GEMMs; keypoints move slightly, see docs/benchmarks.md)."""
+    ``detection_threshold``; LightGlue's benchmark sets a count and threshold 0. ``precision="bf16"`` runs the
+    U-Net under bf16 autocast (several times faster on a CPU with bf16 matrix units; keypoints move slightly, see
+    docs/benchmarks.md)."""
 
     name = "disk"
     descriptor_dim = 128
