@@ -9,7 +9,12 @@ convolution over it, most of its time):
   32-channel maps at its own resolution and only its 8-channel results are upsampled and summed;
 * descriptors need the normalised feature map at a few pixels only (the 3x3 patch around each keypoint and the
   four neighbours of each deformable sample), so those pixels are computed alone from the four maps;
-* feature maps are channels-last (oneDNN's fast layout for these small channel counts).
+* feature maps are channels-last (oneDNN's fast layout for these small channel counts), batch norms are folded into
+  their convolutions, and the full-resolution chain ``conv1`` -> SELU -> the head's 1x1 runs in bands of rows;
+* the deformable convolutions gather their bilinear taps with ``embedding_bag`` and run one GEMM (torchvision's
+  CPU kernel, which the reference uses, is scalar).
+
+docs/benchmarks.md has the measurements of each step.
 
 The keypoints are the reference's (within float rounding; the parity tests hold them to 1e-3 px and the
 descriptors to 1e-4). ``nms="reference"`` (default) reproduces the reference detection (ALIKED / LightGlue's
@@ -54,7 +59,8 @@ def bn_folded(conv: nn.Module, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.
 
 def deform_conv(x: torch.Tensor, conv: DeformableConv2d, weight: torch.Tensor, bias: Optional[torch.Tensor],
                 ) -> torch.Tensor:
-    """kornia's (and torchvision's) deformable convolution without modulation, stride 1, on ``(1, C, H, W)``: each
+    """kornia's (and torchvision's) deformable convolution without modulation (ALIKED's configurations use
+    none), stride 1, on ``(1, C, H, W)``: each
     tap ``(i, j)`` of output pixel ``(y, x)`` reads the input bilinearly at ``(y - p + i + dy, x - p + j + dx)``
     (zeros outside), ``(dy, dx)`` from ``conv.offset_conv`` clamped to a quarter of the long side; then one GEMM
     with ``weight`` ``(C_out, C, k, k)``. fp32; returns ``(1, C_out, H, W)`` channels-last."""
