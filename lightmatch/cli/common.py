@@ -179,7 +179,10 @@ def matcher_options(func):
         click.option("--filter-threshold", type=Fraction(), default=None,
                      help="Minimum match confidence (LightGlue 0.1, SuperGlue 0.2)."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
-                     show_default=True, help="LightGlue arithmetic: auto is fp16 autocast on CUDA, fp32 on CPU."),
+                     show_default=True,
+                     help="Arithmetic of the extractor and LightGlue. auto: fp32 on the CPU (the reference's "
+                          "numbers), fp16 autocast for LightGlue on CUDA; bf16 halves DISK's CPU time (95 percent of its "
+                          "keypoints within 1 px of fp32)"),
         click.option("--compile", "compile_matcher", is_flag=True,
                      help="torch.compile LightGlue's layers (worth it on CUDA for long runs)."),
         click.option("--sinkhorn-iterations", type=click.IntRange(min=1), default=None, help="SuperGlue Sinkhorn iterations (100)."),
@@ -200,7 +203,8 @@ def build_models(opts: dict):
     from ..models.factory import load_extractor, load_matcher
 
     features = opts["features"]
-    extra: dict[str, Any] = {"detection_threshold": opts.get("detection_threshold")}
+    extra: dict[str, Any] = {"detection_threshold": opts.get("detection_threshold"),
+                             "precision": opts.get("precision")}
     if features.startswith("aliked"):
         extra["nms"] = opts.get("aliked_nms")
     max_kp = opts.get("max_keypoints")

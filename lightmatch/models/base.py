@@ -3,13 +3,17 @@ two :class:`Features` into :class:`Matches`."""
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from typing import Any, Iterator, Optional
 
 import kornia
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..types import Features, Matches
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def resize_for_network(image: torch.Tensor, long_side: Optional[int]) -> tuple[torch.Tensor, tuple[float, float]]:
@@ -32,21 +36,78 @@ def to_original_pixels(keypoints: torch.Tensor, scale: tuple[float, float]) -> t
 class Extractor(nn.Module):
     """Detects and describes local features.
 
-    Subclasses implement :meth:`detect_and_describe` on an image already resized for the network; :meth:`extract`
-    does the resizing and maps keypoints back to original pixels.
+    :meth:`extract` is :meth:`preprocess` (colour mode, resize for the network; runs anywhere, e.g. in a loader
+    thread) followed by :meth:`run` (the network, keypoints mapped back to original pixels). Subclasses implement
+    :meth:`detect_and_describe` on the prepared image, and override :meth:`run` only when they return more than
+    keypoints, scores and descriptors (SIFT).
+
+    ``precision``: ``fp32`` (default; the reference's numbers), ``bf16`` or ``fp16`` (autocast of the network;
+    subclasses keep the layers that have no such kernel in fp32), or ``auto`` (fp32 until a lower precision is
+    validated for the extractor on the device).
     """
 
     name: str = "extractor"
     descriptor_dim: int = 0
     grayscale: bool = False
 
-    def __init__(self, resize: Optional[int] = 1024) -> None:
+    def __init__(self, resize: Optional[int] = 1024, precision: str = "fp32") -> None:
         super().__init__()
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision '{precision}': choose {', '.join(PRECISIONS)}")
         self.resize = resize
+        self.precision = precision
 
     @property
     def device(self) -> torch.device:
         return next(iter(self.parameters()), torch.empty(0)).device
+
+    @property
+    def compute_dtype(self) -> Optional[torch.dtype]:
+        """The autocast dtype of the network, or None for fp32."""
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast to :attr:`compute_dtype` on the extractor's device (a no-op in fp32)."""
+        dtype = self.compute_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # ------------------------------------------------------------------ keypoint budget
+    def budget_settings(self, n: int) -> tuple[dict[str, Any], bool]:
+        """The attribute values that make this extractor return ``n`` keypoints per image with its detection
+        threshold disabled, and whether the count is then exact (True) or only a cap (False, the default)."""
+        if not hasattr(self, "max_keypoints"):
+            raise ConfigError(f"cannot set a keypoint count on extractor '{self.name}'")
+        return {"max_keypoints": n}, False
+
+    def set_keypoint_budget(self, n: int) -> bool:
+        """Make the extractor return ``n`` keypoints per image (see :meth:`budget_settings`); True when exact."""
+        settings, exact = self.budget_settings(n)
+        for key, value in settings.items():
+            setattr(self, key, value)
+        return exact
+
+    @contextlib.contextmanager
+    def keypoint_budget(self, n: int) -> Iterator[bool]:
+        """:meth:`set_keypoint_budget` for the ``with`` block, the previous settings restored after it."""
+        saved = {key: getattr(self, key) for key in self.budget_settings(n)[0]}
+        try:
+            yield self.set_keypoint_budget(n)
+        finally:
+            for key, value in saved.items():
+                setattr(self, key, value)
+
+    # ------------------------------------------------------------------ extraction
+    @torch.inference_mode()
+    def preprocess(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[float, float]]:
+        """``(C, H, W)`` float image in [0, 1] -> the network input ``(C', h, w)`` (colour mode of the extractor,
+        long side ``resize``) on the image's device, and the scale ``(sx, sy)`` (network pixels per original pixel)."""
+        if self.grayscale and image.shape[0] == 3:
+            image = kornia.color.rgb_to_grayscale(image[None])[0]
+        elif not self.grayscale and image.shape[0] == 1:
+            image = image.expand(3, -1, -1)
+        return resize_for_network(image, self.resize)
 
     def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(C, H, W)`` float image in [0, 1] -> keypoints ``(N, 2)`` in its pixels, scores ``(N,)``,
@@ -54,22 +115,24 @@ class Extractor(nn.Module):
         raise NotImplementedError
 
     @torch.inference_mode()
-    def extract(self, image: torch.Tensor) -> Features:
-        """Extract features from a ``(C, H, W)`` float image in [0, 1] at original resolution."""
-        h, w = image.shape[-2:]
-        image = image.to(self.device)
-        if self.grayscale and image.shape[0] == 3:
-            image = kornia.color.rgb_to_grayscale(image[None])[0]
-        elif not self.grayscale and image.shape[0] == 1:
-            image = image.expand(3, -1, -1)
-        resized, scale = resize_for_network(image, self.resize)
-        kpts, scores, desc = self.detect_and_describe(resized)
+    def run(self, image: torch.Tensor, scale: tuple[float, float], image_size: tuple[int, int]) -> Features:
+        """Features of a :meth:`preprocess`-ed image, keypoints in the pixels of the original ``image_size``
+        ``(W, H)``."""
+        with self.autocast():
+            kpts, scores, desc = self.detect_and_describe(image.to(self.device))
         return Features(
             keypoints=to_original_pixels(kpts.float(), scale).contiguous(),
             scores=scores.float().contiguous(),
             descriptors=desc.float().contiguous(),
-            image_size=(int(w), int(h)),
+            image_size=(int(image_size[0]), int(image_size[1])),
         )
+
+    @torch.inference_mode()
+    def extract(self, image: torch.Tensor) -> Features:
+        """Extract features from a ``(C, H, W)`` float image in [0, 1] at original resolution."""
+        h, w = image.shape[-2:]
+        tensor, scale = self.preprocess(image.to(self.device))
+        return self.run(tensor, scale, (int(w), int(h)))
 
 
 class Matcher(nn.Module):

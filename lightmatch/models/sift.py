@@ -7,8 +7,6 @@ pixels; orientations are OpenCV's ``angle`` converted to radians.
 
 from __future__ import annotations
 
-import threading
-from dataclasses import replace
 from typing import Optional
 
 import cv2
@@ -18,7 +16,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..types import Features
-from .base import Extractor
+from .base import Extractor, to_original_pixels
 
 
 def sift_to_rootsift(desc: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -42,7 +40,8 @@ class SIFT(Extractor):
         detection_threshold: alias of ``contrast_threshold`` (LightGlue's name, used by the CLI); wins when given.
             A negative threshold means none (0).
 
-    :meth:`extract` fills ``Features.scales`` (pixels of the original image) and ``Features.oris`` (radians).
+    :meth:`run` (and so :meth:`extract`) fills ``Features.scales`` (pixels of the original image) and
+    ``Features.oris`` (radians).
     """
 
     name = "sift"
@@ -59,8 +58,9 @@ class SIFT(Extractor):
         n_octave_layers: int = 3,
         sigma: float = 1.6,
         detection_threshold: Optional[float] = None,
+        precision: str = "fp32",
     ) -> None:
-        super().__init__(resize=resize)
+        super().__init__(resize=resize, precision=precision)
         max_keypoints = -1 if max_keypoints is None else int(max_keypoints)
         if max_keypoints == 0 or max_keypoints < -1:
             raise ConfigError(f"sift: max_keypoints must be positive or -1 (all), got {max_keypoints}")
@@ -71,7 +71,6 @@ class SIFT(Extractor):
         self.edge_threshold = float(edge_threshold)
         self.n_octave_layers = int(n_octave_layers)
         self.sigma = float(sigma)
-        self._last: dict[int, tuple] = {}  # scales/orientations of the last call, per thread id
 
     def _sift(self) -> "cv2.SIFT":
         # A fresh detector per call (cheap): no shared OpenCV state between threads, and the module stays picklable.
@@ -101,21 +100,26 @@ class SIFT(Extractor):
             order = order[: self.max_keypoints]
         return kpts[order], resp[order], sizes[order], angles[order], desc[order]
 
-    def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(1, H, W)`` grayscale in [0, 1] -> keypoints ``(N, 2)``, responses ``(N,)``, descriptors ``(N, 128)``.
-
-        Also keeps the sizes and orientations (radians) for :meth:`extract` of the same thread.
-        """
-        kpts, resp, sizes, angles, desc = self.detect(image)
+    def describe(self, desc: np.ndarray) -> torch.Tensor:
+        """OpenCV's raw ``(N, 128)`` descriptors as RootSIFT, or L2-normalised."""
         d = torch.from_numpy(desc)
-        d = sift_to_rootsift(d) if self.rootsift else F.normalize(d, dim=-1)
-        self._last[threading.get_ident()] = (sizes, angles, tuple(image.shape[-2:]))
-        return torch.from_numpy(kpts), torch.from_numpy(resp), d
+        return sift_to_rootsift(d) if self.rootsift else F.normalize(d, dim=-1)
 
-    def extract(self, image: torch.Tensor) -> Features:
-        """As :meth:`Extractor.extract`, with ``scales`` (original-image pixels) and ``oris`` (radians) filled in."""
-        feats = super().extract(image)
-        sizes, angles, (h_net, w_net) = self._last.pop(threading.get_ident())
-        h, w = image.shape[-2:]
-        scale = (w_net / w + h_net / h) / 2  # network pixels per original pixel
-        return replace(feats, scales=torch.from_numpy(sizes / scale), oris=torch.from_numpy(angles))
+    def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(1, H, W)`` grayscale in [0, 1] -> keypoints ``(N, 2)``, responses ``(N,)``, descriptors ``(N, 128)``."""
+        kpts, resp, _, _, desc = self.detect(image)
+        return torch.from_numpy(kpts), torch.from_numpy(resp), self.describe(desc)
+
+    @torch.inference_mode()
+    def run(self, image: torch.Tensor, scale: tuple[float, float], image_size: tuple[int, int]) -> Features:
+        """As :meth:`Extractor.run`, with ``scales`` (original-image pixels) and ``oris`` (radians) filled in."""
+        kpts, resp, sizes, angles, desc = self.detect(image)
+        mean_scale = (scale[0] + scale[1]) / 2  # network pixels per original pixel
+        return Features(
+            keypoints=to_original_pixels(torch.from_numpy(kpts), scale).contiguous(),
+            scores=torch.from_numpy(resp),
+            descriptors=self.describe(desc).contiguous(),
+            image_size=(int(image_size[0]), int(image_size[1])),
+            scales=torch.from_numpy(sizes / mean_scale),
+            oris=torch.from_numpy(angles),
+        )

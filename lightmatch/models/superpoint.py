@@ -129,6 +129,7 @@ class SuperPoint(Extractor):
             ``state_dict`` it only names the source in error messages.
         state_dict: an already loaded checkpoint (skips file resolution).
         pretrained: load weights (default); False leaves the random initialisation (training, tests).
+        precision: ``fp32`` (default), ``bf16``/``fp16`` autocast of the network, ``auto`` (see :class:`Extractor`).
 
     The module is created in eval mode. Input to :meth:`forward` is a grayscale image in [0, 1], not normalised.
     """
@@ -149,8 +150,9 @@ class SuperPoint(Extractor):
         weights_path: Optional[str | os.PathLike] = None,
         state_dict: Optional[dict[str, torch.Tensor]] = None,
         pretrained: bool = True,
+        precision: str = "fp32",
     ) -> None:
-        super().__init__(resize=resize)
+        super().__init__(resize=resize, precision=precision)
         max_keypoints = -1 if max_keypoints is None else int(max_keypoints)
         if max_keypoints == 0 or max_keypoints < -1:
             raise ConfigError(f"superpoint: max_keypoints must be positive or -1 (all), got {max_keypoints}")
@@ -204,6 +206,9 @@ class SuperPoint(Extractor):
                       resize: Optional[int] = 1024) -> "SuperPoint":
         """Weights loaded, threshold disabled, exactly ``num_keypoints`` per image (LightGlue's latency protocol)."""
         return cls(resize=resize, weights_path=path, exact_keypoints=num_keypoints)
+
+    def budget_settings(self, n: int) -> tuple[dict, bool]:
+        return {"exact_keypoints": n, "max_keypoints": n}, True
 
     # ------------------------------------------------------------------ network
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

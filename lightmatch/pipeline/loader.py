@@ -6,28 +6,26 @@ so that decoding overlaps the network running in the main thread (OpenCV's decod
 the GIL, so threads are enough). Results come back in job order; a job that fails (missing, empty, truncated or
 non-image file) comes back as the :class:`~lightmatch.errors.InputError` it raised instead of stopping the batch.
 
-For extractors that use the standard :meth:`Extractor.extract <lightmatch.models.base.Extractor.extract>`, the
-worker also does the colour conversion and the resize for the network (:func:`prepare_for_network`), and
-:func:`extract_loaded` runs only the network in the main thread, with exactly the operations of ``extract`` (the
-same features on the CPU). Extractors that override ``extract`` (SIFT) get the full-size tensor.
+The worker also runs the extractor's :meth:`~lightmatch.models.base.Extractor.preprocess` (colour conversion and
+resize for the network), and :func:`extract_loaded` runs only :meth:`~lightmatch.models.base.Extractor.run` in the
+main thread: together exactly ``extract`` (the same features on the CPU).
 """
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import cv2
-import kornia
 import numpy as np
 import torch
 
 from ..errors import InputError
 from ..io.images import image_to_tensor, read_image_bounded
-from ..models.base import Extractor, resize_for_network, to_original_pixels
+from ..models.base import Extractor
 from ..types import Features
 
 VIZ_LONG_SIDE = 1280  # images kept for match plots are shrunk to this long side
@@ -40,14 +38,13 @@ class LoadedImage:
     Attributes:
         name: the image's name (relative to the image root).
         image_size: ``(W, H)`` of the original image (after EXIF orientation).
-        tensor: network input. When ``scale`` is set: ``(C, h, w)`` float32 already converted to the extractor's
-            colour mode and resized to its ``resize``; otherwise the ``(C, H, W)`` original in [0, 1].
-        scale: ``(sx, sy)`` network pixels per original pixel when ``tensor`` is prepared, else None.
+        tensor: network input ``(C, h, w)``, the extractor's :meth:`preprocess` of the image (None when decoded
+            without an extractor).
+        scale: ``(sx, sy)`` network pixels per original pixel (None without an extractor); it includes the
+            reduction of a huge image while decoding (:func:`~lightmatch.io.images.read_image_bounded`).
         viz: the image shrunk to at most :data:`VIZ_LONG_SIDE` for match plots (None unless asked for).
         viz_scale: the shrink factor of ``viz`` (plot pixels per original pixel).
         decode_s: seconds the worker spent on this image.
-        decode_scale: ``(sx, sy)`` decoded pixels per original pixel: below 1 when a huge image was reduced while
-            decoding (:func:`~lightmatch.io.images.read_image_bounded`); ``scale`` already includes it.
     """
 
     name: str
@@ -57,25 +54,6 @@ class LoadedImage:
     viz: Optional[np.ndarray] = None
     viz_scale: float = 1.0
     decode_s: float = 0.0
-    decode_scale: tuple[float, float] = (1.0, 1.0)  # decoded pixels per original pixel (huge images: < 1)
-
-
-def uses_standard_extract(extractor: Extractor) -> bool:
-    """True when ``extractor`` keeps :meth:`Extractor.extract`, so its preprocessing can run in a worker."""
-    return type(extractor).extract is Extractor.extract
-
-
-@torch.inference_mode()
-def prepare_for_network(image: torch.Tensor, extractor: Extractor) -> tuple[torch.Tensor, tuple[float, float]]:
-    """The preprocessing of :meth:`Extractor.extract` on the CPU: colour mode, then resize to ``extractor.resize``.
-
-    Returns the ``(C, h, w)`` network input and the scale ``(sx, sy)`` (network pixels per original pixel).
-    """
-    if extractor.grayscale and image.shape[0] == 3:
-        image = kornia.color.rgb_to_grayscale(image[None])[0]
-    elif not extractor.grayscale and image.shape[0] == 1:
-        image = image.expand(3, -1, -1)
-    return resize_for_network(image, extractor.resize)
 
 
 def shrink_for_viz(array: np.ndarray, long_side: int = VIZ_LONG_SIDE) -> tuple[np.ndarray, float]:
@@ -100,39 +78,20 @@ def load_for_extractor(path: str | Path, name: str, extractor: Optional[Extracto
     pre = (array.shape[1] / w, array.shape[0] / h)
     tensor, scale = None, None
     if extractor is not None:
-        tensor = image_to_tensor(array)
-        if uses_standard_extract(extractor):
-            tensor, scale = prepare_for_network(tensor, extractor)
-            scale = (scale[0] * pre[0], scale[1] * pre[1])
+        tensor, scale = extractor.preprocess(image_to_tensor(array))
+        scale = (scale[0] * pre[0], scale[1] * pre[1])  # network pixels per original pixel
     viz, viz_scale = shrink_for_viz(array) if keep_viz else (None, 1.0)
     return LoadedImage(name, (int(w), int(h)), tensor, scale, viz, viz_scale * pre[0],
-                       time.perf_counter() - start, pre)
+                       time.perf_counter() - start)
 
 
 @torch.inference_mode()
 def extract_loaded(extractor: Extractor, loaded: LoadedImage) -> Features:
-    """Features of a :class:`LoadedImage`, in original-image pixels, on the extractor's device.
-
-    For a prepared tensor this runs the rest of :meth:`Extractor.extract` (network, then mapping the keypoints
-    back); otherwise it calls ``extractor.extract`` on the full-size tensor.
-    """
-    if loaded.tensor is None:
+    """Features of a :class:`LoadedImage` (the rest of :meth:`Extractor.extract`: :meth:`Extractor.run`), in
+    original-image pixels, on the extractor's device."""
+    if loaded.tensor is None or loaded.scale is None:
         raise ValueError(f"{loaded.name}: image was decoded without an extractor")
-    if loaded.scale is None:
-        feats = extractor.extract(loaded.tensor)
-        if loaded.decode_scale == (1.0, 1.0):
-            return feats
-        sx, sy = loaded.decode_scale
-        return replace(feats, keypoints=to_original_pixels(feats.keypoints, loaded.decode_scale),
-                       scales=None if feats.scales is None else feats.scales / ((sx + sy) / 2),
-                       image_size=loaded.image_size)
-    kpts, scores, desc = extractor.detect_and_describe(loaded.tensor.to(extractor.device))
-    return Features(
-        keypoints=to_original_pixels(kpts.float(), loaded.scale).contiguous(),
-        scores=scores.float().contiguous(),
-        descriptors=desc.float().contiguous(),
-        image_size=loaded.image_size,
-    )
+    return extractor.run(loaded.tensor, loaded.scale, loaded.image_size)
 
 
 class PrefetchLoader:

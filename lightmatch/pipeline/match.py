@@ -87,7 +87,10 @@ def store_attributes(extractor: Extractor, matcher: Optional[Matcher] = None, ve
 def _settings(model) -> dict:
     keys = ("max_keypoints", "detection_threshold", "nms", "nms_radius", "depth_confidence", "width_confidence",
             "filter_threshold", "ratio_threshold", "distance_threshold", "sinkhorn_iterations", "match_threshold")
-    return {k: getattr(model, k) for k in keys if isinstance(getattr(model, k, None), (int, float, str))}
+    settings = {k: getattr(model, k) for k in keys if isinstance(getattr(model, k, None), (int, float, str))}
+    if getattr(model, "precision", "auto") not in ("auto", "fp32"):  # lower precision gives other features
+        settings["precision"] = model.precision
+    return settings
 
 
 def check_output_dir(output_dir: str | os.PathLike) -> None:
