@@ -213,15 +213,22 @@ class CrossBlock(nn.Module):
 
     def forward_batch(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Padded pairs: ``x`` ``(B, 2, L, D)`` (image 0, image 1), ``mask`` ``(B, 2, L)``; padded tokens are not
-        attended to. Attention runs through ``scaled_dot_product_attention`` on every device."""
+        attended to."""
         b, _, t, d = x.shape
         weight, bias = self._fused.get(
             lambda: (torch.cat([self.to_qk.weight, self.to_v.weight]), torch.cat([self.to_qk.bias, self.to_v.bias])),
             self.to_qk.weight, self.to_v.weight, self.to_qk.bias, self.to_v.bias)
         qkv = F.linear(x, weight, bias).view(b, 2, t, 2, self.heads, self.head_dim).permute(3, 1, 0, 4, 2, 5)
         qk, v = qkv[0], qkv[1]  # (2, B, H, L, dh)
-        m0 = F.scaled_dot_product_attention(qk[0], qk[1], v[1], attn_mask=mask[:, 1, None, None, :])
-        m1 = F.scaled_dot_product_attention(qk[1], qk[0], v[0], attn_mask=mask[:, 0, None, None, :])
+        key_mask0, key_mask1 = mask[:, 0, None, None, :], mask[:, 1, None, None, :]
+        if self.use_sdpa:
+            m0 = F.scaled_dot_product_attention(qk[0], qk[1], v[1], attn_mask=key_mask1)
+            m1 = F.scaled_dot_product_attention(qk[1], qk[0], v[0], attn_mask=key_mask0)
+        else:  # the single-pair path's arithmetic (both sides scaled), masked
+            qk = qk * self.head_dim ** -0.25
+            ninf = qk.new_tensor(float("-inf"))
+            m0 = torch.where(key_mask1, qk[0] @ qk[1].transpose(-1, -2), ninf).softmax(-1) @ v[1]
+            m1 = torch.where(key_mask0, qk[1] @ qk[0].transpose(-1, -2), ninf).softmax(-1) @ v[0]
         message = self.to_out(torch.stack([m0, m1], 1).transpose(2, 3).reshape(b, 2, t, d))
         return x + self.ffn(torch.cat([x, message], -1))
 
@@ -438,6 +445,11 @@ class LightGlue(Matcher):
         with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             return self._match(feats0.to(device), feats1.to(device))
 
+    def _select_attention(self, device: torch.device) -> None:
+        """Cross-attention by flash SDPA on CUDA, by the exact product on the CPU."""
+        for layer in self.transformers:
+            layer.cross_attn.use_sdpa = device.type == "cuda"
+
     def _encode_positions(self, feats: Features) -> torch.Tensor:
         size = torch.tensor(feats.image_size, device=feats.device, dtype=torch.float32)
         kpts = normalize_keypoints(feats.keypoints.float(), size)
@@ -457,9 +469,7 @@ class LightGlue(Matcher):
             if f.descriptors.shape[-1] != self.variant.input_dim:
                 raise ConfigError(f"LightGlue '{self.variant.weights}' expects {self.variant.input_dim}-d "
                                   f"descriptors, got {f.descriptors.shape[-1]}-d")
-        sdpa_cross = device.type == "cuda"
-        for layer in self.transformers:
-            layer.cross_attn.use_sdpa = sdpa_cross
+        self._select_attention(device)
         x = self.input_proj(torch.cat([feats0.descriptors, feats1.descriptors]).float())
         cos, sin = self.posenc(torch.cat([self._encode_positions(feats0), self._encode_positions(feats1)]))
         ind0 = torch.arange(m, device=device)
@@ -532,6 +542,7 @@ class LightGlue(Matcher):
         ``checkpointing`` recomputes each layer's activations in the backward pass instead of storing them.
         Heads: :meth:`MatchAssignment.log_assignment_batch` and :meth:`TokenConfidence.logits` of each layer.
         """
+        self._select_attention(batch.mask.device)
         x = self.input_proj(batch.descriptors)
         cos, sin = self.posenc(batch.positions)
         states = []
@@ -564,6 +575,7 @@ class LightGlue(Matcher):
         batch = self.pad_pairs(pairs)
         mask = batch.mask
         device = mask.device
+        self._select_attention(device)
         x = self.input_proj(batch.descriptors)
         cos, sin = self.posenc(batch.positions)
         counts = mask.sum(-1)  # (B, 2) points per image
