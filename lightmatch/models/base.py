@@ -3,7 +3,7 @@ two :class:`Features` into :class:`Matches`."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import kornia
 import torch
@@ -84,3 +84,7 @@ class Matcher(nn.Module):
     def match(self, feats0: Features, feats1: Features) -> Matches:
         """Match image 0's features to image 1's; see :class:`~lightmatch.types.Matches`."""
         raise NotImplementedError
+
+    def match_many(self, pairs: Sequence[tuple[Features, Features]]) -> list[Matches]:
+        """Match several pairs; matchers that batch them (padded, masked) override this. Default: one by one."""
+        return [self.match(f0, f1) for f0, f1 in pairs]
