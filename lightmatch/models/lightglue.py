@@ -233,6 +233,12 @@ class CrossBlock(nn.Module):
         return x + self.ffn(torch.cat([x, message], -1))
 
 
+def attendable(mask: torch.Tensor) -> torch.Tensor:
+    """Key mask ``(..., L)`` in which an image without any point attends to all its (padded) tokens, so no softmax
+    runs over nothing (NaN, also in gradients); those tokens' results are never used."""
+    return mask | ~mask.any(-1, keepdim=True)
+
+
 class TransformerLayer(nn.Module):
     """One self-attention block then one cross-attention block."""
 
@@ -247,6 +253,7 @@ class TransformerLayer(nn.Module):
     def forward_batch(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Padded pairs: ``x`` ``(B, 2, L, D)``, ``mask`` ``(B, 2, L)``, cos/sin ``(B, 2, L, dh/2)``."""
         b, _, t, d = x.shape
+        mask = attendable(mask)
         x = self.self_attn.forward_batch(x.reshape(2 * b, t, d), mask.reshape(2 * b, t), cos.flatten(0, 1),
                                          sin.flatten(0, 1))
         return self.cross_attn.forward_batch(x.view(b, 2, t, d), mask)
@@ -275,6 +282,7 @@ class MatchAssignment(nn.Module):
         """Padded pairs ``x`` ``(B, 2, L, D)``, ``mask`` ``(B, 2, L)`` -> ``(B, L + 1, L + 1)`` log-assignment with
         the dustbins in the last row/column (the training target's layout); entries of padded points are -inf,
         their dustbin entries are finite. Computed in float32."""
+        mask = attendable(mask)
         md = self.final_proj(x).float()
         md = md / md.shape[-1] ** 0.25
         sim = md[:, 0] @ md[:, 1].transpose(-1, -2)
