@@ -31,7 +31,8 @@ from ..types import Features
 from .data import HomographyConfig, PairSource, find_images, ground_truth, split_images
 from .losses import LossTerms, assignment_weights, lightglue_loss, superglue_loss
 
-RECIPE_EPOCHS, DECAY_START_EPOCH = 40, 20  # glue-factory: constant lr for 20 of 40 epochs, then x10^-0.1 per epoch
+RECIPE_EPOCHS, DECAY_START_EPOCH = 40, 20
+VAL_MATCH_THRESHOLD = 0.0  # glue-factory's matchers validate with filter_threshold 0: every mutual best match  # glue-factory: constant lr for 20 of 40 epochs, then x10^-0.1 per epoch
 
 
 class TrainingError(LightmatchError):
@@ -337,7 +338,6 @@ class Trainer:
         c = self.config
         self.model.eval()
         losses, results = [], []
-        threshold = 0.1 if isinstance(self.model, LightGlue) else 0.2
         for start in range(0, c.val_pairs, c.batch_size):
             indices = list(range(start, min(start + c.batch_size, c.val_pairs)))
             batch = self.val_data.batch(indices, c.num_keypoints)
@@ -347,7 +347,7 @@ class Trainer:
             la = terms.log_assignment
             if not isinstance(self.model, LightGlue):  # SuperGlue's log assignment is scaled by M + N
                 la = la - torch.log(batch.mask.sum((1, 2)).to(la)).view(-1, 1, 1)
-            for (f0, f1), m0, H in zip(batch.feats, predicted_matches(la, batch.mask, threshold), batch.H):
+            for (f0, f1), m0, H in zip(batch.feats, predicted_matches(la, batch.mask, VAL_MATCH_THRESHOLD), batch.H):
                 results.append(evaluate_homography_pair(f0.keypoints.numpy(), f1.keypoints.numpy(), m0, H.numpy(),
                                                         f0.image_size))
         summary = homography_summary(results)
