@@ -31,8 +31,10 @@ from ..types import Features
 from .data import HomographyConfig, PairSource, find_images, ground_truth, split_images
 from .losses import LossTerms, assignment_weights, lightglue_loss, superglue_loss
 
-RECIPE_EPOCHS, DECAY_START_EPOCH = 40, 20
-VAL_MATCH_THRESHOLD = 0.0  # glue-factory's matchers validate with filter_threshold 0: every mutual best match  # glue-factory: constant lr for 20 of 40 epochs, then x10^-0.1 per epoch
+RECIPE_EPOCHS, DECAY_START_EPOCH = 40, 20  # glue-factory: constant lr for 20 of 40 epochs, then x10^-0.1 per epoch
+# Validation matches: every mutual best match (glue-factory validates with filter_threshold 0; its AUC uses these),
+# and those above LightGlue's default filter_threshold 0.1, the operating point of `lightmatch match`.
+VAL_MATCH_THRESHOLDS = (0.0, 0.1)
 
 
 class TrainingError(LightmatchError):
@@ -334,10 +336,12 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Loss, match precision/recall and homography AUC over the fixed validation pairs."""
+        """Loss, match precision/recall (in %, at each of :data:`VAL_MATCH_THRESHOLDS`) and homography AUC (RANSAC,
+        mutual best matches) over the fixed validation pairs."""
         c = self.config
         self.model.eval()
-        losses, results = [], []
+        losses: list[float] = []
+        results: dict[float, list] = {t: [] for t in VAL_MATCH_THRESHOLDS}
         for start in range(0, c.val_pairs, c.batch_size):
             indices = list(range(start, min(start + c.batch_size, c.val_pairs)))
             batch = self.val_data.batch(indices, c.num_keypoints)
@@ -347,13 +351,18 @@ class Trainer:
             la = terms.log_assignment
             if not isinstance(self.model, LightGlue):  # SuperGlue's log assignment is scaled by M + N
                 la = la - torch.log(batch.mask.sum((1, 2)).to(la)).view(-1, 1, 1)
-            for (f0, f1), m0, H in zip(batch.feats, predicted_matches(la, batch.mask, VAL_MATCH_THRESHOLD), batch.H):
-                results.append(evaluate_homography_pair(f0.keypoints.numpy(), f1.keypoints.numpy(), m0, H.numpy(),
+            for threshold, out in results.items():
+                for (f0, f1), m0, H in zip(batch.feats, predicted_matches(la, batch.mask, threshold), batch.H):
+                    out.append(evaluate_homography_pair(f0.keypoints.numpy(), f1.keypoints.numpy(), m0, H.numpy(),
                                                         f0.image_size))
-        summary = homography_summary(results)
-        return {"val_loss": float(np.mean(losses)), "precision": summary["precision"], "recall": summary["recall"],
-                "auc@1px": summary["auc_ransac@1px"], "auc@3px": summary["auc_ransac@3px"],
-                "auc@5px": summary["auc_ransac@5px"]}
+        record = {"val_loss": float(np.mean(losses))}
+        for threshold, out in results.items():
+            summary = homography_summary(out)
+            suffix = "" if threshold == 0 else f"@{threshold:g}"
+            record.update({f"precision{suffix}": summary["precision"], f"recall{suffix}": summary["recall"]})
+            if threshold == 0:
+                record.update({f"auc@{t}px": summary[f"auc_ransac@{t}px"] for t in (1, 3, 5)})
+        return record
 
     def run(self) -> dict[str, Any]:
         """Train until ``total_steps``; returns the last validation metrics and where the outputs are."""
