@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import ConfigError
 from .common import main
 
+if TYPE_CHECKING:
+    from ..train.loop import TrainConfig
 
-def _config(opts: dict[str, Any]) -> "TrainConfig":  # noqa: F821
+
+def _config(opts: dict[str, Any]) -> TrainConfig:
     from ..train.loop import TrainConfig
 
     values: dict[str, Any] = {}

@@ -12,7 +12,7 @@ import hashlib
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -90,7 +90,6 @@ def build_matcher(config: TrainConfig) -> torch.nn.Module:
             raise ConfigError(f"--features {config.features}: LightGlue training supports {', '.join(VARIANTS)}")
         variant = VARIANTS[family]
         if config.n_layers is not None:
-            from dataclasses import replace
             variant = replace(variant, n_layers=config.n_layers)
         if config.init == "scratch":
             return LightGlue(variant, pretrained=False, depth_confidence=-1, width_confidence=-1)
