@@ -36,7 +36,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--mode", choices=["full", "adaptive"], default="full")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     depth, width = (-1, -1) if args.mode == "full" else (0.95, 0.99)
     lg = LightGlue("aliked", depth_confidence=depth, width_confidence=width)
     print(f"threads={torch.get_num_threads()} mode={args.mode}")
