@@ -154,3 +154,16 @@ def test_split_by_image_and_errors(tmp_path):
     assert len(val) == 2 and not set(train) & set(val) and len(train) + len(val) == 10
     with pytest.raises(InputError, match="at least 2"):
         split_images(imgs[:1], 0.1, 0)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from lightmatch.cli import main
+
+    (tmp_path / "empty").mkdir()
+    runner = CliRunner()
+    out = runner.invoke(main, ["train", "--images", str(tmp_path / "empty"), "-o", str(tmp_path / "r"), "--steps", "1"])
+    assert out.exit_code == 1 and "no images" in out.output and len(out.output.strip().splitlines()) == 1
+    out = runner.invoke(main, ["train", "-o", str(tmp_path / "r"), "--steps", "1"])
+    assert out.exit_code == 2 and "--images" in out.output

@@ -89,18 +89,19 @@ def train_command(more_images: tuple[str, ...], quiet: bool, resume: bool, **opt
     if not config.images:
         raise click.UsageError("give at least one image folder (--images DIR)")
     bar = None
-    if not quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(file=sys.stderr, unit="step", dynamic_ncols=True)
 
     def progress(info: dict[str, Any]) -> None:
-        if bar is not None:
-            bar.total = info["total"]
-            bar.n = info["step"]
-            bar.set_postfix(loss=f"{info['loss']:.3f}", lr=f"{info['lr']:.1e}", pairs_s=f"{info['pairs_per_s']:.2f}",
-                            refresh=False)
-            bar.refresh()
+        nonlocal bar
+        if quiet:
+            return
+        if bar is None:  # created at the first step, so that setup errors print alone
+            from tqdm import tqdm
+
+            bar = tqdm(total=info["total"], file=sys.stderr, unit="step", dynamic_ncols=True)
+        bar.n = info["step"]
+        bar.set_postfix(loss=f"{info['loss']:.3f}", lr=f"{info['lr']:.1e}", pairs_s=f"{info['pairs_per_s']:.2f}",
+                        refresh=False)
+        bar.refresh()
 
     try:
         summary = train(config, resume=resume, progress=progress)
