@@ -4,7 +4,7 @@ two :class:`Features` into :class:`Matches`."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import kornia
 import torch
@@ -147,3 +147,7 @@ class Matcher(nn.Module):
     def match(self, feats0: Features, feats1: Features) -> Matches:
         """Match image 0's features to image 1's; see :class:`~lightmatch.types.Matches`."""
         raise NotImplementedError
+
+    def match_many(self, pairs: Sequence[tuple[Features, Features]]) -> list[Matches]:
+        """Match several pairs; matchers that batch them (padded, masked) override this. Default: one by one."""
+        return [self.match(f0, f1) for f0, f1 in pairs]

@@ -19,17 +19,20 @@ Adaptive width: points confidently unmatchable are dropped from later layers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, replace
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torch.utils.checkpoint import checkpoint
+
 from .. import weights
 from ..errors import ConfigError
 from ..types import Features, Matches
 from .base import Matcher
+from .padding import compact, pad_stack
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,19 @@ class SelfBlock(nn.Module):
         message = self.out_proj(context.transpose(0, 1).reshape(t, d))
         return x + self.ffn(torch.cat([x, message], -1))
 
+    def forward_batch(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Padded images: ``x`` ``(B, L, D)``, ``mask`` ``(B, L)`` (padding is not attended to), cos/sin
+        ``(B, L, dh/2)``. Every image needs at least one valid token."""
+        b, t, d = x.shape
+        weight, bias = self._fused.get(lambda: (self.Wqkv.weight[self.qkv_order], self.Wqkv.bias[self.qkv_order]),
+                                       self.Wqkv.weight, self.Wqkv.bias)
+        qkv = F.linear(x, weight, bias).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q = apply_rotary(qkv[0], cos[:, None], sin[:, None])
+        k = apply_rotary(qkv[1], cos[:, None], sin[:, None])
+        context = F.scaled_dot_product_attention(q, k, qkv[2], attn_mask=mask[:, None, None, :])
+        message = self.out_proj(context.transpose(1, 2).reshape(b, t, d))
+        return x + self.ffn(torch.cat([x, message], -1))
+
 
 class CrossBlock(nn.Module):
     """Bidirectional cross-attention between the images (shared similarity), then a residual MLP."""
@@ -195,6 +211,33 @@ class CrossBlock(nn.Module):
             message = self.to_out(message)
         return x + self.ffn(torch.cat([x, message], -1))
 
+    def forward_batch(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Padded pairs: ``x`` ``(B, 2, L, D)`` (image 0, image 1), ``mask`` ``(B, 2, L)``; padded tokens are not
+        attended to."""
+        b, _, t, d = x.shape
+        weight, bias = self._fused.get(
+            lambda: (torch.cat([self.to_qk.weight, self.to_v.weight]), torch.cat([self.to_qk.bias, self.to_v.bias])),
+            self.to_qk.weight, self.to_v.weight, self.to_qk.bias, self.to_v.bias)
+        qkv = F.linear(x, weight, bias).view(b, 2, t, 2, self.heads, self.head_dim).permute(3, 1, 0, 4, 2, 5)
+        qk, v = qkv[0], qkv[1]  # (2, B, H, L, dh)
+        key_mask0, key_mask1 = mask[:, 0, None, None, :], mask[:, 1, None, None, :]
+        if self.use_sdpa:
+            m0 = F.scaled_dot_product_attention(qk[0], qk[1], v[1], attn_mask=key_mask1)
+            m1 = F.scaled_dot_product_attention(qk[1], qk[0], v[0], attn_mask=key_mask0)
+        else:  # the single-pair path's arithmetic (both sides scaled), masked
+            qk = qk * self.head_dim ** -0.25
+            ninf = qk.new_tensor(float("-inf"))
+            m0 = torch.where(key_mask1, qk[0] @ qk[1].transpose(-1, -2), ninf).softmax(-1) @ v[1]
+            m1 = torch.where(key_mask0, qk[1] @ qk[0].transpose(-1, -2), ninf).softmax(-1) @ v[0]
+        message = self.to_out(torch.stack([m0, m1], 1).transpose(2, 3).reshape(b, 2, t, d))
+        return x + self.ffn(torch.cat([x, message], -1))
+
+
+def attendable(mask: torch.Tensor) -> torch.Tensor:
+    """Key mask ``(..., L)`` in which an image without any point attends to all its (padded) tokens, so no softmax
+    runs over nothing (NaN, also in gradients); those tokens' results are never used."""
+    return mask | ~mask.any(-1, keepdim=True)
+
 
 class TransformerLayer(nn.Module):
     """One self-attention block then one cross-attention block."""
@@ -206,6 +249,14 @@ class TransformerLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         return self.cross_attn(self.self_attn(x, split, cos, sin), split)
+
+    def forward_batch(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Padded pairs: ``x`` ``(B, 2, L, D)``, ``mask`` ``(B, 2, L)``, cos/sin ``(B, 2, L, dh/2)``."""
+        b, _, t, d = x.shape
+        mask = attendable(mask)
+        x = self.self_attn.forward_batch(x.reshape(2 * b, t, d), mask.reshape(2 * b, t), cos.flatten(0, 1),
+                                         sin.flatten(0, 1))
+        return self.cross_attn.forward_batch(x.view(b, 2, t, d), mask)
 
 
 class MatchAssignment(nn.Module):
@@ -227,9 +278,28 @@ class MatchAssignment(nn.Module):
         scores = sim.log_softmax(1) + sim.log_softmax(0) + F.logsigmoid(z0)[:, None] + F.logsigmoid(z1)[None]
         return scores, F.logsigmoid(-z0), F.logsigmoid(-z1)
 
+    def log_assignment_batch(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Padded pairs ``x`` ``(B, 2, L, D)``, ``mask`` ``(B, 2, L)`` -> ``(B, L + 1, L + 1)`` log-assignment with
+        the dustbins in the last row/column (the training target's layout); entries of padded points are -inf,
+        their dustbin entries are finite. Computed in float32."""
+        mask = attendable(mask)
+        md = self.final_proj(x).float()
+        md = md / md.shape[-1] ** 0.25
+        sim = md[:, 0] @ md[:, 1].transpose(-1, -2)
+        ninf = sim.new_tensor(float("-inf"))
+        z = self.matchability(x).float()[..., 0]
+        scores = (torch.where(mask[:, 1, None, :], sim, ninf).log_softmax(2)
+                  + torch.where(mask[:, 0, :, None], sim, ninf).log_softmax(1)
+                  + F.logsigmoid(z[:, 0])[:, :, None] + F.logsigmoid(z[:, 1])[:, None, :])
+        dust = F.logsigmoid(-z)
+        full = F.pad(scores, (0, 1, 0, 1))
+        full[:, :-1, -1] = dust[:, 0]
+        full[:, -1, :-1] = dust[:, 1]
+        return full
+
     def get_matchability(self, x: torch.Tensor) -> torch.Tensor:
-        """``(T,)`` probability that each point has a match."""
-        return torch.sigmoid(self.matchability(x))[:, 0]
+        """``(..., T)`` probability that each point has a match."""
+        return torch.sigmoid(self.matchability(x))[..., 0]
 
 
 class TokenConfidence(nn.Module):
@@ -240,7 +310,12 @@ class TokenConfidence(nn.Module):
         self.token = nn.Sequential(nn.Linear(dim, 1), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.token(x.detach())[:, 0]
+        """``(..., T, D)`` tokens -> ``(..., T)`` confidences (no gradient reaches the tokens)."""
+        return self.token(x.detach())[..., 0]
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., T)`` confidence logits (before the sigmoid), for the training loss."""
+        return self.token[0](x.detach())[..., 0]
 
 
 def log_assignment_matrix(scores: torch.Tensor, dust0: torch.Tensor, dust1: torch.Tensor) -> torch.Tensor:
@@ -271,6 +346,24 @@ def filter_matches(scores: torch.Tensor, threshold: float) -> tuple[torch.Tensor
     return torch.where(valid0, m0, -1), torch.where(valid1, m1, -1), mscores0, mscores1
 
 
+@dataclass
+class PaddedPairs:
+    """``B`` pairs, both images padded to ``L`` points.
+
+    Attributes:
+        positions: ``(B, 2, L, P)`` normalised keypoint positions (``P`` = 2, or 4 with scale and orientation).
+        descriptors: ``(B, 2, L, D_in)``.
+        mask: ``(B, 2, L)`` True for real points.
+    """
+
+    positions: torch.Tensor
+    descriptors: torch.Tensor
+    mask: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "PaddedPairs":
+        return PaddedPairs(self.positions.to(device), self.descriptors.to(device), self.mask.to(device))
+
+
 class LightGlue(Matcher):
     """LightGlue matcher for one feature type.
 
@@ -284,13 +377,18 @@ class LightGlue(Matcher):
         weights_path: explicit checkpoint; default: the registry's file for the feature type.
         state_dict: an already loaded checkpoint (skips file resolution).
         compile: compile the transformer layers with ``torch.compile`` (dynamic shapes; pays off on CUDA).
+        pretrained: load weights (default); False keeps the random initialisation (training from scratch).
+
+    A checkpoint's depth and sizes (layers, input and token dimensions, scale/orientation encoding) are read from
+    its keys, so a trained model with another depth (``lightmatch train`` exports) loads by its path alone.
     """
 
     name = "lightglue"
 
     def __init__(self, features: str | LightGlueVariant = "aliked", depth_confidence: float = 0.95,
                  width_confidence: float = 0.99, filter_threshold: float = 0.1, precision: str = "auto",
-                 weights_path: Optional[str] = None, state_dict: Optional[dict] = None, compile: bool = False) -> None:
+                 weights_path: Optional[str] = None, state_dict: Optional[dict] = None, compile: bool = False,
+                 pretrained: bool = True) -> None:
         super().__init__()
         if isinstance(features, str):
             if features not in VARIANTS:
@@ -301,6 +399,10 @@ class LightGlue(Matcher):
             variant = features
         if precision not in ("auto", "fp32", "fp16", "bf16"):
             raise ConfigError(f"unknown precision '{precision}': choose auto, fp32, fp16 or bf16")
+        if state_dict is None and pretrained:
+            state_dict = weights.load_state_dict(variant.weights, weights_path)
+        if state_dict is not None:
+            variant = variant_of_checkpoint(variant, state_dict)
         self.variant = variant
         self.depth_confidence = depth_confidence
         self.width_confidence = width_confidence
@@ -314,9 +416,8 @@ class LightGlue(Matcher):
         self.token_confidence = nn.ModuleList([TokenConfidence(d) for _ in range(n - 1)])
         thresholds = [min(max(0.8 + 0.1 * math.exp(-4.0 * i / n), 0.0), 1.0) for i in range(n)]
         self.register_buffer("confidence_thresholds", torch.tensor(thresholds), persistent=False)
-        if state_dict is None:
-            state_dict = weights.load_state_dict(variant.weights, weights_path)
-        weights.load_into(self, _rename_legacy_keys(state_dict, n), variant.weights, str(weights_path or ""))
+        if state_dict is not None:
+            weights.load_into(self, _rename_legacy_keys(state_dict, n), variant.weights, str(weights_path or ""))
         self.eval()
         if compile:
             for layer in self.transformers:
@@ -352,6 +453,11 @@ class LightGlue(Matcher):
         with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             return self._match(feats0.to(device), feats1.to(device))
 
+    def _select_attention(self, device: torch.device) -> None:
+        """Cross-attention by flash SDPA on CUDA, by the exact product on the CPU."""
+        for layer in self.transformers:
+            layer.cross_attn.use_sdpa = device.type == "cuda"
+
     def _encode_positions(self, feats: Features) -> torch.Tensor:
         size = torch.tensor(feats.image_size, device=feats.device, dtype=torch.float32)
         kpts = normalize_keypoints(feats.keypoints.float(), size)
@@ -371,9 +477,7 @@ class LightGlue(Matcher):
             if f.descriptors.shape[-1] != self.variant.input_dim:
                 raise ConfigError(f"LightGlue '{self.variant.weights}' expects {self.variant.input_dim}-d "
                                   f"descriptors, got {f.descriptors.shape[-1]}-d")
-        sdpa_cross = device.type == "cuda"
-        for layer in self.transformers:
-            layer.cross_attn.use_sdpa = sdpa_cross
+        self._select_attention(device)
         x = self.input_proj(torch.cat([feats0.descriptors, feats1.descriptors]).float())
         cos, sin = self.posenc(torch.cat([self._encode_positions(feats0), self._encode_positions(feats1)]))
         ind0 = torch.arange(m, device=device)
@@ -408,16 +512,131 @@ class LightGlue(Matcher):
                     x, cos, sin = x[keep], cos[keep], sin[keep]
                 if split == 0 or split == len(x):
                     break
-        stop_layer = i + 1
+        return self._final_matches(x, split, ind0, ind1, m, n, i)
+
+    def _final_matches(self, x: torch.Tensor, split: int, ind0: torch.Tensor, ind1: torch.Tensor, m: int, n: int,
+                       layer: int) -> Matches:
+        """Matches from the tokens ``x`` ``(M' + N', D)`` left after ``layer`` (``split`` = M'), whose original
+        indices are ``ind0`` ``(M',)`` and ``ind1`` ``(N',)`` among the pair's ``m`` and ``n`` points."""
+        device = x.device
         m0 = torch.full((m,), -1, dtype=torch.long, device=device)
         s0 = torch.zeros((m,), dtype=torch.float32, device=device)
         if 0 < split < len(x):
-            scores, _, _ = self.log_assignment[i].log_scores(x, split)
+            scores, _, _ = self.log_assignment[layer].log_scores(x, split)
             pm0, _, ps0, _ = filter_matches(scores.float(), self.filter_threshold)
             m0[ind0] = torch.where(pm0 == -1, -1, ind1[pm0.clamp(min=0)])
             s0[ind0] = ps0
-        return Matches(m0, s0, stop_layer=stop_layer,
+        return Matches(m0, s0, stop_layer=layer + 1,
                        info={"pruned0": m - len(ind0), "pruned1": n - len(ind1)})
+
+    # ------------------------------------------------------------------ batches of pairs
+    def pad_pairs(self, pairs: Sequence[tuple[Features, Features]], length: Optional[int] = None) -> PaddedPairs:
+        """Encode the positions of ``pairs`` and pad both images of every pair to ``length`` points (default: the
+        largest count in the batch)."""
+        feats = [f for pair in pairs for f in pair]
+        for f in feats:
+            if f.descriptors.shape[-1] != self.variant.input_dim:
+                raise ConfigError(f"LightGlue '{self.variant.weights}' expects {self.variant.input_dim}-d "
+                                  f"descriptors, got {f.descriptors.shape[-1]}-d")
+        positions, mask = pad_stack([self._encode_positions(f) for f in feats], length)
+        descriptors, _ = pad_stack([f.descriptors.float() for f in feats], length)
+        b = len(pairs)
+        return PaddedPairs(positions.view(b, 2, *positions.shape[1:]), descriptors.view(b, 2, *descriptors.shape[1:]),
+                           mask.view(b, 2, -1))
+
+    def forward(self, batch: PaddedPairs, checkpointing: bool = False) -> list[torch.Tensor]:
+        """Token states ``(B, 2, L, D)`` after every layer, all layers run (no adaptivity): the training forward.
+
+        ``checkpointing`` recomputes each layer's activations in the backward pass instead of storing them.
+        Heads: :meth:`MatchAssignment.log_assignment_batch` and :meth:`TokenConfidence.logits` of each layer.
+        """
+        self._select_attention(batch.mask.device)
+        x = self.input_proj(batch.descriptors)
+        cos, sin = self.posenc(batch.positions)
+        states = []
+        for layer in self.transformers:
+            if checkpointing and torch.is_grad_enabled():
+                x = checkpoint(layer.forward_batch, x, batch.mask, cos, sin, use_reentrant=False)
+            else:
+                x = layer.forward_batch(x, batch.mask, cos, sin)
+            states.append(x)
+        return states
+
+    @torch.inference_mode()
+    def match_many(self, pairs: Sequence[tuple[Features, Features]]) -> list[Matches]:
+        """Match several pairs in one padded, masked batch: the matches of :meth:`match` pair by pair (scores equal
+        up to float rounding), with early exit and pruning decided per pair; finished pairs leave the batch."""
+        results: list[Optional[Matches]] = [None] * len(pairs)
+        todo = [i for i, (f0, f1) in enumerate(pairs) if len(f0) and len(f1)]
+        for i in sorted(set(range(len(pairs))) - set(todo)):
+            results[i] = self.match(*pairs[i])
+        if todo:
+            device = self.device
+            dtype = self._autocast_dtype(device)
+            with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                batch = self._match_batch([(pairs[i][0].to(device), pairs[i][1].to(device)) for i in todo])
+            for i, matches in zip(todo, batch):
+                results[i] = matches
+        return results  # type: ignore[return-value]
+
+    def _match_batch(self, pairs: list[tuple[Features, Features]]) -> list[Matches]:
+        batch = self.pad_pairs(pairs)
+        mask = batch.mask
+        device = mask.device
+        self._select_attention(device)
+        x = self.input_proj(batch.descriptors)
+        cos, sin = self.posenc(batch.positions)
+        counts = mask.sum(-1)  # (B, 2) points per image
+        totals = counts.sum(-1)
+        index = torch.arange(mask.shape[-1], device=device).expand(mask.shape)  # original point indices
+        active = torch.arange(len(pairs), device=device)  # the pair of each row of the batch
+        results: list[Optional[Matches]] = [None] * len(pairs)
+        early_stop, prune = self.depth_confidence > 0, self.width_confidence > 0
+        prune_min = self.pruning_min_points(device)
+        n_layers = len(self.transformers)
+        for i in range(n_layers):
+            x = self.transformers[i].forward_batch(x, mask, cos, sin)
+            done = torch.full((len(active),), i == n_layers - 1, dtype=torch.bool, device=device)
+            if i < n_layers - 1:
+                confidence = None
+                if early_stop:
+                    confidence = self.token_confidence[i](x)
+                    unconfident = ((confidence < self.confidence_thresholds[i]) & mask).sum((1, 2))
+                    done = 1.0 - unconfident / totals[active] > self.depth_confidence
+                if prune:
+                    keep = self.prune_mask(self.log_assignment[i].get_matchability(x), confidence, i)
+                    keep |= (mask.sum(-1) <= prune_min)[..., None]
+                    mask = torch.where(done[:, None, None], mask, mask & keep)
+                    done |= (mask.sum(-1) == 0).any(-1)
+            for row in done.nonzero()[:, 0].tolist():
+                valid0, valid1 = mask[row, 0], mask[row, 1]
+                m, n = counts[active[row]].tolist()
+                ind0, ind1 = index[row, 0][valid0], index[row, 1][valid1]
+                tokens = torch.cat([x[row, 0][valid0], x[row, 1][valid1]])
+                results[int(active[row])] = self._final_matches(tokens, len(ind0), ind0, ind1, m, n, i)
+            if bool(done.all()):
+                break
+            if prune or bool(done.any()):
+                left = ~done
+                active = active[left]
+                mask, x, cos, sin, index = compact(mask[left], x[left], cos[left], sin[left], index[left])
+        return results  # type: ignore[return-value]
+
+
+def variant_of_checkpoint(variant: LightGlueVariant, state: dict[str, torch.Tensor]) -> LightGlueVariant:
+    """``variant`` with the depth and sizes of checkpoint ``state`` (read from its keys and shapes); the weights
+    name and the number of heads stay ``variant``'s."""
+    layers = {int(k.split(".")[1]) for k in state
+              if k.startswith(("transformers.", "self_attn.")) and k.split(".")[1].isdigit()}
+    if not layers:
+        return variant
+    proj = state.get("log_assignment.0.final_proj.weight")
+    dim = int(proj.shape[0]) if proj is not None else variant.descriptor_dim
+    input_proj = state.get("input_proj.weight")
+    posenc = state.get("posenc.Wr.weight")
+    return replace(variant, n_layers=max(layers) + 1, descriptor_dim=dim,
+                   input_dim=int(input_proj.shape[1]) if input_proj is not None else dim,
+                   add_scale_ori=bool(posenc.shape[1] == 4) if posenc is not None else variant.add_scale_ori)
 
 
 def _rename_legacy_keys(state: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:

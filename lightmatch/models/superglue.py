@@ -22,6 +22,7 @@ from .. import weights
 from ..errors import ConfigError
 from ..types import Features, Matches
 from .base import Matcher
+from .padding import pad_stack
 
 VARIANTS = ("indoor", "outdoor")
 
@@ -87,14 +88,17 @@ class MultiHeadedAttention(nn.Module):
         self.merge = nn.Conv1d(d_model, d_model, kernel_size=1)
         self.proj = nn.ModuleList([nn.Conv1d(d_model, d_model, kernel_size=1) for _ in range(3)])
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        """``(B, D, N)`` queries, ``(B, D, M)`` keys/values -> ``(B, D, N)`` messages."""
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``(B, D, N)`` queries, ``(B, D, M)`` keys/values, optional ``(B, M)`` mask of real (not padded) keys ->
+        ``(B, D, N)`` messages."""
         b = query.shape[0]
         q, k, v = [
             proj(x).view(b, self.dim, self.num_heads, -1).permute(0, 2, 3, 1)  # (B, heads, N, dim)
             for proj, x in zip(self.proj, (query, key, value))
         ]
-        x = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(dim)) v
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # softmax(q k^T / sqrt(dim)) v
         x = x.permute(0, 3, 1, 2).reshape(b, self.dim * self.num_heads, -1)
         return self.merge(x)
 
@@ -108,9 +112,9 @@ class AttentionalPropagation(nn.Module):
         self.mlp = MLP([feature_dim * 2, feature_dim * 2, feature_dim])
         nn.init.constant_(self.mlp[-1].bias, 0.0)
 
-    def forward(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        """``(B, D, N)``, ``(B, D, M)`` -> ``(B, D, N)`` update."""
-        message = self.attn(x, source, source)
+    def forward(self, x: torch.Tensor, source: torch.Tensor, source_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``(B, D, N)``, ``(B, D, M)`` (optional ``(B, M)`` mask of real source points) -> ``(B, D, N)`` update."""
+        message = self.attn(x, source, source, source_mask)
         return self.mlp(torch.cat([x, message], dim=1))
 
 
@@ -125,11 +129,15 @@ class AttentionalGNN(nn.Module):
         self.layers = nn.ModuleList([AttentionalPropagation(feature_dim, num_heads) for _ in layer_names])
         self.names = list(layer_names)
 
-    def forward(self, desc0: torch.Tensor, desc1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, D, N)``, ``(B, D, M)`` -> updated descriptors of the same shapes."""
+    def forward(self, desc0: torch.Tensor, desc1: torch.Tensor, mask0: Optional[torch.Tensor] = None,
+                mask1: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, D, N)``, ``(B, D, M)`` (optional ``(B, N)``, ``(B, M)`` masks of real points) -> updated
+        descriptors of the same shapes."""
         for layer, name in zip(self.layers, self.names):
-            src0, src1 = (desc1, desc0) if name == "cross" else (desc0, desc1)
-            delta0, delta1 = layer(desc0, src0), layer(desc1, src1)
+            cross = name == "cross"
+            src0, src1 = (desc1, desc0) if cross else (desc0, desc1)
+            smask0, smask1 = (mask1, mask0) if cross else (mask0, mask1)
+            delta0, delta1 = layer(desc0, src0, smask0), layer(desc1, src1, smask1)
             desc0, desc1 = desc0 + delta0, desc1 + delta1
         return desc0, desc1
 
@@ -151,7 +159,8 @@ def log_sinkhorn_iterations(Z: torch.Tensor, log_mu: torch.Tensor, log_nu: torch
     return Z + u.unsqueeze(2) + v.unsqueeze(1)
 
 
-def log_optimal_transport(scores: torch.Tensor, alpha: torch.Tensor, iters: int) -> torch.Tensor:
+def log_optimal_transport(scores: torch.Tensor, alpha: torch.Tensor, iters: int,
+                          mask0: Optional[torch.Tensor] = None, mask1: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Differentiable optimal transport with a dustbin row and column, in log space (SuperGlue).
 
     The ``(M, N)`` scores are augmented with a dustbin row and column of constant score ``alpha``. The target
@@ -162,6 +171,8 @@ def log_optimal_transport(scores: torch.Tensor, alpha: torch.Tensor, iters: int)
         scores: ``(B, M, N)`` similarity scores.
         alpha: scalar tensor, the dustbin score (``bin_score``).
         iters: number of Sinkhorn iterations.
+        mask0, mask1: optional ``(B, M)``, ``(B, N)`` masks of real points of padded pairs: padded points get no
+            mass (their log assignment is about -1e9) and each pair's marginals use its own point counts.
 
     Returns:
         ``(B, M+1, N+1)`` float32 log assignment: ``exp`` of it has row sums ``[1]*M + [N]`` and column sums
@@ -178,14 +189,25 @@ def log_optimal_transport(scores: torch.Tensor, alpha: torch.Tensor, iters: int)
         bins1 = alpha.expand(b, 1, n)
         corner = alpha.expand(b, 1, 1)
         couplings = torch.cat([torch.cat([scores, bins0], -1), torch.cat([bins1, corner], -1)], 1)
-
-        norm = -(ms + ns).log()
-        log_mu = torch.cat([norm.expand(m), ns.log()[None] + norm])
-        log_nu = torch.cat([norm.expand(n), ms.log()[None] + norm])
-        log_mu, log_nu = log_mu[None].expand(b, -1), log_nu[None].expand(b, -1)
-
+        if mask0 is None or mask1 is None:
+            norm = -(ms + ns).log()
+            log_mu = torch.cat([norm.expand(m), ns.log()[None] + norm])
+            log_nu = torch.cat([norm.expand(n), ms.log()[None] + norm])
+            log_mu, log_nu = log_mu[None].expand(b, -1), log_nu[None].expand(b, -1)
+            Z = log_sinkhorn_iterations(couplings, log_mu, log_nu, iters)
+            return Z - norm  # probabilities times M+N
+        # Padded pairs: -1e9 (not -inf, which would give NaN) removes padded rows and columns from every sum.
+        valid0 = F.pad(mask0, (0, 1), value=True)
+        valid1 = F.pad(mask1, (0, 1), value=True)
+        couplings = couplings.masked_fill(~(valid0[:, :, None] & valid1[:, None, :]), -1e9)
+        ms, ns = mask0.sum(1).float(), mask1.sum(1).float()
+        norm = -(ms + ns).log()  # (B,)
+        log_mu = torch.where(mask0, norm[:, None], -1e9)
+        log_nu = torch.where(mask1, norm[:, None], -1e9)
+        log_mu = torch.cat([log_mu, (ns.log() + norm)[:, None]], 1)
+        log_nu = torch.cat([log_nu, (ms.log() + norm)[:, None]], 1)
         Z = log_sinkhorn_iterations(couplings, log_mu, log_nu, iters)
-        return Z - norm  # probabilities times M+N
+        return Z - norm[:, None, None]
 
 
 def extract_matches(log_assignment: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor,
@@ -233,6 +255,8 @@ class SuperGlue(Matcher):
         state_dict: an already loaded checkpoint (skips file resolution).
         pretrained: load weights (default); False leaves the random initialisation (training, tests).
 
+    A checkpoint with another number of GNN layers (alternating self/cross) sets the depth.
+
     The module is created in eval mode (BatchNorm uses its running statistics); call ``.train()`` to train.
     """
 
@@ -263,13 +287,17 @@ class SuperGlue(Matcher):
         self.descriptor_dim = int(descriptor_dim)
         self.sinkhorn_iterations = int(sinkhorn_iterations)
         self.match_threshold = float(match_threshold)
+        if state_dict is None and pretrained:
+            state_dict = weights.load_state_dict(weights_name, weights_path)
+        if state_dict is not None:  # a trained checkpoint's depth (lightmatch train exports) is read from its keys
+            depth = {int(k.split(".")[2]) for k in state_dict if k.startswith("gnn.layers.")}
+            if depth and max(depth) + 1 != len(gnn_layers):
+                gnn_layers = ("self", "cross") * ((max(depth) + 1) // 2)
         self.kenc = KeypointEncoder(self.descriptor_dim, list(keypoint_encoder))
         self.gnn = AttentionalGNN(self.descriptor_dim, list(gnn_layers), num_heads)
         self.final_proj = nn.Conv1d(self.descriptor_dim, self.descriptor_dim, kernel_size=1, bias=True)
         self.bin_score = nn.Parameter(torch.tensor(1.0))
 
-        if state_dict is None and pretrained:
-            state_dict = weights.load_state_dict(weights_name, weights_path)
         if state_dict is not None:
             # Checkpoints saved before PyTorch 0.4.1 lack the BatchNorm counters; they play no role in inference.
             counters = tuple(k for k in self.state_dict() if k.endswith("num_batches_tracked"))
@@ -310,8 +338,12 @@ class SuperGlue(Matcher):
         desc1: torch.Tensor,
         size0: torch.Tensor,
         size1: torch.Tensor,
+        mask0: Optional[torch.Tensor] = None,
+        mask1: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """Log assignment of a batch of pairs (same keypoint counts within the batch; no padding masks).
+        """Log assignment of a batch of pairs, padded to common keypoint counts with masks ``mask0`` ``(B, M)``,
+        ``mask1`` ``(B, N)`` of real points (None: no padding). BatchNorm in training mode sees padded points:
+        train with a fixed keypoint count.
 
         Args:
             kpts0: ``(B, M, 2)`` ``(x, y)`` pixels; scores0 ``(B, M)``; desc0 ``(B, M, D)``; size0 ``(B, 2)`` or
@@ -326,10 +358,10 @@ class SuperGlue(Matcher):
         k1 = normalize_keypoints(kpts1, size1).to(dtype)
         d0 = desc0.transpose(1, 2).to(dtype) + self.kenc(k0, scores0.to(dtype))
         d1 = desc1.transpose(1, 2).to(dtype) + self.kenc(k1, scores1.to(dtype))
-        d0, d1 = self.gnn(d0, d1)
+        d0, d1 = self.gnn(d0, d1, mask0, mask1)
         m0, m1 = self.final_proj(d0), self.final_proj(d1)
         sim = torch.einsum("bdn,bdm->bnm", m0, m1) / self.descriptor_dim ** 0.5
-        return log_optimal_transport(sim, self.bin_score, self.sinkhorn_iterations)
+        return log_optimal_transport(sim, self.bin_score, self.sinkhorn_iterations, mask0, mask1)
 
     @torch.inference_mode()
     def match(self, feats0: Features, feats1: Features) -> Matches:
@@ -355,3 +387,36 @@ class SuperGlue(Matcher):
         matches0, _, mscores0, _ = extract_matches(log_assign, self.match_threshold)
         scores0 = torch.where(matches0 > -1, mscores0, torch.zeros_like(mscores0))
         return Matches(matches0[0].to(torch.int64), scores0[0].float(), stop_layer=len(self.gnn.layers))
+
+    @torch.inference_mode()
+    def match_many(self, pairs: Sequence[tuple[Features, Features]]) -> list[Matches]:
+        """Match several pairs in one batch padded to the largest keypoint counts, with masks: the matches of
+        :meth:`match` pair by pair (scores equal up to float rounding)."""
+        results: list[Optional[Matches]] = [None] * len(pairs)
+        todo = [i for i, (f0, f1) in enumerate(pairs) if len(f0) and len(f1)]
+        for i in sorted(set(range(len(pairs))) - set(todo)):
+            results[i] = self.match(*pairs[i])
+        if not todo:
+            return results  # type: ignore[return-value]
+        device = self.device
+        sides = [[pairs[i][k].to(device) for i in todo] for k in (0, 1)]
+        for feats in sides:
+            if any(f.descriptors.shape[-1] != self.descriptor_dim for f in feats):
+                raise ConfigError(f"superglue expects {self.descriptor_dim}-d descriptors (SuperPoint)")
+        (k0, mask0), (k1, mask1) = [pad_stack([f.keypoints for f in feats]) for feats in sides]
+        s0, s1 = [pad_stack([f.scores for f in feats])[0] for feats in sides]
+        d0, d1 = [pad_stack([f.descriptors for f in feats])[0] for feats in sides]
+        size0, size1 = [torch.tensor([f.image_size for f in feats], device=device, dtype=torch.float32)
+                        for feats in sides]
+        amp = self._autocast_dtype(device)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            log_assign = self(k0, s0, d0, k1, s1, d1, size0, size1, mask0, mask1)
+        valid = F.pad(mask0, (0, 1), value=True)[:, :, None] & F.pad(mask1, (0, 1), value=True)[:, None, :]
+        log_assign = log_assign.masked_fill(~valid, float("-inf"))
+        matches0, _, mscores0, _ = extract_matches(log_assign, self.match_threshold)
+        scores0 = torch.where(matches0 > -1, mscores0, torch.zeros_like(mscores0))
+        for row, i in enumerate(todo):
+            n = len(pairs[i][0])
+            results[i] = Matches(matches0[row, :n].to(torch.int64), scores0[row, :n].float(),
+                                 stop_layer=len(self.gnn.layers))
+        return results  # type: ignore[return-value]
