@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InputError, OutputError
+from ..estimators import check_estimator
 from ..io import h5
 from ..io.images import image_to_tensor, read_image
 from ..models.base import Extractor, Matcher
@@ -370,6 +371,7 @@ def evaluate_pose(
     resize: Sequence[int] = SUPERGLUE_RESIZE,
     seed: Optional[int] = 0,
     ransac_thresh: float = 1.0,
+    estimator: str = "opencv",
     output_dir: Optional[str | os.PathLike] = None,
     viz: bool = False,
     features_h5: Optional[str | os.PathLike] = None,
@@ -385,8 +387,11 @@ def evaluate_pose(
         extractor, matcher: the models (not needed with ``features_h5``/``matches_h5``). The extractor's own
             resizing is switched off during the run: the images are resized here, as SuperGlue does.
         resize: ``[W, H]``, ``[max_dim]`` or ``[-1]`` (:func:`~lightmatch.eval.pose_data.resize_for_eval`).
-        seed: ``cv2.setRNGSeed(seed)`` before the RANSAC of every pair (``None``: OpenCV's state as it is).
-        ransac_thresh: essential-matrix RANSAC threshold in pixels of the evaluation images (SuperGlue: 1).
+        seed: seed of the robust estimation of every pair (``opencv``: ``cv2.setRNGSeed(seed)`` first; ``None``:
+            OpenCV's state as it is).
+        ransac_thresh: inlier threshold in pixels of the evaluation images (SuperGlue: 1).
+        estimator: ``opencv`` (SuperGlue's protocol), ``magsac``, ``poselib`` or ``colmap``
+            (:func:`~lightmatch.estimators.estimate_relative_pose`).
         output_dir: when given, writes ``results.jsonl``, ``summary.json`` and (when matching) ``features.h5`` /
             ``matches.h5`` with keypoints in original-image pixels, which ``features_h5``/``matches_h5`` accept.
         viz: write one plot per pair into ``output_dir/viz``, matches green when their epipolar error is below
@@ -400,6 +405,7 @@ def evaluate_pose(
     """
     image_dir = Path(image_dir)
     resize = [int(r) for r in resize]
+    estimator = check_estimator(estimator)
     from_stores = features_h5 is not None or matches_h5 is not None
     if from_stores and (features_h5 is None or matches_h5 is None):
         raise ConfigError("give both --features-h5 and --matches-h5, or neither")
@@ -417,8 +423,8 @@ def evaluate_pose(
 
     settings: dict[str, Any] = {"protocol": "superglue-relative-pose", "pairs_file": str(pairs_file),
                                 "image_dir": str(image_dir), "resize": resize, "interpolation": interpolation,
-                                "seed": seed, "ransac_thresh": ransac_thresh,
-                                "epipolar_threshold": EPIPOLAR_CORRECT_THRESHOLD}
+                                "seed": seed, "estimator": estimator,
+                                "ransac_thresh": ransac_thresh, "epipolar_threshold": EPIPOLAR_CORRECT_THRESHOLD}
     if from_stores:
         settings.update({"features_h5": str(features_h5), "matches_h5": str(matches_h5)})
         source: Any = _StoreSource(image_dir, Path(features_h5), Path(matches_h5), resize, interpolation, viz)
@@ -447,7 +453,7 @@ def evaluate_pose(
                 k0, k1 = im0.features.keypoints.numpy(), im1.features.keypoints.numpy()
                 K0, K1, T_0to1 = adapt_pair_to_images(pair, im0.size, im1.size, resize)
                 result = evaluate_pose_pair(k0, k1, matches.matches0.numpy(), K0, K1, T_0to1, ransac_thresh,
-                                            seed=seed)
+                                            seed=seed, estimator=estimator)
                 results.append(result)
                 records.append(_pair_record(pair, result, len(im1.features),
                                             None if from_stores else matches, timings))

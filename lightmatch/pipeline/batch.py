@@ -57,6 +57,7 @@ from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
 from .loader import LoadedImage, PrefetchLoader, extract_loaded, load_for_extractor
 from .match import store_attributes
+from .verify import VerifyOptions  # defined in verify.py, re-exported for earlier imports
 
 try:  # POSIX advisory locks; without them (Windows) two runs into one folder are not prevented
     import fcntl
@@ -71,27 +72,6 @@ TIME_KEYS = ("decode", "wait", "extract", "read", "match", "verify", "viz", "wri
 
 
 # --------------------------------------------------------------------------------------------------- options ---
-
-@dataclass
-class VerifyOptions:
-    """Geometric verification of every pair (:func:`lightmatch.pipeline.verify.verify_pair`)."""
-
-    model: str = "homography"
-    threshold: float = 3.0
-    confidence: float = 0.9999
-    seed: int = 0
-    max_iters: int = 10000
-
-    def __post_init__(self) -> None:
-        from .verify import MODELS
-
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown verification model {self.model!r}; choose one of {', '.join(MODELS)}")
-        if not self.threshold > 0:
-            raise ConfigError(f"verification threshold must be > 0 px, got {self.threshold}")
-        if not 0 < self.confidence < 1:
-            raise ConfigError(f"verification confidence must be in (0, 1), got {self.confidence}")
-
 
 def batch_attributes(extractor: Extractor, matcher: Optional[Matcher] = None,
                      verify: Optional[VerifyOptions] = None) -> dict:
@@ -828,7 +808,8 @@ def _run_pair(step: _Step, cache: dict[str, _Entry], extractor: Extractor, match
 
             t = time.perf_counter()
             inliers = verify_pair(e0.features, e1.features, m, verify.model, threshold=verify.threshold,
-                                  confidence=verify.confidence, seed=verify.seed, max_iters=verify.max_iters)
+                                  confidence=verify.confidence, seed=verify.seed, max_iters=verify.max_iters,
+                                  estimator=verify.estimator)
             clock.add("verify", time.perf_counter() - t)
         if viz_dir is not None:
             t = time.perf_counter()
