@@ -9,7 +9,8 @@ from typing import Any, Optional
 
 import click
 
-from .common import build_models, extractor_options, main, matcher_options
+from .common import (ESTIMATOR_CHOICES, build_models, extractor_options, given_options, main, matcher_options,
+                     preset_option)
 
 _INT = re.compile(r"^-?\d+(,-?\d+)*$")
 
@@ -88,6 +89,13 @@ class _Progress:
 
 
 def _echo_report(text: str, payload: dict[str, Any], as_json: bool) -> None:
+    """The table, preceded by the line saying which estimator and threshold produced it (or the JSON)."""
+    settings = payload.get("settings", {})
+    if not as_json and "estimator" in settings:
+        seed = settings.get("seed")
+        text = (f"Estimator: {settings['estimator']}, threshold {settings['ransac_thresh']:g} px"
+                + (f", seed {seed}" if seed is not None else "")
+                + (f", preset {settings['preset']}" if settings.get("preset") else "") + "\n" + text)
     click.echo(json.dumps(payload) if as_json else text)
 
 
@@ -113,8 +121,12 @@ def eval_group() -> None:
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for results.jsonl (per pair), summary.json, features.h5/matches.h5 and viz/.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the RANSAC of every pair.")
+@click.option("--estimator", type=click.Choice(ESTIMATOR_CHOICES), default="opencv", show_default=True,
+              help="Relative-pose estimator: opencv (SuperGlue's protocol), magsac (OpenCV MAGSAC++), poselib "
+                   "(LO-RANSAC + bundle refinement), colmap (pycolmap LO-RANSAC + refinement).")
 @click.option("--ransac-threshold", type=float, default=1.0, show_default=True,
-              help="Essential-matrix RANSAC threshold in pixels of the evaluation images.")
+              help="Inlier (epipolar) threshold in pixels of the evaluation images.")
+@preset_option
 @click.option("--viz", is_flag=True, help="Write match plots (green: epipolar error < 5e-4) into OUTDIR/viz.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object instead of the table.")
 @click.option("--features-h5", type=click.Path(dir_okay=False), default=None,
@@ -124,9 +136,10 @@ def eval_group() -> None:
 @_without("resize")
 @extractor_options
 @matcher_options
-def eval_pose(pairs_file: str, image_dir: str, resize: list[int], interpolation: str, output_dir: Optional[str],
-              seed: int, ransac_threshold: float, viz: bool, as_json: bool, features_h5: Optional[str],
-              matches_h5: Optional[str], **opts: Any) -> None:
+@click.pass_context
+def eval_pose(ctx: click.Context, pairs_file: str, image_dir: str, resize: list[int], interpolation: str,
+              output_dir: Optional[str], seed: int, estimator: str, ransac_threshold: float, preset: Optional[str],
+              viz: bool, as_json: bool, features_h5: Optional[str], matches_h5: Optional[str], **opts: Any) -> None:
     """Relative pose on PAIRS_FILE (SuperGlue format with ground truth) with images in IMAGE_DIR.
 
     Prints SuperGlue's table: AUC of the pose error at 5/10/20 degrees, precision (epipolar error < 5e-4) and
@@ -135,20 +148,31 @@ def eval_pose(pairs_file: str, image_dir: str, resize: list[int], interpolation:
     \b
     lightmatch eval pose scannet_sample/pairs_with_gt.txt scannet_sample/images -o out
     lightmatch eval pose pairs.txt images --features-h5 run/features.h5 --matches-h5 run/matches.h5
+    lightmatch eval pose scannet_sample/pairs_with_gt.txt scannet_sample/images --preset indoor --seed 1
     """
     from ..eval.pose import evaluate_pose, format_pose_table
+    from ..presets import apply_preset
 
+    if preset is not None:
+        chosen = apply_preset(preset, {**opts, "resize": resize, "estimator": estimator,
+                                       "ransac_threshold": ransac_threshold}, given_options(ctx),
+                              {"threshold": "ransac_threshold"})
+        resize = chosen.pop("resize")
+        resize = [resize] if isinstance(resize, int) else resize
+        estimator, ransac_threshold = chosen.pop("estimator"), chosen.pop("ransac_threshold")
+        opts = chosen
     extractor = matcher = None
     if features_h5 is None and matches_h5 is None:
         extractor, matcher = build_models({**opts, "resize": -1})
     progress = _Progress("eval pose")
     try:
         report = evaluate_pose(pairs_file, image_dir, extractor, matcher, resize=resize, seed=seed,
-                               ransac_thresh=ransac_threshold, output_dir=output_dir, viz=viz,
+                               ransac_thresh=ransac_threshold, estimator=estimator, output_dir=output_dir, viz=viz,
                                features_h5=features_h5, matches_h5=matches_h5, interpolation=interpolation,
                                progress=progress)
     finally:
         progress.close()
+    report.settings["preset"] = preset
     _echo_report(format_pose_table(report.summary), report.to_json(), as_json)
 
 
@@ -164,8 +188,9 @@ def eval_pose(pairs_file: str, image_dir: str, resize: list[int], interpolation:
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for results.jsonl, summary.json, synthetic/ and viz/.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic set and of RANSAC.")
-@click.option("--estimator", type=click.Choice(["ransac", "magsac"]), default="ransac", show_default=True,
-              help="Robust homography estimator (OpenCV).")
+@click.option("--estimator", type=click.Choice(ESTIMATOR_CHOICES + ("ransac",)), default="opencv",
+              show_default=True, help="Robust homography estimator: opencv (RANSAC; 'ransac' is an older name), "
+                                      "magsac (MAGSAC++), poselib (LO-RANSAC + refinement), colmap (LO-RANSAC).")
 @click.option("--ransac-threshold", type=float, default=0.5, show_default=True,
               help="Inlier threshold in pixels (glue-factory's OpenCV setting).")
 @click.option("--all-scenes", is_flag=True, help="HPatches: keep the large scenes glue-factory leaves out.")
@@ -196,7 +221,7 @@ def eval_homography(dataset: Optional[str], synthetic_images: Optional[str], num
     try:
         report = evaluate_homography(extractor, matcher, dataset=dataset, synthetic_images=synthetic_images,
                                      num_pairs=num_pairs, output_dir=output_dir,
-                                     resize=None if resize == -1 else resize, method=estimator,
+                                     resize=None if resize == -1 else resize, estimator=estimator,
                                      ransac_thresh=ransac_threshold, seed=seed, skip_large=not all_scenes, viz=viz,
                                      progress=progress)
     finally:
