@@ -111,8 +111,7 @@ def eval_group() -> None:
 
 
 @eval_group.command("pose", cls=_command_class(resize=2))
-@click.argument("pairs_file", type=click.Path(dir_okay=False))
-@click.argument("image_dir", type=click.Path(file_okay=False))
+@click.argument("paths", nargs=-1, required=True, metavar="[PAIRS_FILE] IMAGE_DIR")
 @click.option("--resize", default="640,480", show_default=True, callback=_int_list, metavar="W H",
               help="Evaluation size, as SuperGlue's match_pairs.py: W H (exact size), one number (long side) or "
                    "-1 (original size). Intrinsics are scaled to it; the extractor sees the resized image.")
@@ -129,6 +128,15 @@ def eval_group() -> None:
 @preset_option
 @click.option("--viz", is_flag=True, help="Write match plots (green: epipolar error < 5e-4) into OUTDIR/viz.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object instead of the table.")
+@click.option("--colmap-model", type=click.Path(file_okay=False), default=None,
+              help="Ground truth from this COLMAP model (cameras/images/points3D) instead of PAIRS_FILE: pairs from "
+                   "--pairs, or sampled by covisibility (-o also writes them as OUTDIR/pairs_with_gt.txt).")
+@click.option("--pairs", "model_pairs", type=click.Path(dir_okay=False), default=None,
+              help="--colmap-model: evaluate these pairs ('name0 name1' lines).")
+@click.option("--num-pairs", type=int, default=None,
+              help="--colmap-model: sample this many pairs (MegaDepth-1500 style).  [default: 1500]")
+@click.option("--min-covisibility", type=float, default=None,
+              help="--colmap-model: least share of 3D points both images see (of the smaller set).  [default: 0.1]")
 @click.option("--features-h5", type=click.Path(dir_okay=False), default=None,
               help="Evaluate the features of an earlier `lightmatch match` run (keypoints in original pixels) ...")
 @click.option("--matches-h5", type=click.Path(dir_okay=False), default=None,
@@ -137,10 +145,13 @@ def eval_group() -> None:
 @extractor_options
 @matcher_options
 @click.pass_context
-def eval_pose(ctx: click.Context, pairs_file: str, image_dir: str, resize: list[int], interpolation: str,
+def eval_pose(ctx: click.Context, paths: tuple[str, ...], resize: list[int], interpolation: str,
               output_dir: Optional[str], seed: int, estimator: str, ransac_threshold: float, preset: Optional[str],
-              viz: bool, as_json: bool, features_h5: Optional[str], matches_h5: Optional[str], **opts: Any) -> None:
-    """Relative pose on PAIRS_FILE (SuperGlue format with ground truth) with images in IMAGE_DIR.
+              viz: bool, as_json: bool, colmap_model: Optional[str], model_pairs: Optional[str],
+              num_pairs: Optional[int], min_covisibility: Optional[float], features_h5: Optional[str],
+              matches_h5: Optional[str], **opts: Any) -> None:
+    """Relative pose on PAIRS_FILE (SuperGlue format with ground truth), or on the pairs of a COLMAP model
+    (--colmap-model), with images in IMAGE_DIR.
 
     Prints SuperGlue's table: AUC of the pose error at 5/10/20 degrees, precision (epipolar error < 5e-4) and
     matching score, in percent.
@@ -149,9 +160,13 @@ def eval_pose(ctx: click.Context, pairs_file: str, image_dir: str, resize: list[
     lightmatch eval pose scannet_sample/pairs_with_gt.txt scannet_sample/images -o out
     lightmatch eval pose pairs.txt images --features-h5 run/features.h5 --matches-h5 run/matches.h5
     lightmatch eval pose scannet_sample/pairs_with_gt.txt scannet_sample/images --preset indoor --seed 1
+    lightmatch eval pose --colmap-model sfm/sparse/0 images --num-pairs 200 --min-covisibility 0.2 -o out
     """
     from ..eval.pose import evaluate_pose, format_pose_table
     from ..presets import apply_preset
+
+    pairs_source, image_dir, model_settings = _pose_pairs_source(paths, colmap_model, model_pairs, num_pairs,
+                                                                 min_covisibility, seed, output_dir)
 
     if preset is not None:
         chosen = apply_preset(preset, {**opts, "resize": resize, "estimator": estimator,
@@ -166,14 +181,48 @@ def eval_pose(ctx: click.Context, pairs_file: str, image_dir: str, resize: list[
         extractor, matcher = build_models({**opts, "resize": -1})
     progress = _Progress("eval pose")
     try:
-        report = evaluate_pose(pairs_file, image_dir, extractor, matcher, resize=resize, seed=seed,
+        report = evaluate_pose(pairs_source, image_dir, extractor, matcher, resize=resize, seed=seed,
                                ransac_thresh=ransac_threshold, estimator=estimator, output_dir=output_dir, viz=viz,
                                features_h5=features_h5, matches_h5=matches_h5, interpolation=interpolation,
                                progress=progress)
     finally:
         progress.close()
-    report.settings["preset"] = preset
+    report.settings.update(preset=preset, **model_settings)
     _echo_report(format_pose_table(report.summary), report.to_json(), as_json)
+
+
+def _pose_pairs_source(paths: tuple[str, ...], colmap_model: Optional[str], model_pairs: Optional[str],
+                       num_pairs: Optional[int], min_covisibility: Optional[float], seed: int,
+                       output_dir: Optional[str]) -> tuple[Any, str, dict[str, Any]]:
+    """The pairs file, or the pairs of ``--colmap-model`` (written to OUTDIR/pairs_with_gt.txt with -o), the
+    image folder, and settings describing where the pairs came from."""
+    model_only = {"--pairs": model_pairs, "--num-pairs": num_pairs, "--min-covisibility": min_covisibility}
+    if colmap_model is None:
+        given = [name for name, value in model_only.items() if value is not None]
+        if given:
+            raise click.UsageError(f"{given[0]} needs --colmap-model")
+        if len(paths) != 2:
+            raise click.UsageError("give PAIRS_FILE IMAGE_DIR (or --colmap-model DIR IMAGE_DIR)")
+        return paths[0], paths[1], {}
+    if len(paths) != 1:
+        raise click.UsageError("with --colmap-model give only IMAGE_DIR (the model holds the ground truth)")
+    if model_pairs is not None and (num_pairs is not None or min_covisibility is not None):
+        raise click.UsageError("give --pairs, or --num-pairs/--min-covisibility to sample, not both")
+    from pathlib import Path
+
+    from ..eval.colmap_model import pairs_from_colmap_model, write_pose_pairs
+
+    found = pairs_from_colmap_model(colmap_model, model_pairs, 1500 if num_pairs is None else num_pairs,
+                                    0.1 if min_covisibility is None else min_covisibility, seed=seed)
+    settings: dict[str, Any] = {"colmap_model": colmap_model, "model_pairs": model_pairs,
+                                "num_candidate_pairs": found.num_candidates,
+                                "mean_covisibility": float(found.covisibility.mean()),
+                                "distortion_ignored_cameras": found.distorted_cameras}
+    if model_pairs is None:
+        settings["min_covisibility"] = 0.1 if min_covisibility is None else min_covisibility
+    if output_dir is not None:
+        settings["pairs_written"] = str(write_pose_pairs(found.pairs, Path(output_dir) / "pairs_with_gt.txt"))
+    return found.pairs, paths[0], settings
 
 
 @eval_group.command("homography")

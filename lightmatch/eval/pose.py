@@ -364,7 +364,7 @@ def _viz_text(name: str, result: PoseResult, n1: int) -> list[str]:
 
 
 def evaluate_pose(
-    pairs_file: str | os.PathLike,
+    pairs_file: str | os.PathLike | Sequence[PosePair],
     image_dir: str | os.PathLike,
     extractor: Optional[Extractor] = None,
     matcher: Optional[Matcher] = None,
@@ -382,7 +382,8 @@ def evaluate_pose(
     """Evaluate relative pose on a SuperGlue pairs file (see the module docstring for the protocol).
 
     Args:
-        pairs_file: ``name0 name1 rot0 rot1 K0 K1 T_0to1`` lines (:func:`~lightmatch.eval.pose_data.read_pose_pairs`).
+        pairs_file: ``name0 name1 rot0 rot1 K0 K1 T_0to1`` lines (:func:`~lightmatch.eval.pose_data.read_pose_pairs`),
+            or the pairs themselves (e.g. from :func:`~lightmatch.eval.colmap_model.pairs_from_colmap_model`).
         image_dir: folder the image names are relative to.
         extractor, matcher: the models (not needed with ``features_h5``/``matches_h5``). The extractor's own
             resizing is switched off during the run: the images are resized here, as SuperGlue does.
@@ -418,11 +419,12 @@ def evaluate_pose(
     if not image_dir.is_dir():
         raise InputError(f"{image_dir}: not a folder")
     resize_for_eval(2, 2, resize)  # validates the resize option before any work
-    pairs = read_pose_pairs(pairs_file)
+    from_file = isinstance(pairs_file, (str, os.PathLike))
+    pairs = read_pose_pairs(pairs_file) if from_file else list(pairs_file)
     out = Path(output_dir) if output_dir is not None else None
 
-    settings: dict[str, Any] = {"protocol": "superglue-relative-pose", "pairs_file": str(pairs_file),
-                                "image_dir": str(image_dir), "resize": resize, "interpolation": interpolation,
+    settings: dict[str, Any] = {"protocol": "superglue-relative-pose",
+                                "pairs_file": str(pairs_file) if from_file else None, "image_dir": str(image_dir), "resize": resize, "interpolation": interpolation,
                                 "seed": seed, "estimator": estimator,
                                 "ransac_thresh": ransac_thresh, "epipolar_threshold": EPIPOLAR_CORRECT_THRESHOLD}
     if from_stores:
