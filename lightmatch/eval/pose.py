@@ -39,6 +39,7 @@ from ..estimators import check_estimator
 from ..io import h5
 from ..io.images import image_to_tensor, read_image
 from ..models.base import Extractor, Matcher
+from ..pipeline.rotation import rotate_keypoints
 from ..types import Features, Matches
 from .metrics import EPIPOLAR_CORRECT_THRESHOLD, PoseResult, evaluate_pose_pair, relative_pose_summary
 from .pose_data import PosePair, adapt_pair_to_images, read_pose_pairs, resize_for_eval
@@ -68,25 +69,6 @@ def decode_image(path: str | os.PathLike, grayscale: bool = False) -> np.ndarray
     if image is None:
         return read_image(path)  # raises the InputError that explains what is wrong with the file
     return image
-
-
-def rotate_keypoints(kpts: np.ndarray, size: Sequence[int], rot: int) -> np.ndarray:
-    """Move ``(N, 2)`` pixel keypoints of a ``size = (W, H)`` image into ``np.rot90(image, rot)``.
-
-    Quarter turns counter-clockwise: ``(x, y)`` goes to ``(y, W-1-x)`` (rot 1), ``(W-1-x, H-1-y)`` (2),
-    ``(H-1-y, x)`` (3); the same convention as :func:`~lightmatch.eval.pose_data.rotate_intrinsics`.
-    """
-    k = np.asarray(kpts, dtype=np.float64).reshape(-1, 2)
-    w, h = float(size[0]), float(size[1])
-    x, y = k[:, 0], k[:, 1]
-    rot = int(rot) % 4
-    if rot == 1:
-        return np.stack([y, w - 1 - x], -1)
-    if rot == 2:
-        return np.stack([w - 1 - x, h - 1 - y], -1)
-    if rot == 3:
-        return np.stack([h - 1 - y, x], -1)
-    return k.copy()
 
 
 def unrotate_keypoints(kpts: np.ndarray, size: Sequence[int], rot: int) -> np.ndarray:

@@ -31,6 +31,7 @@ class PairResult:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     num_correct: Optional[int] = None
+    rotation: Optional[int] = None  # quarter turns of image 1 kept by the rotation search
 
     def summary(self) -> dict:
         """A JSON-serialisable summary."""
@@ -45,6 +46,8 @@ class PairResult:
         }
         if self.num_correct is not None:
             out["correct"] = self.num_correct
+        if self.rotation is not None:
+            out["rotation_degrees"] = 90 * self.rotation
         if self.warnings:
             out["warnings"] = self.warnings
         return out
@@ -117,29 +120,39 @@ def check_inputs(paths: list[str | os.PathLike], output_dir: Optional[str | os.P
 
 def match_pair(path0: str | os.PathLike, path1: str | os.PathLike, extractor: Extractor, matcher: Matcher,
                output_dir: Optional[str | os.PathLike] = None, viz_path: Optional[str | os.PathLike] = None,
-               homography: Optional[np.ndarray] = None) -> PairResult:
+               homography: Optional[np.ndarray] = None, rotation_search: bool = False) -> PairResult:
     """Match two image files.
 
     Writes ``output_dir/features.h5`` and ``output_dir/matches.h5`` (hloc layout, added to existing stores
     atomically) when ``output_dir`` is given, and a match plot when ``viz_path`` is given. With a ground-truth
-    ``homography`` (image 0 -> image 1), counts the matches within 3 px.
+    ``homography`` (image 0 -> image 1), counts the matches within 3 px. ``rotation_search``: match image 1 at
+    0/90/180/270 degrees and keep the rotation with most verified inliers
+    (:func:`~lightmatch.pipeline.rotation.match_with_rotation_search`).
     """
     timings: dict[str, float] = {}
     t = time.perf_counter()
     array0, array1 = read_image(path0), read_image(path1)
     timings["decode"] = time.perf_counter() - t
-    t = time.perf_counter()
-    feats0 = extractor.extract(image_to_tensor(array0)).to("cpu")
-    feats1 = extractor.extract(image_to_tensor(array1)).to("cpu")
-    timings["extract"] = time.perf_counter() - t
-    t = time.perf_counter()
-    matches = matcher.match(feats0, feats1)
-    matches = Matches(matches.matches0.cpu(), matches.scores0.cpu(), matches.stop_layer, matches.info)
-    timings["match"] = time.perf_counter() - t
+    if rotation_search:
+        from .rotation import match_with_rotation_search
+
+        found = match_with_rotation_search(image_to_tensor(array0), image_to_tensor(array1), extractor, matcher)
+        feats0, feats1, matches = found.features0, found.features1, found.matches
+        timings.update(found.timings)
+    else:
+        t = time.perf_counter()
+        feats0 = extractor.extract(image_to_tensor(array0)).to("cpu")
+        feats1 = extractor.extract(image_to_tensor(array1)).to("cpu")
+        timings["extract"] = time.perf_counter() - t
+        t = time.perf_counter()
+        matches = matcher.match(feats0, feats1)
+        matches = Matches(matches.matches0.cpu(), matches.scores0.cpu(), matches.stop_layer, matches.info)
+        timings["match"] = time.perf_counter() - t
     name0, name1 = pair_names(path0, path1)
     warnings = [f"{path}: no keypoints found (blank or featureless image)"
                 for path, feats in ((path0, feats0), (path1, feats1)) if len(feats) == 0]
-    result = PairResult(name0, name1, feats0, feats1, matches, timings, warnings)
+    result = PairResult(name0, name1, feats0, feats1, matches, timings, warnings,
+                        rotation=found.turns if rotation_search else None)
     pairs = matches.pairs()
     correct = None
     if homography is not None:
