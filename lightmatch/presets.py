@@ -21,8 +21,9 @@ class Preset:
     Attributes:
         name: what ``--preset`` takes. description: one line on when to use it.
         options: option name -> value: ``features``, ``max_keypoints``, ``detection_threshold``, ``resize`` (long
-            side given to the network, ``-1`` original size), ``depth_confidence`` / ``width_confidence``
-            (``-1``: full LightGlue), ``estimator`` and ``threshold`` (robust estimation, pixels).
+            side given to the network, ``-1`` original size), ``interpolation`` (``eval pose`` only),
+            ``depth_confidence`` / ``width_confidence`` (``-1``: full LightGlue), ``estimator`` and ``threshold``
+            (robust estimation, pixels).
     """
 
     name: str
@@ -37,15 +38,16 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (
-        Preset("indoor", "textureless, blurry indoor images (ScanNet): many keypoints, full LightGlue, LO-RANSAC",
-               {"features": "aliked", "max_keypoints": 2048, "detection_threshold": 0.0, "resize": -1,
-                "depth_confidence": -1.0, "width_confidence": -1.0, "estimator": "poselib", "threshold": 2.0}),
-        Preset("outdoor", "textured outdoor scenes (MegaDepth-like): LightGlue's own settings, LO-RANSAC",
+        Preset("indoor", "blurry, weakly textured indoor images (measured on the ScanNet sample)",
+               {"features": "aliked", "max_keypoints": 2048, "detection_threshold": 0.0, "resize": 640,
+                "interpolation": "area", "depth_confidence": -1.0, "width_confidence": -1.0,
+                "estimator": "poselib", "threshold": 2.0}),
+        Preset("outdoor", "textured outdoor scenes (glue-factory's MegaDepth settings; not measured here)",
                {"features": "aliked", "max_keypoints": 2048, "detection_threshold": 0.0, "resize": 1024,
                 "estimator": "poselib", "threshold": 2.0}),
-        Preset("fast", "speed first: fewer keypoints, adaptive LightGlue, smaller images",
-               {"features": "aliked", "max_keypoints": 1024, "resize": 640, "estimator": "poselib",
-                "threshold": 2.0}),
+        Preset("fast", "speed first: fewer keypoints, adaptive LightGlue, small images",
+               {"features": "aliked", "max_keypoints": 1024, "detection_threshold": 0.0, "resize": 640,
+                "estimator": "poselib", "threshold": 2.0}),
     )
 }
 

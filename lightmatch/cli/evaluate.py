@@ -169,12 +169,13 @@ def eval_pose(ctx: click.Context, paths: tuple[str, ...], resize: list[int], int
                                                                  min_covisibility, seed, output_dir)
 
     if preset is not None:
-        chosen = apply_preset(preset, {**opts, "resize": resize, "estimator": estimator,
-                                       "ransac_threshold": ransac_threshold}, given_options(ctx),
-                              {"threshold": "ransac_threshold"})
+        chosen = apply_preset(preset, {**opts, "resize": resize, "interpolation": interpolation,
+                                       "estimator": estimator, "ransac_threshold": ransac_threshold},
+                              given_options(ctx), {"threshold": "ransac_threshold"})
         resize = chosen.pop("resize")
         resize = [resize] if isinstance(resize, int) else resize
-        estimator, ransac_threshold = chosen.pop("estimator"), chosen.pop("ransac_threshold")
+        interpolation, estimator = chosen.pop("interpolation"), chosen.pop("estimator")
+        ransac_threshold = chosen.pop("ransac_threshold")
         opts = chosen
     extractor = matcher = None
     if features_h5 is None and matches_h5 is None:
