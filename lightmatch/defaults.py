@@ -17,4 +17,5 @@ VERIFY_THRESHOLD_PX = 3.0
 VERIFY_CONFIDENCE = 0.9999
 VERIFY_SEED = 0
 VERIFY_MAX_ITERS = 10000
+VERIFY_ESTIMATOR = "magsac"  # OpenCV's MAGSAC++ (lightmatch.estimators)
 VIZ_MAX_MATCHES = 300  # match lines drawn in a plot at most (all of them below)

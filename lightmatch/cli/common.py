@@ -228,3 +228,25 @@ def build_models(opts: dict):
     matcher = load_matcher(name, features=features, device=extractor.device, weights=opts.get("matcher_weights"),
                            **mopts)
     return extractor, matcher
+
+
+# ------------------------------------------------------------------------------------ estimators and presets ---
+
+ESTIMATOR_CHOICES = ("opencv", "magsac", "poselib", "colmap")
+
+
+def preset_option(func):
+    """``--preset indoor|outdoor|fast`` (:mod:`lightmatch.presets`): fills in the options the user did not give."""
+    from ..presets import PRESETS
+
+    listing = "; ".join(p.describe() for p in PRESETS.values())
+    return click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
+                        help=f"Measured settings; options given on the command line win. {listing}.")(func)
+
+
+def given_options(ctx: click.Context) -> set[str]:
+    """Names of the parameters the user set (command line or environment), not left at their defaults."""
+    from click.core import ParameterSource
+
+    return {name for name in ctx.params
+            if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}

@@ -9,7 +9,8 @@ from typing import Any, Optional
 
 import click
 
-from .common import build_models, extractor_options, main, matcher_options
+from .common import (ESTIMATOR_CHOICES, build_models, extractor_options, given_options, main, matcher_options,
+                     preset_option)
 
 _INT = re.compile(r"^-?\d+(,-?\d+)*$")
 
@@ -88,6 +89,13 @@ class _Progress:
 
 
 def _echo_report(text: str, payload: dict[str, Any], as_json: bool) -> None:
+    """The table, preceded by the line saying which estimator and threshold produced it (or the JSON)."""
+    settings = payload.get("settings", {})
+    if not as_json and "estimator" in settings:
+        seed = settings.get("seed")
+        text = (f"Estimator: {settings['estimator']}, threshold {settings['ransac_thresh']:g} px"
+                + (f", seed {seed}" if seed is not None else "")
+                + (f", preset {settings['preset']}" if settings.get("preset") else "") + "\n" + text)
     click.echo(json.dumps(payload) if as_json else text)
 
 
@@ -103,8 +111,7 @@ def eval_group() -> None:
 
 
 @eval_group.command("pose", cls=_command_class(resize=2))
-@click.argument("pairs_file", type=click.Path(dir_okay=False))
-@click.argument("image_dir", type=click.Path(file_okay=False))
+@click.argument("paths", nargs=-1, required=True, metavar="[PAIRS_FILE] IMAGE_DIR")
 @click.option("--resize", default="640 480", show_default=True, callback=_int_list, metavar="W H",
               help="Evaluation size, as SuperGlue's match_pairs.py: W H (exact size), one number (long side) or "
                    "-1 (original size). Intrinsics are scaled to it; the extractor sees the resized image.")
@@ -113,12 +120,25 @@ def eval_group() -> None:
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for results.jsonl (per pair), summary.json, features.h5/matches.h5 and viz/.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the RANSAC of every pair.")
+@click.option("--estimator", type=click.Choice(ESTIMATOR_CHOICES), default="opencv", show_default=True,
+              help="Relative-pose estimator: opencv (SuperGlue's protocol), magsac (OpenCV MAGSAC++), poselib "
+                   "(LO-RANSAC + bundle refinement), colmap (pycolmap LO-RANSAC + refinement).")
 @click.option("--ransac-threshold", type=float, default=1.0, show_default=True,
-              help="Essential-matrix RANSAC threshold in pixels of the evaluation images.")
+              help="Inlier (epipolar) threshold in pixels of the evaluation images.")
+@preset_option
 @click.option("--viz", is_flag=True, help="Write match plots (green: epipolar error < 5e-4) into OUTDIR/viz.")
 @click.option("--overwrite", is_flag=True,
               help="Replace OUTDIR's features.h5/matches.h5 when they were made with other settings.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object instead of the table.")
+@click.option("--colmap-model", type=click.Path(file_okay=False), default=None,
+              help="Ground truth from this COLMAP model (cameras/images/points3D) instead of PAIRS_FILE: pairs from "
+                   "--pairs, or sampled by covisibility (-o also writes them as OUTDIR/pairs_with_gt.txt).")
+@click.option("--pairs", "model_pairs", type=click.Path(dir_okay=False), default=None,
+              help="--colmap-model: evaluate these pairs ('name0 name1' lines).")
+@click.option("--num-pairs", type=int, default=None,
+              help="--colmap-model: sample this many pairs (MegaDepth-1500 style).  [default: 1500]")
+@click.option("--min-covisibility", type=float, default=None,
+              help="--colmap-model: least share of 3D points both images see (of the smaller set).  [default: 0.1]")
 @click.option("--features-h5", type=click.Path(dir_okay=False), default=None,
               help="Evaluate the features of an earlier `lightmatch match` run (keypoints in original pixels) ...")
 @click.option("--matches-h5", type=click.Path(dir_okay=False), default=None,
@@ -126,10 +146,14 @@ def eval_group() -> None:
 @_without("resize")
 @extractor_options
 @matcher_options
-def eval_pose(pairs_file: str, image_dir: str, resize: list[int], interpolation: str, output_dir: Optional[str],
-              seed: int, ransac_threshold: float, viz: bool, overwrite: bool, as_json: bool,
-              features_h5: Optional[str], matches_h5: Optional[str], **opts: Any) -> None:
-    """Relative pose on PAIRS_FILE (SuperGlue format with ground truth) with images in IMAGE_DIR.
+@click.pass_context
+def eval_pose(ctx: click.Context, paths: tuple[str, ...], resize: list[int], interpolation: str,
+              output_dir: Optional[str], seed: int, estimator: str, ransac_threshold: float, preset: Optional[str],
+              viz: bool, overwrite: bool, as_json: bool, colmap_model: Optional[str], model_pairs: Optional[str],
+              num_pairs: Optional[int], min_covisibility: Optional[float], features_h5: Optional[str],
+              matches_h5: Optional[str], **opts: Any) -> None:
+    """Relative pose on PAIRS_FILE (SuperGlue format with ground truth), or on the pairs of a COLMAP model
+    (--colmap-model), with images in IMAGE_DIR.
 
     Prints SuperGlue's table: AUC of the pose error at 5/10/20 degrees, precision (epipolar error < 5e-4) and
     matching score, in percent.
@@ -137,21 +161,71 @@ def eval_pose(pairs_file: str, image_dir: str, resize: list[int], interpolation:
     \b
     lightmatch eval pose scannet_sample/pairs_with_gt.txt scannet_sample/images -o out
     lightmatch eval pose pairs.txt images --features-h5 run/features.h5 --matches-h5 run/matches.h5
+    lightmatch eval pose scannet_sample/pairs_with_gt.txt scannet_sample/images --preset indoor --seed 1
+    lightmatch eval pose --colmap-model sfm/sparse/0 images --num-pairs 200 --min-covisibility 0.2 -o out
     """
     from ..eval.pose import evaluate_pose, format_pose_table
+    from ..presets import apply_preset
 
+    pairs_source, image_dir, model_settings = _pose_pairs_source(paths, colmap_model, model_pairs, num_pairs,
+                                                                 min_covisibility, seed, output_dir)
+
+    if preset is not None:
+        chosen = apply_preset(preset, {**opts, "resize": resize, "interpolation": interpolation,
+                                       "estimator": estimator, "ransac_threshold": ransac_threshold},
+                              given_options(ctx), {"threshold": "ransac_threshold"})
+        resize = chosen.pop("resize")
+        resize = [resize] if isinstance(resize, int) else resize
+        interpolation, estimator = chosen.pop("interpolation"), chosen.pop("estimator")
+        ransac_threshold = chosen.pop("ransac_threshold")
+        opts = chosen
     extractor = matcher = None
     if features_h5 is None and matches_h5 is None:
         extractor, matcher = build_models({**opts, "resize": -1})
     progress = _Progress("eval pose")
     try:
-        report = evaluate_pose(pairs_file, image_dir, extractor, matcher, resize=resize, seed=seed,
-                               ransac_thresh=ransac_threshold, output_dir=output_dir, viz=viz,
+        report = evaluate_pose(pairs_source, image_dir, extractor, matcher, resize=resize, seed=seed,
+                               ransac_thresh=ransac_threshold, estimator=estimator, output_dir=output_dir, viz=viz,
                                features_h5=features_h5, matches_h5=matches_h5, interpolation=interpolation,
                                progress=progress, overwrite=overwrite)
     finally:
         progress.close()
+    report.settings.update(preset=preset, **model_settings)
     _echo_report(format_pose_table(report.summary), report.to_json(), as_json)
+
+
+def _pose_pairs_source(paths: tuple[str, ...], colmap_model: Optional[str], model_pairs: Optional[str],
+                       num_pairs: Optional[int], min_covisibility: Optional[float], seed: int,
+                       output_dir: Optional[str]) -> tuple[Any, str, dict[str, Any]]:
+    """The pairs file, or the pairs of ``--colmap-model`` (written to OUTDIR/pairs_with_gt.txt with -o), the
+    image folder, and settings describing where the pairs came from."""
+    model_only = {"--pairs": model_pairs, "--num-pairs": num_pairs, "--min-covisibility": min_covisibility}
+    if colmap_model is None:
+        given = [name for name, value in model_only.items() if value is not None]
+        if given:
+            raise click.UsageError(f"{given[0]} needs --colmap-model")
+        if len(paths) != 2:
+            raise click.UsageError("give PAIRS_FILE IMAGE_DIR (or --colmap-model DIR IMAGE_DIR)")
+        return paths[0], paths[1], {}
+    if len(paths) != 1:
+        raise click.UsageError("with --colmap-model give only IMAGE_DIR (the model holds the ground truth)")
+    if model_pairs is not None and (num_pairs is not None or min_covisibility is not None):
+        raise click.UsageError("give --pairs, or --num-pairs/--min-covisibility to sample, not both")
+    from pathlib import Path
+
+    from ..eval.colmap_model import pairs_from_colmap_model, write_pose_pairs
+
+    found = pairs_from_colmap_model(colmap_model, model_pairs, 1500 if num_pairs is None else num_pairs,
+                                    0.1 if min_covisibility is None else min_covisibility, seed=seed)
+    settings: dict[str, Any] = {"colmap_model": colmap_model, "model_pairs": model_pairs,
+                                "num_candidate_pairs": found.num_candidates,
+                                "mean_covisibility": float(found.covisibility.mean()),
+                                "distortion_ignored_cameras": found.distorted_cameras}
+    if model_pairs is None:
+        settings["min_covisibility"] = 0.1 if min_covisibility is None else min_covisibility
+    if output_dir is not None:
+        settings["pairs_written"] = str(write_pose_pairs(found.pairs, Path(output_dir) / "pairs_with_gt.txt"))
+    return found.pairs, paths[0], settings
 
 
 @eval_group.command("homography")
@@ -168,8 +242,9 @@ def eval_pose(pairs_file: str, image_dir: str, resize: list[int], interpolation:
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for results.jsonl, summary.json, synthetic/ and viz/.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic set and of RANSAC.")
-@click.option("--estimator", type=click.Choice(["ransac", "magsac"]), default="ransac", show_default=True,
-              help="Robust homography estimator (OpenCV).")
+@click.option("--estimator", type=click.Choice(ESTIMATOR_CHOICES + ("ransac",)), default="opencv",
+              show_default=True, help="Robust homography estimator: opencv (RANSAC; 'ransac' is an older name), "
+                                      "magsac (MAGSAC++), poselib (LO-RANSAC + refinement), colmap (LO-RANSAC).")
 @click.option("--ransac-threshold", type=float, default=0.5, show_default=True,
               help="Inlier threshold in pixels (glue-factory's OpenCV setting).")
 @click.option("--all-scenes", is_flag=True, help="HPatches: keep the large scenes glue-factory leaves out.")
@@ -204,7 +279,7 @@ def eval_homography(dataset: Optional[str], synthetic_images: Optional[str], num
     try:
         report = evaluate_homography(extractor, matcher, dataset=dataset, synthetic_images=synthetic_images,
                                      num_pairs=num_pairs, output_dir=output_dir,
-                                     resize=None if size == -1 else size, side=side, method=estimator,
+                                     resize=None if size == -1 else size, side=side, estimator=estimator,
                                      ransac_thresh=ransac_threshold, seed=seed, skip_large=not all_scenes, viz=viz,
                                      progress=progress)
     finally:

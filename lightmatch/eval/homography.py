@@ -7,8 +7,8 @@ from a folder of images first. As glue-factory's ``eval/hpatches.py``:
 * each image is resized so that its short side is ``resize`` px (480; kornia's antialiased bilinear resize, the
   other side ``int()``-truncated) and the ground truth is rescaled to the resized images;
 * features are extracted on the resized image (the extractor's own resizing is switched off for the run);
-* per pair: corner error of a robust homography (OpenCV RANSAC, 0.5 px, by default) and of a DLT fit on all
-  matches, precision (symmetric reprojection error < 3 px) and recall (of ground-truth matchable keypoints);
+* per pair: corner error of a robust homography (OpenCV RANSAC, 0.5 px, by default; ``estimator`` picks another)
+  and of a DLT fit on all matches, precision (symmetric reprojection error < 3 px) and recall (of ground-truth matchable keypoints);
 * summary: AUC of the corner errors at 1/3/5 px for RANSAC and DLT, mean precision and recall, mean keypoints
   and matches (:func:`~lightmatch.eval.metrics.homography_summary`).
 """
@@ -25,6 +25,7 @@ import kornia
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from ..estimators import check_estimator
 from ..io.images import image_to_tensor, is_image_path, read_image
 from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
@@ -104,7 +105,7 @@ def evaluate_homography(
     output_dir: Optional[str | os.PathLike] = None,
     resize: Optional[int] = GLUEFACTORY_RESIZE,
     side: str = "short",
-    method: str = "ransac",
+    estimator: str = "opencv",
     ransac_thresh: float = 0.5,
     seed: int = 0,
     skip_large: bool = True,
@@ -120,7 +121,8 @@ def evaluate_homography(
         synthetic_images: instead of ``dataset``: a folder of images to make ``num_pairs`` synthetic pairs from;
             they are written to ``output_dir/synthetic`` (pass that folder as ``dataset`` to evaluate them again).
         resize: short-side length of the images given to the extractor (``None``: original size); see ``side``.
-        method, ransac_thresh: robust estimator (``ransac`` or ``magsac``) and its threshold in pixels.
+        estimator, ransac_thresh: robust estimator (``opencv``, ``magsac``, ``poselib`` or ``colmap``;
+            :func:`~lightmatch.estimators.estimate_homography`) and its threshold in pixels.
         seed: seeds the synthetic set and ``cv2.setRNGSeed`` before every robust estimate.
         skip_large: leave out the large HPatches scenes, as glue-factory does.
         viz: write match plots (green: symmetric error < 3 px) into ``output_dir/viz``.
@@ -132,11 +134,10 @@ def evaluate_homography(
         raise ConfigError("--synthetic and --viz need an output folder (-o OUTDIR)")
     if resize is not None and resize <= 0:
         raise ConfigError(f"resize must be positive (or -1 for none), got {resize}")
-    if method not in ("ransac", "magsac"):
-        raise ConfigError(f"unknown homography estimator '{method}': choose ransac or magsac")
+    estimator = check_estimator(estimator)
     out = Path(output_dir) if output_dir is not None else None
     settings: dict[str, Any] = {"protocol": "gluefactory-hpatches", "resize": resize, "side": side,
-                                "estimator": method, "ransac_thresh": ransac_thresh, "seed": seed,
+                                "estimator": estimator, "ransac_thresh": ransac_thresh, "seed": seed,
                                 "correct_thresh": HOMOGRAPHY_CORRECT_THRESHOLD,
                                 "extractor": extractor.name, "matcher": matcher.name}
     if synthetic_images is not None:
@@ -190,7 +191,7 @@ def evaluate_homography(
             H = rescale_homography(pair.H_0to1, (new0[0] / size0[0], new0[1] / size0[1]),
                                    (new1[0] / size1[0], new1[1] / size1[1]))
             k0, k1 = f0.keypoints.numpy(), f1.keypoints.numpy()
-            result = evaluate_homography_pair(k0, k1, m0, H, new0, method=method, ransac_thresh=ransac_thresh,
+            result = evaluate_homography_pair(k0, k1, m0, H, new0, estimator=estimator, ransac_thresh=ransac_thresh,
                                               seed=seed)
             results.append(result)
             records.append(_finite({

@@ -10,22 +10,26 @@ Everything here is a pure function of arrays (no models, no files, no printing).
 
 Relative pose protocol (SuperGlue): precision is the share of matches with symmetric epipolar distance (normalised
 coordinates, squared, see :func:`symmetric_epipolar_distance`) below 5e-4; matching score is the number of such
-correct matches divided by the number of keypoints in image 0; the pose is estimated by :func:`estimate_pose`; the
+correct matches divided by the number of keypoints in image 0; the pose is estimated by
+:func:`lightmatch.estimators.estimate_relative_pose` (``opencv``: SuperGlue's ``estimate_pose``); the
 pose error is ``max(err_t, err_R)`` in degrees and is summarised by the AUC of its recall curve at 5/10/20 degrees.
 
 Homography protocol (glue-factory ``eval/hpatches.py``): the error of an estimated homography is the mean distance
 between the four image corners mapped by it and by the ground truth (:func:`homography_corner_error`), summarised by
-the AUC at 1/3/5 px, for a robust estimate (OpenCV RANSAC / MAGSAC) and for a DLT fit on all matches.
+the AUC at 1/3/5 px, for a robust estimate (:func:`lightmatch.estimators.estimate_homography`) and for a DLT fit
+on all matches.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
+
+from ..estimators import estimate_homography, estimate_relative_pose, normalize_keypoints
 
 POSE_AUC_THRESHOLDS = (5.0, 10.0, 20.0)
 HOMOGRAPHY_AUC_THRESHOLDS = (1.0, 3.0, 5.0)
@@ -83,16 +87,6 @@ def essential_from_pose(T_0to1: np.ndarray) -> np.ndarray:
     """``(4, 4)`` (or ``(3, 4)``) relative pose -> ``(3, 3)`` essential matrix ``E = [t]_x R`` (``x1^T E x0 = 0``)."""
     T = np.asarray(T_0to1, dtype=np.float64)
     return skew(T[:3, 3]) @ T[:3, :3]
-
-
-def normalize_keypoints(kpts: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """``(N, 2)`` pixels -> ``(N, 2)`` normalised image coordinates ``((x - cx) / fx, (y - cy) / fy)``.
-
-    Like SuperGlue, the skew term of ``K`` is ignored.
-    """
-    kpts = np.asarray(kpts, dtype=np.float64).reshape(-1, 2)
-    K = np.asarray(K, dtype=np.float64)
-    return (kpts - K[[0, 1], [2, 2]][None]) / K[[0, 1], [0, 1]][None]
 
 
 def symmetric_epipolar_distance(pts0: np.ndarray, pts1: np.ndarray, E: np.ndarray) -> np.ndarray:
@@ -159,81 +153,6 @@ def compute_pose_error(T_0to1: np.ndarray, R: np.ndarray, t: np.ndarray) -> tupl
     return err_t, err_R
 
 
-class PoseEstimate(NamedTuple):
-    """Result of :func:`estimate_pose`; unpacks like SuperGlue's ``(R, t, inliers)``.
-
-    Attributes:
-        R: ``(3, 3)`` rotation 0 -> 1. t: ``(3,)`` unit translation direction. inliers: ``(M,)`` bool inlier mask.
-    """
-
-    R: np.ndarray
-    t: np.ndarray
-    inliers: np.ndarray
-
-
-def estimate_pose(
-    kpts0: np.ndarray,
-    kpts1: np.ndarray,
-    K0: np.ndarray,
-    K1: np.ndarray,
-    thresh: float = 1.0,
-    conf: float = 0.99999,
-    seed: Optional[int] = None,
-) -> Optional[PoseEstimate]:
-    """Relative pose from matched keypoints by the protocol of SuperGlue's ``estimate_pose``.
-
-    The points are normalised with their intrinsics; ``cv2.findEssentialMat`` (``RANSAC``, identity camera) runs
-    with threshold ``thresh / f_mean`` and confidence ``conf``; ``cv2.recoverPose`` is run on every ``3 x 3``
-    candidate and the one with most points passing the cheirality check is kept.
-
-    Two details reproduce the reference numbers and are deliberate:
-    * ``f_mean`` is the mean of ``K0[0, 0]`` and ``K1[1, 1]`` (SuperGlue averages
-      ``[K0[0, 0], K1[1, 1], K0[0, 0], K1[1, 1]]``), not of all four focal lengths;
-    * SuperGlue's call ``recoverPose(E, p0, p1, I, 1e9, mask=mask)`` resolves, in OpenCV's Python bindings, to the
-      overload without a distance threshold (``1e9`` lands in the unused ``R`` output), so the cheirality check uses
-      OpenCV's default distance threshold (50) and the RANSAC mask is narrowed in place by each candidate. We call
-      that same overload with one shared mask; the returned inliers are that mask right after the kept candidate.
-
-    Args:
-        kpts0, kpts1: ``(M, 2)`` matched pixel coordinates. K0, K1: ``(3, 3)`` intrinsics.
-        thresh: RANSAC threshold in pixels (of the images the keypoints live in). conf: RANSAC confidence.
-        seed: if given, ``cv2.setRNGSeed(seed)`` first, so that repeated calls give the same result.
-    Returns:
-        A :class:`PoseEstimate`, or ``None`` with fewer than 5 matches or when no essential matrix is found.
-    """
-    kpts0 = np.asarray(kpts0, dtype=np.float64).reshape(-1, 2)
-    kpts1 = np.asarray(kpts1, dtype=np.float64).reshape(-1, 2)
-    if len(kpts0) < 5 or len(kpts0) != len(kpts1):
-        return None
-    K0 = np.asarray(K0, dtype=np.float64)
-    K1 = np.asarray(K1, dtype=np.float64)
-    f_mean = float(np.mean([K0[0, 0], K1[1, 1], K0[0, 0], K1[1, 1]]))
-    norm_thresh = thresh / f_mean
-    pts0 = normalize_keypoints(kpts0, K0)
-    pts1 = normalize_keypoints(kpts1, K1)
-    if seed is not None:
-        cv2.setRNGSeed(int(seed))
-    try:
-        E, mask = cv2.findEssentialMat(
-            pts0, pts1, np.eye(3), threshold=norm_thresh, prob=conf, method=cv2.RANSAC
-        )
-    except cv2.error:
-        return None
-    if E is None or mask is None or E.shape[0] < 3 or E.shape[0] % 3 or E.shape[1] != 3:
-        return None
-    best_num_inliers = 0
-    best: Optional[PoseEstimate] = None
-    for k in range(E.shape[0] // 3):
-        try:
-            n, R, t, _ = cv2.recoverPose(E[3 * k : 3 * k + 3], pts0, pts1, np.eye(3), mask=mask)
-        except cv2.error:
-            continue
-        if n > best_num_inliers:
-            best_num_inliers = n
-            best = PoseEstimate(R, t[:, 0], mask.ravel() > 0)  # the mask as it is right after this candidate
-    return best
-
-
 @dataclass
 class PoseResult:
     """Evaluation of one pair under the relative-pose protocol (the fields of SuperGlue's ``*_evaluation.npz``).
@@ -283,13 +202,15 @@ def evaluate_pose_pair(
     T_0to1: np.ndarray,
     ransac_thresh: float = 1.0,
     seed: Optional[int] = None,
+    estimator: str = "opencv",
 ) -> PoseResult:
     """The per-pair block of ``match_pairs.py --eval``, with ``K0``, ``K1``, ``T_0to1`` already adapted to the
     resized/rotated images (see :func:`lightmatch.eval.pose_data.adapt_pair_to_images`).
 
     Args:
         kpts0: ``(N0, 2)``, kpts1: ``(N1, 2)`` keypoints; matches0: ``(N0,)`` index into ``kpts1`` or -1.
-        ransac_thresh: pixel threshold of :func:`estimate_pose`. seed: see :func:`estimate_pose`.
+        ransac_thresh: threshold in pixels, seed and estimator of
+            :func:`~lightmatch.estimators.estimate_relative_pose` (``opencv``: SuperGlue's protocol).
     """
     mkpts0, mkpts1 = matched_keypoints(kpts0, kpts1, matches0)
     n_kpts0 = int(np.asarray(kpts0).reshape(-1, 2).shape[0])
@@ -298,7 +219,7 @@ def evaluate_pose_pair(
     num_correct = int(np.sum(correct))
     precision = float(np.mean(correct)) if len(correct) > 0 else 0.0
     matching_score = num_correct / n_kpts0 if n_kpts0 > 0 else 0.0
-    est = estimate_pose(mkpts0, mkpts1, K0, K1, ransac_thresh, seed=seed)
+    est = estimate_relative_pose(mkpts0, mkpts1, K0, K1, estimator, ransac_thresh, seed=seed)
     if est is None:
         err_t, err_R, n_inl = math.inf, math.inf, 0
     else:
@@ -465,48 +386,7 @@ def homography_match_metrics(
     }
 
 
-_ROBUST_METHODS = {"ransac": cv2.RANSAC, "magsac": cv2.USAC_MAGSAC, "usac_magsac": cv2.USAC_MAGSAC}
-
-
-def estimate_homography_robust(
-    pts0: np.ndarray,
-    pts1: np.ndarray,
-    method: str = "ransac",
-    threshold: float = 0.5,
-    max_iters: int = 3000,
-    confidence: float = 0.995,
-    seed: Optional[int] = 0,
-) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    """Robust homography by ``cv2.findHomography`` as glue-factory's OpenCV estimator.
-
-    Defaults are those of glue-factory's official HPatches configs (``estimator: opencv``, ``ransac_th: 0.5``,
-    ``method: ransac``, ``max_iters: 3000``, ``confidence: 0.995``).
-
-    Args:
-        pts0, pts1: ``(M, 2)`` matched pixel coordinates. method: ``"ransac"`` (``cv2.RANSAC``) or ``"magsac"``
-            (``cv2.USAC_MAGSAC``). threshold: inlier reprojection threshold in pixels.
-        seed: if not ``None``, ``cv2.setRNGSeed(seed)`` first.
-    Returns:
-        ``(H (3, 3), inliers (M,) bool)``, or ``None`` with fewer than 4 matches or on failure.
-    """
-    if method not in _ROBUST_METHODS:
-        raise ValueError(f"unknown homography estimator {method!r}; choose from {sorted(_ROBUST_METHODS)}")
-    pts0 = np.asarray(pts0, dtype=np.float64).reshape(-1, 2)
-    pts1 = np.asarray(pts1, dtype=np.float64).reshape(-1, 2)
-    if len(pts0) < 4 or len(pts0) != len(pts1):
-        return None
-    if seed is not None:
-        cv2.setRNGSeed(int(seed))
-    try:
-        H, mask = cv2.findHomography(
-            pts0, pts1, _ROBUST_METHODS[method], float(threshold), maxIters=int(max_iters), confidence=confidence
-        )
-    except cv2.error:
-        return None
-    if H is None or not np.all(np.isfinite(H)):
-        return None
-    inliers = np.zeros(len(pts0), bool) if mask is None else mask.ravel() > 0
-    return H, inliers
+GLUEFACTORY_HOMOGRAPHY = {"max_iters": 3000, "confidence": 0.995}  # glue-factory's OpenCV estimator settings
 
 
 def estimate_homography_dlt(pts0: np.ndarray, pts1: np.ndarray) -> Optional[np.ndarray]:
@@ -554,7 +434,7 @@ def evaluate_homography_pair(
     matches0: np.ndarray,
     H_0to1: np.ndarray,
     image_size0: Sequence[float],
-    method: str = "ransac",
+    estimator: str = "opencv",
     ransac_thresh: float = 0.5,
     correct_thresh: float = HOMOGRAPHY_CORRECT_THRESHOLD,
     seed: Optional[int] = 0,
@@ -563,11 +443,13 @@ def evaluate_homography_pair(
 
     Args:
         kpts0: ``(N0, 2)``, kpts1: ``(N1, 2)``; matches0: ``(N0,)``; H_0to1: ``(3, 3)``; image_size0: ``(W, H)``.
-        method, ransac_thresh, seed: see :func:`estimate_homography_robust`. correct_thresh: px, for precision/recall.
+        estimator, ransac_thresh (px), seed: :func:`~lightmatch.estimators.estimate_homography`, with
+            glue-factory's 3000 iterations and confidence 0.995 (``GLUEFACTORY_HOMOGRAPHY``; its official HPatches
+            setting is ``opencv`` at 0.5 px). correct_thresh: px, for precision/recall.
     """
     mkpts0, mkpts1 = matched_keypoints(kpts0, kpts1, matches0)
-    robust = estimate_homography_robust(mkpts0, mkpts1, method, ransac_thresh, seed=seed)
-    err_r = homography_corner_error(None if robust is None else robust[0], H_0to1, image_size0)
+    robust = estimate_homography(mkpts0, mkpts1, estimator, ransac_thresh, seed=seed, **GLUEFACTORY_HOMOGRAPHY)
+    err_r = homography_corner_error(None if robust is None else robust.model, H_0to1, image_size0)
     err_d = homography_corner_error(estimate_homography_dlt(mkpts0, mkpts1), H_0to1, image_size0)
     m = homography_match_metrics(kpts0, kpts1, matches0, H_0to1, correct_thresh)
     return HomographyResult(
@@ -578,7 +460,7 @@ def evaluate_homography_pair(
         num_matches=m["num_matches"],
         num_correct=m["num_correct"],
         num_matchable=m["num_matchable"],
-        num_inliers=0 if robust is None else int(robust[1].sum()),
+        num_inliers=0 if robust is None else int(robust.inliers.sum()),
     )
 
 

@@ -35,10 +35,12 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InputError
+from ..estimators import check_estimator
 from ..io import h5
 from ..io.atomic import atomic_output
 from ..io.images import image_to_tensor, read_image
 from ..models.base import Extractor, Matcher
+from ..pipeline.rotation import rotate_keypoints
 from ..types import Features, Matches
 from .metrics import EPIPOLAR_CORRECT_THRESHOLD, PoseResult, evaluate_pose_pair, relative_pose_summary
 from .pose_data import PosePair, adapt_pair_to_images, read_pose_pairs, resize_for_eval
@@ -68,25 +70,6 @@ def decode_image(path: str | os.PathLike, grayscale: bool = False) -> np.ndarray
     if image is None:
         return read_image(path)  # raises the InputError that explains what is wrong with the file
     return image
-
-
-def rotate_keypoints(kpts: np.ndarray, size: Sequence[int], rot: int) -> np.ndarray:
-    """Move ``(N, 2)`` pixel keypoints of a ``size = (W, H)`` image into ``np.rot90(image, rot)``.
-
-    Quarter turns counter-clockwise: ``(x, y)`` goes to ``(y, W-1-x)`` (rot 1), ``(W-1-x, H-1-y)`` (2),
-    ``(H-1-y, x)`` (3); the same convention as :func:`~lightmatch.eval.pose_data.rotate_intrinsics`.
-    """
-    k = np.asarray(kpts, dtype=np.float64).reshape(-1, 2)
-    w, h = float(size[0]), float(size[1])
-    x, y = k[:, 0], k[:, 1]
-    rot = int(rot) % 4
-    if rot == 1:
-        return np.stack([y, w - 1 - x], -1)
-    if rot == 2:
-        return np.stack([w - 1 - x, h - 1 - y], -1)
-    if rot == 3:
-        return np.stack([h - 1 - y, x], -1)
-    return k.copy()
 
 
 def unrotate_keypoints(kpts: np.ndarray, size: Sequence[int], rot: int) -> np.ndarray:
@@ -357,13 +340,14 @@ def _viz_text(name: str, result: PoseResult, n1: int) -> list[str]:
 
 
 def evaluate_pose(
-    pairs_file: str | os.PathLike,
+    pairs_file: str | os.PathLike | Sequence[PosePair],
     image_dir: str | os.PathLike,
     extractor: Optional[Extractor] = None,
     matcher: Optional[Matcher] = None,
     resize: Sequence[int] = SUPERGLUE_RESIZE,
     seed: Optional[int] = 0,
     ransac_thresh: float = 1.0,
+    estimator: str = "opencv",
     output_dir: Optional[str | os.PathLike] = None,
     viz: bool = False,
     features_h5: Optional[str | os.PathLike] = None,
@@ -375,13 +359,17 @@ def evaluate_pose(
     """Evaluate relative pose on a SuperGlue pairs file (see the module docstring for the protocol).
 
     Args:
-        pairs_file: ``name0 name1 rot0 rot1 K0 K1 T_0to1`` lines (:func:`~lightmatch.eval.pose_data.read_pose_pairs`).
+        pairs_file: ``name0 name1 rot0 rot1 K0 K1 T_0to1`` lines (:func:`~lightmatch.eval.pose_data.read_pose_pairs`),
+            or the pairs themselves (e.g. from :func:`~lightmatch.eval.colmap_model.pairs_from_colmap_model`).
         image_dir: folder the image names are relative to.
         extractor, matcher: the models (not needed with ``features_h5``/``matches_h5``). The extractor's own
             resizing is switched off during the run: the images are resized here, as SuperGlue does.
         resize: ``[W, H]``, ``[max_dim]`` or ``[-1]`` (:func:`~lightmatch.eval.pose_data.resize_for_eval`).
-        seed: ``cv2.setRNGSeed(seed)`` before the RANSAC of every pair (``None``: OpenCV's state as it is).
-        ransac_thresh: essential-matrix RANSAC threshold in pixels of the evaluation images (SuperGlue: 1).
+        seed: seed of the robust estimation of every pair (``opencv``: ``cv2.setRNGSeed(seed)`` first; ``None``:
+            OpenCV's state as it is).
+        ransac_thresh: inlier threshold in pixels of the evaluation images (SuperGlue: 1).
+        estimator: ``opencv`` (SuperGlue's protocol), ``magsac``, ``poselib`` or ``colmap``
+            (:func:`~lightmatch.estimators.estimate_relative_pose`).
         output_dir: when given, writes ``results.jsonl``, ``summary.json`` and (when matching) ``features.h5`` /
             ``matches.h5`` with keypoints in original-image pixels, which ``features_h5``/``matches_h5`` accept
             (through :class:`~lightmatch.io.store.OutputStore`: stores made with other settings are refused
@@ -397,6 +385,7 @@ def evaluate_pose(
     """
     image_dir = Path(image_dir)
     resize = [int(r) for r in resize]
+    estimator = check_estimator(estimator)
     from_stores = features_h5 is not None or matches_h5 is not None
     if from_stores and (features_h5 is None or matches_h5 is None):
         raise ConfigError("give both --features-h5 and --matches-h5, or neither")
@@ -409,13 +398,14 @@ def evaluate_pose(
     if not image_dir.is_dir():
         raise InputError(f"{image_dir}: not a folder")
     resize_for_eval(2, 2, resize)  # validates the resize option before any work
-    pairs = read_pose_pairs(pairs_file)
+    from_file = isinstance(pairs_file, (str, os.PathLike))
+    pairs = read_pose_pairs(pairs_file) if from_file else list(pairs_file)
     out = Path(output_dir) if output_dir is not None else None
 
-    settings: dict[str, Any] = {"protocol": "superglue-relative-pose", "pairs_file": str(pairs_file),
-                                "image_dir": str(image_dir), "resize": resize, "interpolation": interpolation,
-                                "seed": seed, "ransac_thresh": ransac_thresh,
-                                "epipolar_threshold": EPIPOLAR_CORRECT_THRESHOLD}
+    settings: dict[str, Any] = {"protocol": "superglue-relative-pose",
+                                "pairs_file": str(pairs_file) if from_file else None, "image_dir": str(image_dir), "resize": resize, "interpolation": interpolation,
+                                "seed": seed, "estimator": estimator,
+                                "ransac_thresh": ransac_thresh, "epipolar_threshold": EPIPOLAR_CORRECT_THRESHOLD}
     if from_stores:
         settings.update({"features_h5": str(features_h5), "matches_h5": str(matches_h5)})
         source: Any = _StoreSource(image_dir, Path(features_h5), Path(matches_h5), resize, interpolation, viz)
@@ -450,7 +440,7 @@ def evaluate_pose(
                 k0, k1 = im0.features.keypoints.numpy(), im1.features.keypoints.numpy()
                 K0, K1, T_0to1 = adapt_pair_to_images(pair, im0.size, im1.size, resize)
                 result = evaluate_pose_pair(k0, k1, matches.matches0.numpy(), K0, K1, T_0to1, ransac_thresh,
-                                            seed=seed)
+                                            seed=seed, estimator=estimator)
                 results.append(result)
                 records.append(_pair_record(pair, result, len(im1.features),
                                             None if from_stores else matches, timings))

@@ -37,8 +37,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from ..defaults import (VERIFY_CONFIDENCE, VERIFY_MAX_ITERS, VERIFY_MODEL, VERIFY_SEED, VERIFY_THRESHOLD_PX,
-                        VIZ_MAX_MATCHES)
+from ..defaults import VIZ_MAX_MATCHES
 from ..errors import ConfigError, InputError, LightmatchError, OutputError
 from ..io import h5
 from ..io.pairs import normalise_name
@@ -49,29 +48,11 @@ from .events import BatchStart, BatchSummary, EventCallback, ImageEvent, PairEve
 from .loader import LoadedImage, PrefetchLoader, extract_loaded, load_for_extractor
 from .match import matcher_layers, plot_pair, store_attributes
 from .plan import Job, Load, Step, plan_pairs, unique_pairs, viz_filename
+from .verify import VerifyOptions  # defined in verify.py, re-exported for earlier imports
 
 
 # --------------------------------------------------------------------------------------------------- options ---
 
-@dataclass
-class VerifyOptions:
-    """Geometric verification of every pair (:func:`lightmatch.pipeline.verify.verify_pair`)."""
-
-    model: str = VERIFY_MODEL
-    threshold: float = VERIFY_THRESHOLD_PX
-    confidence: float = VERIFY_CONFIDENCE
-    seed: int = VERIFY_SEED
-    max_iters: int = VERIFY_MAX_ITERS
-
-    def __post_init__(self) -> None:
-        from .verify import MODELS
-
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown verification model {self.model!r}; choose one of {', '.join(MODELS)}")
-        if not self.threshold > 0:
-            raise ConfigError(f"verification threshold must be > 0 px, got {self.threshold}")
-        if not 0 < self.confidence < 1:
-            raise ConfigError(f"verification confidence must be in (0, 1), got {self.confidence}")
 
 
 # ---------------------------------------------------------------------------------------------------- batches ---
@@ -301,7 +282,8 @@ def _run_pair(step: Step, cache: dict[str, _Entry], extractor: Extractor, matche
 
             t = time.perf_counter()
             inliers = verify_pair(e0.features, e1.features, m, verify.model, threshold=verify.threshold,
-                                  confidence=verify.confidence, seed=verify.seed, max_iters=verify.max_iters)
+                                  confidence=verify.confidence, seed=verify.seed, max_iters=verify.max_iters,
+                                  estimator=verify.estimator)
             clock.add("verify", time.perf_counter() - t)
         if viz_dir is not None:
             t = time.perf_counter()

@@ -61,6 +61,7 @@ class PairEvent:
     stop_layer: Optional[int] = None  # layers an adaptive matcher ran ...
     layers: Optional[int] = None  # ... of how many it has
     correct: Optional[int] = None  # matches correct under a ground truth (single pair with --homography)
+    rotation_degrees: Optional[int] = None  # image 1's turn kept by a rotation search
     error: Optional[str] = None
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -68,7 +69,8 @@ class PairEvent:
     def to_json(self) -> dict:
         """The JSON line of a pair: the same keys for single-pair ``match --json`` and batch pair lines."""
         out: dict = {"type": "pair", "image0": self.name0, "image1": self.name1, "status": self.status}
-        for key in ("keypoints0", "keypoints1", "matches", "inliers", "correct", "stop_layer", "layers", "error"):
+        for key in ("keypoints0", "keypoints1", "matches", "inliers", "correct", "stop_layer", "layers",
+                    "rotation_degrees", "error"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.timings:

@@ -1,21 +1,22 @@
 """Geometric verification of matches: a robust homography, fundamental or essential matrix and its inliers.
 
-All models use OpenCV's USAC with MAGSAC++ scoring and sigma-consensus local optimisation, configured through
-``cv2.UsacParams`` with exactly the settings of the ``cv2.USAC_MAGSAC`` flag. The flag always starts OpenCV's USAC
-random generator from state 0 (``cv2.setRNGSeed`` does not reach it), so the seed is passed as
-``UsacParams.randomGeneratorState`` instead: the same inputs and seed give the same inliers, and ``seed=0`` gives
-the same result as ``cv2.USAC_MAGSAC``.
+The estimation itself is :mod:`lightmatch.estimators` (``opencv``, ``magsac``, ``poselib``, ``colmap``); the default
+is ``magsac``: OpenCV's USAC with MAGSAC++ scoring, seeded through ``UsacParams.randomGeneratorState``, so that the
+same inputs and seed give the same inliers and ``seed=0`` gives the same result as the ``cv2.USAC_MAGSAC`` flag.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
-import cv2
 import numpy as np
 import torch
 
+from ..defaults import (VERIFY_CONFIDENCE, VERIFY_ESTIMATOR, VERIFY_MAX_ITERS, VERIFY_MODEL, VERIFY_SEED,
+                        VERIFY_THRESHOLD_PX)
 from ..errors import ConfigError
+from ..estimators import check_estimator, estimate_fundamental, estimate_homography, estimate_relative_pose
 from ..types import Features, Matches
 
 MODELS = ("homography", "fundamental", "essential")
@@ -23,6 +24,27 @@ MODELS = ("homography", "fundamental", "essential")
 # the up to three 7-point solutions), 5 (E).
 MIN_MATCHES = {"homography": 4, "fundamental": 8, "essential": 5}
 FOCAL_FACTOR = 1.2  # focal prior, as COLMAP/hloc: 1.2 * max(W, H)
+
+
+@dataclass
+class VerifyOptions:
+    """Geometric verification of every pair of a batch (:func:`verify_pair`); see :func:`verify_matches`."""
+
+    model: str = VERIFY_MODEL
+    threshold: float = VERIFY_THRESHOLD_PX
+    confidence: float = VERIFY_CONFIDENCE
+    seed: int = VERIFY_SEED
+    max_iters: int = VERIFY_MAX_ITERS
+    estimator: str = VERIFY_ESTIMATOR
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown verification model {self.model!r}; choose one of {', '.join(MODELS)}")
+        if not self.threshold > 0:
+            raise ConfigError(f"verification threshold must be > 0 px, got {self.threshold}")
+        if not 0 < self.confidence < 1:
+            raise ConfigError(f"verification confidence must be in (0, 1), got {self.confidence}")
+        self.estimator = check_estimator(self.estimator)
 
 
 class Verification(NamedTuple):
@@ -56,22 +78,6 @@ def default_intrinsics(image_size: tuple[int, int]) -> np.ndarray:
     return np.array([[f, 0.0, (w - 1) / 2], [0.0, f, (h - 1) / 2], [0.0, 0.0, 1.0]])
 
 
-def _usac_params(model: str, threshold: float, confidence: float, max_iters: int, seed: int) -> cv2.UsacParams:
-    """The settings ``cv2.USAC_MAGSAC`` uses (OpenCV's ``usac::setParameters``), with our seed."""
-    params = cv2.UsacParams()
-    params.sampler = cv2.SAMPLING_UNIFORM
-    params.score = cv2.SCORE_METHOD_MAGSAC
-    params.loMethod = cv2.LOCAL_OPTIM_SIGMA
-    params.loSampleSize = 75 if model == "homography" else 50
-    params.loIterations = 15 if model == "homography" else 10
-    params.isParallel = False
-    params.threshold = float(threshold)
-    params.confidence = float(confidence)
-    params.maxIterations = int(max_iters)
-    params.randomGeneratorState = int(seed) % (2**31)
-    return params
-
-
 def verify_matches(
     kpts0: np.ndarray | torch.Tensor,
     kpts1: np.ndarray | torch.Tensor,
@@ -81,6 +87,7 @@ def verify_matches(
     confidence: float = 0.9999,
     max_iters: int = 10000,
     seed: int = 0,
+    estimator: str = "magsac",
     K0: Optional[np.ndarray] = None,
     K1: Optional[np.ndarray] = None,
     size0: Optional[tuple[int, int]] = None,
@@ -93,12 +100,12 @@ def verify_matches(
         kpts1: ``(N1, 2)`` keypoints of image 1.
         matches: ``(M, 2)`` integer index pairs ``(i0, i1)`` (as :meth:`Matches.pairs`).
         model: ``'homography'``, ``'fundamental'`` or ``'essential'``.
-        threshold: inlier threshold in pixels: reprojection error for H, Sampson distance for F, symmetric
-            geometric error for E (OpenCV converts it to normalised coordinates with the cameras' focal lengths).
-            3 px is OpenCV's default for H and F.
+        threshold: inlier threshold in pixels: reprojection error for H, Sampson / epipolar distance for F and E
+            (for E converted with the mean focal length). 3 px is OpenCV's default for H and F.
         confidence: RANSAC confidence, in (0, 1).
         max_iters: most RANSAC iterations.
-        seed: state of the USAC random generator; same inputs and seed give the same result.
+        seed: random seed; same inputs and seed give the same result.
+        estimator: ``opencv``, ``magsac`` (default), ``poselib`` or ``colmap`` (:mod:`lightmatch.estimators`).
         K0, K1: ``(3, 3)`` intrinsics for ``'essential'``; where missing, guessed from ``size0``/``size1`` ``(W, H)``
             by :func:`default_intrinsics` (focal ``1.2 * max(W, H)``, principal point at the centre).
 
@@ -133,22 +140,18 @@ def verify_matches(
     p1 = np.ascontiguousarray(kp1[m[:, 1]])
     if not (np.isfinite(p0).all() and np.isfinite(p1).all()):
         return fail
-    params = _usac_params(model, threshold, confidence, max_iters, seed)
-    try:
-        if model == "homography":
-            M, mask = cv2.findHomography(p0, p1, params)
-        elif model == "fundamental":
-            M, mask = cv2.findFundamentalMat(p0, p1, params)
-        else:
-            M, mask = cv2.findEssentialMat(p0, p1, K0, K1, None, None, params)
-    except cv2.error:
+    kwargs = {"estimator": estimator, "threshold": threshold, "confidence": confidence, "max_iters": max_iters,
+              "seed": seed}
+    if model == "homography":
+        estimate = estimate_homography(p0, p1, **kwargs)
+    elif model == "fundamental":
+        estimate = estimate_fundamental(p0, p1, **kwargs)
+    else:
+        pose = estimate_relative_pose(p0, p1, K0, K1, **kwargs)
+        estimate = None if pose is None else (pose.essential(), pose.inliers)
+    if estimate is None:
         return fail
-    if M is None or mask is None or M.size < 9 or not np.isfinite(M).all():
-        return fail
-    inliers = mask.reshape(-1).astype(bool)
-    if len(inliers) != len(m):
-        return fail
-    return Verification(inliers, np.asarray(M, dtype=np.float64)[:3, :3].copy())
+    return Verification(estimate[1], estimate[0])
 
 
 def verify_pair(feats0: Features, feats1: Features, matches: Matches, model: str = "homography",

@@ -1,0 +1,43 @@
+"""Settings study for relative pose: re-evaluate stored features/matches of `lightmatch eval pose -o RUN` runs with
+every estimator x threshold x seed, and print one line per setting (mean and spread of AUC over seeds).
+
+    python scripts/pose_study.py PAIRS IMAGES RUN_DIR[:RESIZE] ... [--estimators poselib,colmap] [--thresholds 1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from lightmatch.eval.pose import evaluate_pose
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("pairs")
+    parser.add_argument("images")
+    parser.add_argument("runs", nargs="+", help="RUN_DIR of an eval pose -o run, optionally :RESIZE (e.g. :-1)")
+    parser.add_argument("--estimators", default="opencv,magsac,poselib,colmap")
+    parser.add_argument("--thresholds", default="0.5,1,1.5,2,3")
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args()
+    for run in args.runs:
+        run_dir, _, resize = run.partition(":")
+        resize_list = [int(r) for r in resize.split(",")] if resize else [640, 480]
+        for estimator in args.estimators.split(","):
+            for threshold in [float(t) for t in args.thresholds.split(",")]:
+                rows = [evaluate_pose(args.pairs, args.images, resize=resize_list, seed=int(seed),
+                                      ransac_thresh=threshold, estimator=estimator,
+                                      features_h5=f"{run_dir}/features.h5", matches_h5=f"{run_dir}/matches.h5").summary
+                        for seed in args.seeds.split(",")]
+                auc = np.array([[r["auc@5"], r["auc@10"], r["auc@20"]] for r in rows])
+                print(json.dumps({"run": run_dir, "estimator": estimator, "threshold": threshold,
+                                  "auc": auc.mean(0).round(2).tolist(), "auc10_std": round(float(auc[:, 1].std()), 2),
+                                  "auc10_seeds": auc[:, 1].round(2).tolist(),
+                                  "failed": float(np.mean([r["num_failed"] for r in rows]))}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
