@@ -291,3 +291,27 @@ def test_viz_dir_plots_every_pair(folder, tmp_path):
     for a, b in pairs:
         plot = cv2.imread(str(tmp_path / "viz" / viz_filename(a, b)))
         assert plot is not None and plot.shape[1] > 256
+
+
+def test_batched_pairs_give_the_same_matches(tmp_path):
+    """--batch-pairs: LightGlue matches several pairs padded and masked; the stores hold the same matches as one by
+    one (scores equal up to the float rounding of padded sums), and every pair's event is reported."""
+    from lightmatch.models.factory import load_extractor, load_matcher
+
+    names = make_images(tmp_path / "images", 5, size=(320, 240))
+    extractor = load_extractor("aliked", max_keypoints=200, resize=None, device="cpu")
+    matcher = load_matcher("lightglue", features="aliked", device="cpu")
+    pairs = exhaustive_pairs(names)
+    one = match_batch(tmp_path / "images", pairs, tmp_path / "one", extractor, matcher)
+    events = []
+    many = match_batch(tmp_path / "images", pairs, tmp_path / "many", extractor, matcher, batch_pairs=4,
+                       on_event=events.append)
+    assert one.pairs_matched == many.pairs_matched == len(pairs)
+    assert [(e.name0, e.name1) for e in events if isinstance(e, PairEvent)] == pairs
+    for folder in ("one", "many"):
+        assert_store_invariant(tmp_path / folder)
+    for a, b in pairs:
+        m_one, s_one = h5.read_matches(tmp_path / "one/matches.h5", a, b)
+        m_many, s_many = h5.read_matches(tmp_path / "many/matches.h5", a, b)
+        np.testing.assert_array_equal(m_one, m_many)
+        np.testing.assert_allclose(s_one, s_many, atol=1e-4)

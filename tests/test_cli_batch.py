@@ -203,3 +203,20 @@ def test_single_pair_json_and_batch_pair_lines_share_their_keys(images, tmp_path
     assert "model: sift + nn" in text and f"inliers: {pair['inliers']} in 1 verified pairs" in text
     extract = json_lines(run_line(f"extract {image_dir} -o ext --features sift --resize -1 --json", tmp_path).stdout)
     assert set(extract[-1]["time_s"]) == {"decode", "wait", "extract", "write", "consolidate"}
+
+
+def test_preset_and_estimator_on_match(images, tmp_path):
+    """--preset fills in what the user did not give (here the keypoint budget is given); --estimator goes with
+    --verify and reaches the store's settings."""
+    image_dir, names = images
+    out = run_line(f"match --image-dir {image_dir} --pairs - -o out --preset fast --max-keypoints 300 "
+                   f"--resize -1 --verify fundamental --json", tmp_path, stdin=f"{names[0]} {names[1]}\n")
+    assert out.returncode == 0, out.stderr
+    assert json_lines(out.stdout)[-1]["extractor"] == "aliked-n16"  # the preset's features
+    with h5py.File(tmp_path / "out/matches.h5") as handle:
+        verify = json.loads(handle.attrs["lightmatch_verify"])
+        settings = json.loads(handle.attrs["lightmatch_extractor_settings"])
+    assert verify["estimator"] == "poselib" and verify["threshold"] == 2.0  # the preset's estimation
+    assert settings["max_keypoints"] == 300 and settings["detection_threshold"] == 0.0  # given wins over the preset
+    bad = run_line(f"match {image_dir / names[0]} {image_dir / names[1]} --estimator poselib", tmp_path)
+    assert bad.returncode == 2 and "--estimator needs --verify" in bad.stderr

@@ -15,8 +15,11 @@ from typing import Any, Optional
 
 import click
 
-from ..defaults import VERIFY_CONFIDENCE, VERIFY_SEED, VERIFY_THRESHOLD_PX, VIZ_MAX_MATCHES
-from .common import EXIT_OK, EXIT_PARTIAL, build_models, extractor_options, main, matcher_options
+from ..defaults import (BATCH_PAIRS, VERIFY_CONFIDENCE, VERIFY_ESTIMATOR, VERIFY_SEED, VERIFY_THRESHOLD_PX,
+                        VIZ_MAX_MATCHES)
+from ..presets import apply_preset
+from .common import (ESTIMATOR_CHOICES, EXIT_OK, EXIT_PARTIAL, build_models, extractor_options, given_options, main,
+                     matcher_options, preset_option)
 
 EXIT_INTERRUPTED = 130
 PAIR_MODES = ("exhaustive", "sequential")
@@ -256,6 +259,13 @@ def batch_options(func):
               help=f"RANSAC confidence.  [default: {VERIFY_CONFIDENCE}]")
 @click.option("--seed", type=int, default=None,
               help=f"RANSAC random seed (same seed, same inliers).  [default: {VERIFY_SEED}]")
+@click.option("--estimator", type=click.Choice(ESTIMATOR_CHOICES), default=None,
+              help="--verify: robust estimator, opencv (RANSAC), magsac (MAGSAC++), poselib (LO-RANSAC + "
+                   f"refinement, extra lightmatch[poselib]) or colmap (pycolmap).  [default: {VERIFY_ESTIMATOR}]")
+@click.option("--batch-pairs", type=click.IntRange(min=1), default=BATCH_PAIRS, show_default=True,
+              help="Batch: pairs matched together by LightGlue/SuperGlue (padded and masked, the same matches); "
+                   "1 on the CPU, where batching does not pay; try 4-16 on a GPU.")
+@preset_option
 @click.option("--rotation-search", is_flag=True,
               help="Two-image form: match IMAGE1 at 0/90/180/270 degrees, keep the rotation with most verified "
                    "inliers (4x the extraction and matching of IMAGE1; see also --features aliked-n16rot).")
@@ -270,8 +280,9 @@ def batch_options(func):
 def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional[str], homography: Optional[str],
           as_json: bool, image_dir: Optional[str], pairs_file: Optional[str], pairs_mode: Optional[str],
           window: Optional[int], loop: bool, verify: Optional[str], verify_threshold: Optional[float],
-          verify_confidence: Optional[float], seed: Optional[int], rotation_search: bool, viz_dir: Optional[str],
-          viz_max_matches: int, overwrite: bool, quiet: bool, workers: int, **opts: Any) -> None:
+          verify_confidence: Optional[float], seed: Optional[int], estimator: Optional[str], batch_pairs: int,
+          preset: Optional[str], rotation_search: bool, viz_dir: Optional[str], viz_max_matches: int,
+          overwrite: bool, quiet: bool, workers: int, **opts: Any) -> None:
     """Match IMAGE0 and IMAGE1, or every pair of a folder.
 
     \b
@@ -280,18 +291,28 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     lightmatch pairs imgs | lightmatch match --image-dir imgs --pairs - -o out --json
     lightmatch match --image-dir imgs --pairs-mode sequential --window 5 -o out --viz-dir out/viz
     lightmatch match --image-dir imgs --pairs-mode exhaustive -o out --verify fundamental
+    lightmatch match --image-dir imgs --pairs-mode exhaustive -o out --verify fundamental --preset outdoor
 
     Batches extract each image once, resume where a previous (even killed) run stopped, and skip unreadable
     images. Exit status: 0 all pairs matched, 3 some images or pairs failed, 2 usage error, 1 error.
     """
+    ctx = click.get_current_context()
+    given = given_options(ctx)
     if verify is None:
         for name, value in (("--verify-threshold", verify_threshold), ("--verify-confidence", verify_confidence),
-                            ("--seed", seed)):
+                            ("--seed", seed), ("--estimator", estimator)):
             if value is not None:
                 raise click.UsageError(f"{name} needs --verify")
-    source = click.get_current_context().get_parameter_source("viz_max_matches")
-    if source is click.core.ParameterSource.COMMANDLINE and viz_path is None and viz_dir is None:
+    if "viz_max_matches" in given and viz_path is None and viz_dir is None:
         raise click.UsageError("--viz-max-matches needs --viz (two images) or --viz-dir (batches)")
+    if "batch_pairs" in given and image_dir is None:
+        raise click.UsageError("--batch-pairs needs --image-dir (the batch form)")
+    if preset is not None:  # fills in what the user did not give; verification settings only with --verify
+        chosen = apply_preset(preset, {**opts, "estimator": estimator, "verify_threshold": verify_threshold},
+                              given | (set() if verify else {"estimator", "verify_threshold"}),
+                              {"threshold": "verify_threshold"})
+        estimator, verify_threshold = chosen.pop("estimator"), chosen.pop("verify_threshold")
+        opts = chosen
     ray = _ray_options(opts)
     if image_dir is None:
         if ray is not None:
@@ -326,13 +347,15 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     pairs = _pairs_for(image_dir, pairs_file, pairs_mode, window, loop)
     verify_options = None
     if verify is not None:
-        given = {"threshold": verify_threshold, "confidence": verify_confidence, "seed": seed}
-        verify_options = VerifyOptions(verify, **{k: v for k, v in given.items() if v is not None})
+        settings = {"threshold": verify_threshold, "confidence": verify_confidence, "seed": seed,
+                    "estimator": estimator}
+        verify_options = VerifyOptions(verify, **{k: v for k, v in settings.items() if v is not None})
     if not pairs:
         click.echo(f"lightmatch: warning: no pairs to match (found no images in {image_dir})"
                    if pairs_mode else f"lightmatch: warning: no pairs in {pairs_file}", err=True)
     if ray is None:
-        run_batch, models = match_batch, dict(zip(("extractor", "matcher"), build_models(opts)))
+        run_batch, models = match_batch, dict(zip(("extractor", "matcher"), build_models(opts)),
+                                              batch_pairs=batch_pairs)
     else:  # the workers build the models; the driver too, for the stores' settings
         run_batch, models = ray_match_batch, dict(make_models=functools.partial(build_models, opts), options=ray)
     reporter = _Reporter(as_json, quiet, "pair")

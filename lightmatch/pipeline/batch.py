@@ -37,7 +37,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from ..defaults import VIZ_MAX_MATCHES
+from ..defaults import BATCH_PAIRS, VIZ_MAX_MATCHES
 from ..errors import ConfigError, InputError, LightmatchError, OutputError
 from ..io import h5
 from ..io.pairs import normalise_name
@@ -48,7 +48,7 @@ from .events import BatchStart, BatchSummary, EventCallback, ImageEvent, PairEve
 from .loader import LoadedImage, PrefetchLoader, extract_loaded, load_for_extractor
 from .match import matcher_layers, plot_pair, store_attributes
 from .plan import Job, Load, Step, plan_pairs, unique_pairs, viz_filename
-from .verify import VerifyOptions  # defined in verify.py, re-exported for earlier imports
+from .verify import VerifyOptions, verify_pair  # VerifyOptions is re-exported for earlier imports
 
 
 # --------------------------------------------------------------------------------------------------- options ---
@@ -127,6 +127,7 @@ def match_batch(
     prefetch: int = 8,
     cache_images: int = 256,
     on_event: Optional[EventCallback] = None,
+    batch_pairs: int = BATCH_PAIRS,
 ) -> BatchSummary:
     """Extract and match ``pairs`` of images under ``image_dir`` into ``output_dir/{features,matches}.h5``.
 
@@ -143,6 +144,8 @@ def match_batch(
         cache_images: most images whose features are held in memory at once.
         on_event: called with a :class:`BatchStart`, then an :class:`ImageEvent` per image extracted or failed
             and a :class:`PairEvent` per pair, in order.
+        batch_pairs: pairs matched together, padded and masked (:meth:`Matcher.match_many`); the same matches as
+            one by one. 1 on the CPU, where batching was measured not to pay (docs/training.md).
 
     Returns:
         A :class:`BatchSummary`; ``interrupted`` is set when a ``KeyboardInterrupt`` stopped the run (the work done
@@ -182,13 +185,16 @@ def match_batch(
         cache: dict[str, _Entry] = {}
         seen: set[str] = set()  # images extracted or read back once already in this run
         try:
-            for step in steps:
-                for load in step.loads:
-                    _run_load(load, loader, extractor, store, cache, seen, summary, clock, on_event)
-                _run_pair(step, cache, extractor, matcher, verify, viz_dir, viz_max_matches, store, summary, clock,
-                          on_event)
-                for name in step.evict:
-                    cache.pop(name, None)
+            for first in range(0, len(steps), max(1, batch_pairs)):
+                chunk = steps[first:first + max(1, batch_pairs)]
+                for step in chunk:
+                    for load in step.loads:
+                        _run_load(load, loader, extractor, store, cache, seen, summary, clock, on_event)
+                _run_pairs(chunk, cache, extractor, matcher, verify, viz_dir, viz_max_matches, store, summary,
+                           clock, on_event)
+                for step in chunk:  # after the chunk: an image dropped by an early step may serve a later one
+                    for name in step.evict:
+                        cache.pop(name, None)
         except KeyboardInterrupt:
             summary.interrupted = True
         finished = True
@@ -257,29 +263,59 @@ def _run_load(load: Load, loader: PrefetchLoader, extractor: Extractor, store: O
                          loaded.viz_scale if loaded is not None else 1.0)
 
 
-def _run_pair(step: Step, cache: dict[str, _Entry], extractor: Extractor, matcher: Matcher,
-              verify: Optional[VerifyOptions], viz_dir: Optional[Path], viz_max_matches: Optional[int],
-              store: OutputStore, summary: BatchSummary, clock: _Clock, on_event: Optional[EventCallback]) -> None:
+def _run_pairs(steps: list[Step], cache: dict[str, _Entry], extractor: Extractor, matcher: Matcher,
+               verify: Optional[VerifyOptions], viz_dir: Optional[Path], viz_max_matches: Optional[int],
+               store: OutputStore, summary: BatchSummary, clock: _Clock, on_event: Optional[EventCallback]) -> None:
+    """Match the pairs of ``steps`` (together when there are several: :meth:`Matcher.match_many`), then verify,
+    plot and store each. A pair whose image failed fails; when a batched call fails, its pairs are matched one by
+    one, so that one bad pair fails alone."""
+    ready = []
+    for step in steps:
+        bad = [n for n in (step.name0, step.name1) if n in summary.failed_images]
+        if bad:
+            _fail_pair(step, "; ".join(f"image {n}: {summary.failed_images[n]}" for n in bad), summary, clock,
+                       on_event)
+        else:
+            ready.append(step)
+    found: list = [None] * len(ready)
+    if len(ready) > 1:
+        t = time.perf_counter()
+        try:
+            found = matcher.match_many([(cache[s.name0].features, cache[s.name1].features) for s in ready])
+        except (ConfigError, OutputError):
+            raise
+        except Exception:  # noqa: BLE001 (matched one by one below, where each pair reports its own error)
+            found = [None] * len(ready)
+        clock.add("match", time.perf_counter() - t)
+    for step, matches in zip(ready, found):
+        _finish_pair(step, matches, cache, extractor, matcher, verify, viz_dir, viz_max_matches, store, summary,
+                     clock, on_event)
+
+
+def _fail_pair(step: Step, error: str, summary: BatchSummary, clock: _Clock,
+               on_event: Optional[EventCallback]) -> None:
+    summary.pairs_failed += 1
+    summary.failed_pairs.append((step.name0, step.name1, error))
+    emit(on_event, PairEvent(step.name0, step.name1, "failed", error=error, timings=clock.take()))
+
+
+def _finish_pair(step: Step, matches: Optional[Matches], cache: dict[str, _Entry], extractor: Extractor,
+                 matcher: Matcher, verify: Optional[VerifyOptions], viz_dir: Optional[Path],
+                 viz_max_matches: Optional[int], store: OutputStore, summary: BatchSummary, clock: _Clock,
+                 on_event: Optional[EventCallback]) -> None:
+    """Match one pair (unless ``matches`` came from a batched call), verify, plot, store and report it."""
     a, b = step.name0, step.name1
-    bad = [n for n in (a, b) if n in summary.failed_images]
-    if bad:
-        error = "; ".join(f"image {n}: {summary.failed_images[n]}" for n in bad)
-        summary.pairs_failed += 1
-        summary.failed_pairs.append((a, b, error))
-        emit(on_event, PairEvent(a, b, "failed", error=error, timings=clock.take()))
-        return
     e0, e1 = cache[a], cache[b]
     warnings = [f"{n}: no keypoints found (blank or featureless image)"
                 for n, e in ((a, e0), (b, e1)) if len(e.features) == 0]
     try:
-        t = time.perf_counter()
-        m = matcher.match(e0.features, e1.features)
-        m = m.cpu()
-        clock.add("match", time.perf_counter() - t)
+        if matches is None:
+            t = time.perf_counter()
+            matches = matcher.match(e0.features, e1.features)
+            clock.add("match", time.perf_counter() - t)
+        m = matches.cpu()
         inliers = None
         if verify is not None:
-            from .verify import verify_pair
-
             t = time.perf_counter()
             inliers = verify_pair(e0.features, e1.features, m, verify.model, threshold=verify.threshold,
                                   confidence=verify.confidence, seed=verify.seed, max_iters=verify.max_iters,
@@ -292,10 +328,7 @@ def _run_pair(step: Step, cache: dict[str, _Entry], extractor: Extractor, matche
     except (ConfigError, OutputError):
         raise
     except Exception as exc:  # one pair failing (e.g. out of memory) does not stop the batch
-        error = _error_text(exc)
-        summary.pairs_failed += 1
-        summary.failed_pairs.append((a, b, error))
-        emit(on_event, PairEvent(a, b, "failed", error=error, timings=clock.take()))
+        _fail_pair(step, _error_text(exc), summary, clock, on_event)
         return
     t = time.perf_counter()
     store.commit(matches={(a, b): (m, inliers)})

@@ -37,7 +37,8 @@ from ..defaults import VIZ_MAX_MATCHES
 from ..errors import ConfigError, InputError, LightmatchError
 from ..io.store import OutputStore, PartWriter
 from ..models.base import Extractor, Matcher
-from .batch import (VerifyOptions, _Clock, _close_run, _error_text, _load_image, _normalised, _run_load, _run_pair)
+from .batch import (VerifyOptions, _Clock, _close_run, _error_text, _load_image, _normalised, _run_load,
+                    _run_pairs)
 from .events import BatchStart, BatchSummary, EventCallback, ImageEvent, PairEvent, emit
 from .loader import PrefetchLoader
 from .match import store_attributes
@@ -161,8 +162,8 @@ class Worker:
                     for load in step.loads:
                         _run_load(load, loader, self.extractor, self.writer, cache, seen, summary, clock,
                                   events.append)
-                    _run_pair(step, cache, self.extractor, self.matcher, c.verify, c.viz_dir, c.viz_max_matches,
-                              self.writer, summary, clock, events.append)
+                    _run_pairs([step], cache, self.extractor, self.matcher, c.verify, c.viz_dir, c.viz_max_matches,
+                               self.writer, summary, clock, events.append)
                     for name in step.evict:
                         cache.pop(name, None)
         finally:
