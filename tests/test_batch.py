@@ -255,7 +255,7 @@ def test_bad_images_fail_only_their_pairs(folder, tmp_path):
     failed = [e for e in events if isinstance(e, ImageEvent) and e.status == "failed"]
     assert sorted(e.name for e in failed) == sorted(bad)  # each bad image reported once
     assert not summary.ok
-    assert h5.list_images(tmp_path / "out/features.h5") == sorted(names[:3])
+    assert h5.stored_image_names(tmp_path / "out/features.h5") == sorted(names[:3])
 
 
 def test_keyboard_interrupt_saves_and_resumes(folder, tmp_path):

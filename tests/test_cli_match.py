@@ -129,7 +129,7 @@ def test_names_are_relative_to_common_folder(sample_pair, tmp_path):
     summary = json.loads(run("match", tmp_path / "a" / "img.jpg", tmp_path / "b" / "img.jpg", "--json",
                              "-o", tmp_path / "out", *FAST).stdout)
     assert (summary["image0"], summary["image1"]) == ("a/img.jpg", "b/img.jpg")
-    assert sorted(h5.list_images(tmp_path / "out" / "features.h5")) == ["a/img.jpg", "b/img.jpg"]
+    assert sorted(h5.stored_image_names(tmp_path / "out" / "features.h5")) == ["a/img.jpg", "b/img.jpg"]
 
 
 @pytest.mark.parametrize("option, value, allowed", [

@@ -35,7 +35,7 @@ def test_features_layout_as_hloc_reads_it(tmp_path):
         assert f.attrs["lightmatch_extractor"] == "aliked-n16"
     back = h5.read_features(path, "seq/img0.jpg")
     assert torch.equal(back.keypoints, feats.keypoints) and torch.equal(back.descriptors, feats.descriptors)
-    assert h5.list_images(path) == ["seq/img0.jpg"]
+    assert h5.stored_image_names(path) == ["seq/img0.jpg"]
 
 
 def test_matches_layout_and_find_pair_in_either_order(tmp_path):
@@ -82,7 +82,7 @@ def test_adding_to_an_existing_store_keeps_old_groups(tmp_path):
     path = tmp_path / "features.h5"
     h5.write_features(path, {"a.jpg": make_features(3)})
     h5.write_features(path, {"b.jpg": make_features(4, seed=1)})
-    assert sorted(h5.list_images(path)) == ["a.jpg", "b.jpg"]
+    assert sorted(h5.stored_image_names(path)) == ["a.jpg", "b.jpg"]
 
 
 def test_unreadable_store_is_a_clear_error(tmp_path):

@@ -33,7 +33,7 @@ from .homography_data import (HomographyPair, hpatches_resize, load_homography_p
                               rescale_homography)
 from .metrics import (HOMOGRAPHY_CORRECT_THRESHOLD, HomographyResult, evaluate_homography_pair, homography_summary,
                       matched_keypoints, symmetric_homography_error)
-from .pose import EvalReport, ProgressCallback, _finite, write_report
+from .report import EvalReport, ProgressCallback, finite, write_report
 
 GLUEFACTORY_RESIZE = 480
 
@@ -74,7 +74,7 @@ def parse_homography_table(text: str) -> dict[str, float]:
     raise ValueError("no 'Homography Results' table in text")
 
 
-def list_images(folder: str | os.PathLike) -> list[Path]:
+def image_files_in(folder: str | os.PathLike) -> list[Path]:
     """Image files directly in ``folder``, sorted by name."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -143,7 +143,7 @@ def evaluate_homography(
     if synthetic_images is not None:
         if num_pairs < 1:
             raise ConfigError(f"--num-pairs must be positive, got {num_pairs}")
-        sources = list_images(synthetic_images)
+        sources = image_files_in(synthetic_images)
         pairs = make_synthetic_pairs(sources, num_pairs, out / "synthetic", seed=seed, size=synthetic_size)
         settings.update({"dataset": str(out / "synthetic"), "synthetic_from": str(synthetic_images),
                          "num_synthetic_pairs": num_pairs})
@@ -194,7 +194,7 @@ def evaluate_homography(
             result = evaluate_homography_pair(k0, k1, m0, H, new0, estimator=estimator, ransac_thresh=ransac_thresh,
                                               seed=seed)
             results.append(result)
-            records.append(_finite({
+            records.append(finite({
                 "image0": pair.name0, "image1": pair.name1, "scene": pair.scene,
                 "error_ransac": result.error_ransac, "error_dlt": result.error_dlt,
                 "precision": result.precision, "recall": result.recall,

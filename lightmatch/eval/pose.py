@@ -21,14 +21,13 @@ keypoints are in original-image pixels and are mapped into the evaluation frame 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -37,16 +36,13 @@ import torch
 from ..errors import ConfigError, InputError
 from ..estimators import check_estimator
 from ..io import h5
-from ..io.atomic import atomic_output
 from ..io.images import image_to_tensor, read_image
 from ..models.base import Extractor, Matcher
 from ..pipeline.rotation import rotate_keypoints
 from ..types import Features, Matches
+from .report import EvalReport, ProgressCallback, finite, write_report
 from .metrics import EPIPOLAR_CORRECT_THRESHOLD, PoseResult, evaluate_pose_pair, relative_pose_summary
 from .pose_data import PosePair, adapt_pair_to_images, read_pose_pairs, resize_for_eval
-
-ProgressCallback = Callable[[int, int], None]
-"""``progress(done, total)``: called after each completed step (here: each pair)."""
 
 SUPERGLUE_RESIZE = (640, 480)
 INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}
@@ -128,21 +124,6 @@ def _image_size(path: Path) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class EvalReport:
-    """What an evaluation returns: ``summary`` (the table's numbers), ``pairs`` (one JSON-ready record per pair),
-    ``settings`` (how it ran) and ``files`` (paths written)."""
-
-    summary: dict[str, Any]
-    pairs: list[dict[str, Any]]
-    settings: dict[str, Any] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """The summary and settings as one JSON-serialisable object (non-finite numbers as ``null``)."""
-        return _finite({**self.summary, "settings": self.settings, "files": self.files})
-
-
 class PoseEvalReport(EvalReport):
     """What :func:`evaluate_pose` returns.
 
@@ -185,18 +166,6 @@ def parse_pose_table(text: str) -> dict[str, float]:
     raise ValueError("no 'Evaluation Results' table in text")
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _finite(obj.item())
-    return obj
-
-
 def _pair_record(pair: PosePair, result: PoseResult, num_keypoints1: int, matches: Optional[Matches],
                  timings: dict[str, float]) -> dict[str, Any]:
     record = {
@@ -217,21 +186,7 @@ def _pair_record(pair: PosePair, result: PoseResult, num_keypoints1: int, matche
         record["stop_layer"] = matches.stop_layer
     if timings:
         record["timings_ms"] = {k: round(v * 1000, 2) for k, v in timings.items()}
-    return _finite(record)
-
-
-def write_report(report: PoseEvalReport | Any, output_dir: Path) -> dict[str, str]:
-    """Write ``results.jsonl`` (one record per pair) and ``summary.json`` into ``output_dir``."""
-    results = output_dir / "results.jsonl"
-    summary = output_dir / "summary.json"
-    files = {"results": str(results), "summary": str(summary), **report.files}
-    texts = {results: "".join(json.dumps(r) + "\n" for r in report.pairs),
-             summary: json.dumps(_finite({**report.summary, "settings": report.settings, "files": files}),
-                                 indent=2) + "\n"}
-    for path, text in texts.items():
-        with atomic_output(path, "evaluation results") as tmp:
-            tmp.write_text(text, encoding="utf-8")
-    return {"results": str(results), "summary": str(summary)}
+    return finite(record)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def _open_read(path: str | os.PathLike) -> h5py.File:
         raise InputError(f"{path}: not a readable HDF5 file ({exc})") from exc
 
 
-def list_images(path: str | os.PathLike) -> list[str]:
+def stored_image_names(path: str | os.PathLike) -> list[str]:
     """Names of all images with features in ``path``."""
     names: list[str] = []
     with _open_read(path) as handle:
