@@ -154,33 +154,17 @@ def match_batch(
     """
     start = time.perf_counter()
     image_dir = Path(image_dir)
-    if not image_dir.is_dir():
-        raise InputError(f"{image_dir}: no such image directory")
     viz_dir = Path(viz_dir) if viz_dir is not None else None
-    kept, dropped = unique_pairs([(_normalised(a, image_dir), _normalised(b, image_dir)) for a, b in pairs])
-    store = OutputStore(output_dir, store_attributes(extractor), store_attributes(extractor, matcher, verify),
-                        overwrite)
-    summary = BatchSummary("match", str(store.features_path), str(store.matches_path), extractor.name, matcher.name,
-                           workers=workers)
-    summary.pairs_total = len(kept) + len(dropped)
-    summary.pairs_ignored = len(dropped)
-    summary.images_total = len({n for pair in kept for n in pair})
+    run = MatchRun.prepare(image_dir, pairs, output_dir, extractor, matcher, verify, overwrite, workers)
+    store, summary = run.store, run.summary
     clock = _Clock(summary)
     store.open()
     loader: Optional[PrefetchLoader] = None
     finished = False
     try:
-        todo = [p for p in kept if not store.has_pair(*p)]
-        summary.pairs_skipped = len(kept) - len(todo)
+        todo = run.todo()
         steps, jobs = plan_pairs(todo, store.has_features, viz_dir is not None, cache_images)
-        emit(on_event, BatchStart(summary.pairs_total, len(todo), summary.images_total,
-                                   sum(job.extract for job in jobs), store.removed))
-        for a, b, reason in dropped:
-            emit(on_event, PairEvent(a, b, "ignored", error=reason))
-        todo_set = set(todo)
-        for a, b in kept:
-            if (a, b) not in todo_set:
-                emit(on_event, PairEvent(a, b, "skipped"))
+        run.announce(todo, sum(job.extract for job in jobs), on_event)
         loader = PrefetchLoader(jobs, _load_image(image_dir, extractor, viz_dir is not None), workers, prefetch)
         cache: dict[str, _Entry] = {}
         seen: set[str] = set()  # images extracted or read back once already in this run
@@ -202,6 +186,50 @@ def match_batch(
         _close_run(loader, store, summary, consolidate=finished)
     summary.elapsed_s = time.perf_counter() - start
     return summary
+
+
+@dataclass
+class MatchRun:
+    """The start of a match run that every executor shares: names normalised, self-pairs and repeats dropped, the
+    store (not opened yet) and the summary with the counts known in advance."""
+
+    kept: list[tuple[str, str]]
+    dropped: list[tuple[str, str, str]]
+    store: OutputStore
+    summary: BatchSummary
+
+    @classmethod
+    def prepare(cls, image_dir: Path, pairs: Iterable[tuple[str, str]], output_dir: str | os.PathLike,
+                extractor: Extractor, matcher: Matcher, verify: Optional[VerifyOptions], overwrite: bool,
+                workers: int, executor: str = "local") -> "MatchRun":
+        if not image_dir.is_dir():
+            raise InputError(f"{image_dir}: no such image directory")
+        kept, dropped = unique_pairs([(_normalised(a, image_dir), _normalised(b, image_dir)) for a, b in pairs])
+        store = OutputStore(output_dir, store_attributes(extractor), store_attributes(extractor, matcher, verify),
+                            overwrite)
+        summary = BatchSummary("match", str(store.features_path), str(store.matches_path), extractor.name,
+                               matcher.name, workers=workers, executor=executor)
+        summary.pairs_total = len(kept) + len(dropped)
+        summary.pairs_ignored = len(dropped)
+        summary.images_total = len({n for pair in kept for n in pair})
+        return cls(kept, dropped, store, summary)
+
+    def todo(self) -> list[tuple[str, str]]:
+        """The pairs the opened store does not hold yet (the others count as skipped)."""
+        todo = [p for p in self.kept if not self.store.has_pair(*p)]
+        self.summary.pairs_skipped = len(self.kept) - len(todo)
+        return todo
+
+    def announce(self, todo: list[tuple[str, str]], images_todo: int, on_event: Optional[EventCallback]) -> None:
+        """Send the :class:`BatchStart`, then an event for each ignored and each skipped pair."""
+        emit(on_event, BatchStart(self.summary.pairs_total, len(todo), self.summary.images_total, images_todo,
+                                  self.store.removed))
+        for a, b, reason in self.dropped:
+            emit(on_event, PairEvent(a, b, "ignored", error=reason))
+        todo_set = set(todo)
+        for a, b in self.kept:
+            if (a, b) not in todo_set:
+                emit(on_event, PairEvent(a, b, "skipped"))
 
 
 def _close_run(loader: Optional[PrefetchLoader], store: OutputStore, summary: BatchSummary,

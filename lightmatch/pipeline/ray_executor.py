@@ -37,12 +37,12 @@ from ..defaults import VIZ_MAX_MATCHES
 from ..errors import ConfigError, InputError, LightmatchError
 from ..io.store import OutputStore, PartWriter
 from ..models.base import Extractor, Matcher
-from .batch import (VerifyOptions, _Clock, _close_run, _error_text, _load_image, _normalised, _run_load,
+from .batch import (MatchRun, VerifyOptions, _Clock, _close_run, _error_text, _load_image, _normalised, _run_load,
                     _run_pairs)
 from .events import BatchStart, BatchSummary, EventCallback, ImageEvent, PairEvent, emit
 from .loader import PrefetchLoader
 from .match import store_attributes
-from .plan import Job, Load, plan_pairs, unique_pairs
+from .plan import Job, Load, plan_pairs
 
 ModelFactory = Callable[[], tuple[Extractor, Matcher]]
 
@@ -368,37 +368,21 @@ def ray_match_batch(
     start = time.perf_counter()
     import_ray(embedded=options.address is None)
     image_dir = Path(image_dir)
-    if not image_dir.is_dir():
-        raise InputError(f"{image_dir}: no such image directory")
     viz_dir = Path(viz_dir).resolve() if viz_dir is not None else None
-    kept, dropped = unique_pairs([(_normalised(a, image_dir), _normalised(b, image_dir)) for a, b in pairs])
     extractor, matcher = make_models()
-    store = OutputStore(output_dir, store_attributes(extractor), store_attributes(extractor, matcher, verify),
-                        overwrite)
-    summary = BatchSummary("match", str(store.features_path), str(store.matches_path), extractor.name, matcher.name,
-                           workers=workers, executor="ray")
+    run = MatchRun.prepare(image_dir, pairs, output_dir, extractor, matcher, verify, overwrite, workers, "ray")
+    store, summary = run.store, run.summary
     del extractor, matcher
-    summary.pairs_total = len(kept) + len(dropped)
-    summary.pairs_ignored = len(dropped)
-    summary.images_total = len({n for pair in kept for n in pair})
     config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), verify, viz_dir, viz_max_matches,
                      workers, prefetch, cache_images, matching=True)
     store.open()
     finished = False
     try:
-        todo = [p for p in kept if not store.has_pair(*p)]
-        summary.pairs_skipped = len(kept) - len(todo)
+        todo = run.todo()
         needed = list(dict.fromkeys(n for pair in todo for n in pair))
         missing = [n for n in needed if not store.has_features(n)]
         summary.images_reused = len(needed) - len(missing)
-        emit(on_event, BatchStart(summary.pairs_total, len(todo), summary.images_total, len(missing),
-                                   store.removed))
-        for a, b, reason in dropped:
-            emit(on_event, PairEvent(a, b, "ignored", error=reason))
-        todo_set = set(todo)
-        for a, b in kept:
-            if (a, b) not in todo_set:
-                emit(on_event, PairEvent(a, b, "skipped"))
+        run.announce(todo, len(missing), on_event)
         try:
             if todo:
                 with _workers(options, config, summary) as pool:
