@@ -9,7 +9,7 @@ with ``strict=True``; the computation is reorganised for speed, with the same re
   encoding is written in one pass, without the reference's layout copies;
 * cross-attention computes the similarity in both orientations by a matrix product each, so both softmaxes run
   along the contiguous axis (the reference copies the transposed similarity), in blocks of query rows that stay in
-  cache; the numbers are the reference's, bit for bit, at half the time;
+  cache; the reference's matches exactly (scores within 1e-5, measured ~1e-6) at half the time;
 * on CUDA, attention runs through ``scaled_dot_product_attention`` (flash) under fp16/bf16 autocast.
 
 Adaptive depth: after each layer a per-token confidence decides whether enough points are settled to stop.
