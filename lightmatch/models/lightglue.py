@@ -119,6 +119,9 @@ def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_b
     query rows whose similarity stays in cache (~4 MiB): the same numbers as the unblocked product, about twice as
     fast on the CPU as materialising the whole similarity."""
     rows = max(16, block_bytes // max(1, 4 * q.shape[0] * k.shape[-2]))
+    if torch.is_autocast_enabled(q.device.type):  # cast once here, not once per block (the same numbers)
+        dtype = torch.get_autocast_dtype(q.device.type)
+        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     kt = k.transpose(-1, -2)
     if rows >= q.shape[-2]:
         return torch.matmul(torch.matmul(q, kt).softmax(-1), v)
