@@ -10,7 +10,8 @@ import torch
 
 from lightmatch.io.images import image_to_tensor, read_image
 from lightmatch.models.factory import load_extractor, load_matcher
-from lightmatch.pipeline.match import count_correct, match_pair, read_homography
+from lightmatch.io.homography import read_homography
+from lightmatch.pipeline.match import count_correct, match_pair
 from lightmatch.pipeline.rotation import match_with_rotation_search, rotate_keypoints
 from lightmatch.pipeline.verify import VerifyOptions, verify_pair
 
