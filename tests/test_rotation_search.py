@@ -75,6 +75,6 @@ def test_match_pair_rotation_search(models, tmp_path):
 
     cv2.imwrite(str(tmp_path / "turned.png"), cv2.cvtColor(turned, cv2.COLOR_RGB2BGR))
     result = match_pair(ASSETS / "sample0.jpg", tmp_path / "turned.png", extractor, matcher, rotation_search=True)
-    summary = result.summary()
-    assert summary["rotation_degrees"] == 180 and summary["matches"] > 50
+    line = result.event().to_json()
+    assert line["rotation_degrees"] == 180 and line["matches"] > 50
     assert set(result.timings) >= {"extract", "match", "verify"}
