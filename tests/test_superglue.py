@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lightmatch.errors import ConfigError, WeightsError
-from helpers import official_superglue_layout, superglue_checkpoint
+from helpers import official_superglue_layout, register_as_official, superglue_checkpoint
 from lightmatch.models.superglue import (SuperGlue, extract_matches, log_optimal_transport, normalize_keypoints)
 from lightmatch.types import Features
 
@@ -30,6 +30,9 @@ def test_from_weights_indoor_outdoor(tmp_path, monkeypatch):
     state = superglue_checkpoint(seed=1)
     torch.save(state, tmp_path / "superglue_outdoor.pth")
     monkeypatch.setenv("LIGHTMATCH_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(WeightsError, match="checksum mismatch.*git blob id"):  # not Magic Leap's file
+        SuperGlue.from_weights("outdoor")
+    register_as_official(monkeypatch, "superglue_outdoor", tmp_path / "superglue_outdoor.pth")
     outdoor = SuperGlue.from_weights("outdoor", sinkhorn_iterations=20)
     assert outdoor.sinkhorn_iterations == 20 and torch.equal(outdoor.bin_score, state["bin_score"])
     with pytest.raises(WeightsError, match="superglue_indoor.pth: weights 'superglue_indoor' not found"):

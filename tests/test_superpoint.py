@@ -9,7 +9,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from lightmatch.errors import ConfigError, WeightsError
-from helpers import OFFICIAL_SUPERPOINT, superpoint_checkpoint
+from helpers import OFFICIAL_SUPERPOINT, register_as_official, superpoint_checkpoint
 from lightmatch.models.superpoint import SuperPoint, sample_descriptors, select_keypoints, simple_nms
 
 # Magic Leap's superpoint_v1.pth (and LightGlue's copy): every key and shape, as in the released file.
@@ -29,6 +29,9 @@ def test_official_layout_loads_strictly(tmp_path, monkeypatch):
     assert explicit.resize == 512 and explicit.max_keypoints == 100
     assert torch.equal(explicit.convDb.weight, state["convDb.weight"])
     monkeypatch.setenv("LIGHTMATCH_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(WeightsError, match="checksum mismatch.*git blob id"):  # not Magic Leap's file
+        SuperPoint.from_weights()
+    register_as_official(monkeypatch, "superpoint", path)
     resolved = SuperPoint.from_weights()
     assert torch.equal(resolved.conv1a.weight, state["conv1a.weight"])
 
