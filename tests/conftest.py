@@ -33,6 +33,22 @@ def require(config: pytest.Config, what: str) -> None:
     pytest.skip(what)
 
 
+NOT_IN_CI = ("CUDA", "win32", "POSIX")  # skips CI may take: it has no GPU and runs on Linux
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under ``--require-data`` (CI), a skip for any other reason (missing data, a missing extra such as Ray,
+    PoseLib or pycolmap) is a failure: nothing skips silently there."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail") and item.config.getoption("--require-data"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if not any(word in reason for word in NOT_IN_CI):
+            report.outcome = "failed"
+            report.longrepr = f"skipped under --require-data: {reason}"
+
+
 @pytest.fixture(scope="session")
 def shared_data(request) -> Path:
     path = shared_data_dir()

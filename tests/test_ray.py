@@ -22,7 +22,8 @@ from helpers import (LIGHTMATCH, assert_one_line_error, assert_same_stores, asse
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process tree")
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "freiburg_sequence"
+DATA = Path(os.environ.get("LIGHTMATCH_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+            ) / "freiburg_sequence"
 ARGS = ("--pairs-mode sequential --window 2 --features sift --matcher nn --max-keypoints 256 --resize 320 "
         "--verify homography --seed 3")
 OBJECT_STORE = 100 * 1024 ** 2
@@ -123,10 +124,9 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, shared_data):
     """The local executor's stores and JSON lines for the sequential pairs of freiburg_sequence."""
-    if not DATA.is_dir():
-        pytest.skip(f"{DATA} not found")
+    assert DATA == shared_data / "freiburg_sequence" and DATA.is_dir()
     out = tmp_path_factory.mktemp("ray") / "local"
     proc = run("match", "--image-dir", DATA, *shlex.split(ARGS), "-o", out, "--json", "-q")
     return out, pair_lines(proc.stdout)
