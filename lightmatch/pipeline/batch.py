@@ -232,6 +232,38 @@ class MatchRun:
                 emit(on_event, PairEvent(a, b, "skipped"))
 
 
+@dataclass
+class ExtractRun:
+    """The start of an extraction run that every executor shares: names normalised and deduplicated, the store (not
+    opened yet) and the summary."""
+
+    names: list[str]
+    store: OutputStore
+    summary: BatchSummary
+
+    @classmethod
+    def prepare(cls, image_dir: Path, names: Iterable[str], output_dir: str | os.PathLike, extractor: Extractor,
+                overwrite: bool, workers: int, executor: str = "local") -> "ExtractRun":
+        if not image_dir.is_dir():
+            raise InputError(f"{image_dir}: no such image directory")
+        names = list(dict.fromkeys(_normalised(name, image_dir) for name in names))
+        store = OutputStore(output_dir, store_attributes(extractor), None, overwrite)
+        summary = BatchSummary("extract", str(store.features_path), extractor=extractor.name, workers=workers,
+                               executor=executor)
+        summary.images_total = len(names)
+        return cls(names, store, summary)
+
+    def todo(self, on_event: Optional[EventCallback]) -> list[str]:
+        """The images the opened store lacks; sends the :class:`BatchStart` and an event per image skipped."""
+        todo = [n for n in self.names if not self.store.has_features(n)]
+        self.summary.images_reused = len(self.names) - len(todo)
+        emit(on_event, BatchStart(0, 0, len(self.names), len(todo), self.store.removed))
+        for name in self.names:
+            if self.store.has_features(name):
+                emit(on_event, ImageEvent(name, "skipped"))
+        return todo
+
+
 def _close_run(loader: Optional[PrefetchLoader], store: OutputStore, summary: BatchSummary,
                consolidate: bool) -> None:
     """End a run: stop the loader, then finish the store (consolidate the part files, tidy up) when the run's loop
@@ -301,8 +333,8 @@ def _run_pairs(steps: list[Step], cache: dict[str, _Entry], extractor: Extractor
     for step in steps:
         bad = [n for n in (step.name0, step.name1) if n in summary.failed_images]
         if bad:
-            _fail_pair(step, "; ".join(f"image {n}: {summary.failed_images[n]}" for n in bad), summary, clock,
-                       on_event)
+            fail_pair(step.name0, step.name1, "; ".join(f"image {n}: {summary.failed_images[n]}" for n in bad),
+                      summary, on_event, clock.take())
         else:
             ready.append(step)
     found: list = [None] * len(ready)
@@ -320,11 +352,12 @@ def _run_pairs(steps: list[Step], cache: dict[str, _Entry], extractor: Extractor
                      clock, on_event)
 
 
-def _fail_pair(step: Step, error: str, summary: BatchSummary, clock: _Clock,
-               on_event: Optional[EventCallback]) -> None:
+def fail_pair(name0: str, name1: str, error: str, summary: BatchSummary, on_event: Optional[EventCallback],
+              timings: Optional[dict[str, float]] = None) -> None:
+    """Count a failed pair in ``summary`` and report it."""
     summary.pairs_failed += 1
-    summary.failed_pairs.append((step.name0, step.name1, error))
-    emit(on_event, PairEvent(step.name0, step.name1, "failed", error=error, timings=clock.take()))
+    summary.failed_pairs.append((name0, name1, error))
+    emit(on_event, PairEvent(name0, name1, "failed", error=error, timings=timings or {}))
 
 
 def _finish_pair(step: Step, matches: Optional[Matches], cache: dict[str, _Entry], extractor: Extractor,
@@ -356,7 +389,7 @@ def _finish_pair(step: Step, matches: Optional[Matches], cache: dict[str, _Entry
     except (ConfigError, OutputError):
         raise
     except Exception as exc:  # one pair failing (e.g. out of memory) does not stop the batch
-        _fail_pair(step, _error_text(exc), summary, clock, on_event)
+        fail_pair(a, b, _error_text(exc), summary, on_event, clock.take())
         return
     t = time.perf_counter()
     store.commit(matches={(a, b): (m, inliers)})
@@ -398,22 +431,14 @@ def extract_batch(
     """
     start = time.perf_counter()
     image_dir = Path(image_dir)
-    if not image_dir.is_dir():
-        raise InputError(f"{image_dir}: no such image directory")
-    names = list(dict.fromkeys(_normalised(name, image_dir) for name in names))
-    store = OutputStore(output_dir, store_attributes(extractor), None, overwrite)
-    summary = BatchSummary("extract", str(store.features_path), extractor=extractor.name, workers=workers)
-    summary.images_total = len(names)
+    run = ExtractRun.prepare(image_dir, names, output_dir, extractor, overwrite, workers)
+    store, summary = run.store, run.summary
     clock = _Clock(summary)
     store.open()
     loader: Optional[PrefetchLoader] = None
     finished = False
     try:
-        jobs = [Job(n, True) for n in names if not store.has_features(n)]
-        emit(on_event, BatchStart(0, 0, len(names), len(jobs), store.removed))
-        for name in names:
-            if store.has_features(name):
-                emit(on_event, ImageEvent(name, "skipped"))
+        jobs = [Job(n, True) for n in run.todo(on_event)]
         loader = PrefetchLoader(jobs, _load_image(image_dir, extractor, False), workers, prefetch)
         try:
             for i, job in enumerate(jobs):
@@ -424,6 +449,5 @@ def extract_batch(
         finished = True
     finally:
         _close_run(loader, store, summary, consolidate=finished)
-    summary.images_reused = summary.images_total - len(jobs)
     summary.elapsed_s = time.perf_counter() - start
     return summary

@@ -35,11 +35,11 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from ..defaults import VIZ_MAX_MATCHES
 from ..errors import ConfigError, InputError, LightmatchError
-from ..io.store import OutputStore, PartWriter
+from ..io.store import PartWriter
 from ..models.base import Extractor, Matcher
-from .batch import (MatchRun, VerifyOptions, _Clock, _close_run, _error_text, _load_image, _normalised, _run_load,
-                    _run_pairs)
-from .events import BatchStart, BatchSummary, EventCallback, ImageEvent, PairEvent, emit
+from .batch import (ExtractRun, MatchRun, VerifyOptions, _Clock, _close_run, _error_text, _load_image, _run_load,
+                    _run_pairs, fail_pair)
+from .events import BatchSummary, EventCallback, ImageEvent, emit
 from .loader import PrefetchLoader
 from .match import store_attributes
 from .plan import Job, Load, plan_pairs
@@ -396,9 +396,7 @@ def ray_match_batch(
 
                     def failed(i: int, error: str) -> None:
                         for a, b in chunks[i][0]:
-                            summary.pairs_failed += 1
-                            summary.failed_pairs.append((a, b, error))
-                            emit(on_event, PairEvent(a, b, "failed", error=error))
+                            fail_pair(a, b, error, summary, on_event)
 
                     pool.run("match", chunks, lambda i, result: _forward(summary, result, on_event), failed)
         except KeyboardInterrupt:
@@ -438,26 +436,16 @@ def ray_extract_batch(
     start = time.perf_counter()
     import_ray(embedded=options.address is None)
     image_dir = Path(image_dir)
-    if not image_dir.is_dir():
-        raise InputError(f"{image_dir}: no such image directory")
-    names = list(dict.fromkeys(_normalised(name, image_dir) for name in names))
     extractor, _ = make_models()
-    store = OutputStore(output_dir, store_attributes(extractor), None, overwrite)
-    summary = BatchSummary("extract", str(store.features_path), extractor=extractor.name, workers=workers,
-                           executor="ray")
+    run = ExtractRun.prepare(image_dir, names, output_dir, extractor, overwrite, workers, "ray")
+    store, summary = run.store, run.summary
     del extractor
-    summary.images_total = len(names)
     config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), None, None, None, workers, prefetch, 1,
                      matching=False)
     store.open()
     finished = False
     try:
-        todo = [n for n in names if not store.has_features(n)]
-        emit(on_event, BatchStart(0, 0, len(names), len(todo), store.removed))
-        for name in names:
-            if store.has_features(name):
-                emit(on_event, ImageEvent(name, "skipped"))
-        summary.images_reused = len(names) - len(todo)
+        todo = run.todo(on_event)
         try:
             if todo:
                 with _workers(options, config, summary) as pool:
