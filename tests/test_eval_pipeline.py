@@ -172,6 +172,22 @@ def test_eval_homography_synthetic_cli(tmp_path):
     assert payload["num_pairs"] == 2 and payload["settings"]["matcher"] == "nn"
 
 
+def test_eval_homography_preset(tmp_path):
+    """--preset sets the models and the estimation; what the user gives (here the keypoint budget and the short
+    side) wins, and the report names the preset."""
+    result = _invoke(["eval", "homography", "--synthetic", ASSETS, "--num-pairs", 1, "-o", tmp_path / "out",
+                      "--preset", "fast", "--max-keypoints", 200, "--resize-short", 240, "--json"])
+    payload = json.loads(result.stdout)
+    settings = payload["settings"]
+    assert settings["preset"] == "fast" and settings["estimator"] == "poselib" and settings["ransac_thresh"] == 2.0
+    assert settings["extractor"] == "aliked-n16" and settings["resize"] == 240 and settings["side"] == "short"
+    assert 0 < payload["mean_keypoints"] <= 200
+    result = _invoke(["eval", "homography", "--synthetic", ASSETS, "--num-pairs", 1, "-o", tmp_path / "out2",
+                      "--preset", "indoor", "--max-keypoints", 200, "--json"])
+    settings = json.loads(result.stdout)["settings"]
+    assert settings["resize"] == 640 and settings["side"] == "long"  # the preset's long side
+
+
 def test_eval_homography_usage_errors(tmp_path):
     result = CliRunner().invoke(main, ["eval", "homography"])
     assert result.exit_code == 2 and "DATASET or --synthetic" in result.output

@@ -247,16 +247,18 @@ def _pose_pairs_source(paths: tuple[str, ...], colmap_model: Optional[str], mode
                                       "magsac (MAGSAC++), poselib (LO-RANSAC + refinement), colmap (LO-RANSAC).")
 @click.option("--ransac-threshold", type=float, default=0.5, show_default=True,
               help="Inlier threshold in pixels (glue-factory's OpenCV setting).")
+@preset_option
 @click.option("--all-scenes", is_flag=True, help="HPatches: keep the large scenes glue-factory leaves out.")
 @click.option("--viz", is_flag=True, help="Write match plots (green: within 3 px) into OUTDIR/viz.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object instead of the table.")
 @_without("resize")
 @extractor_options
 @matcher_options
-def eval_homography(dataset: Optional[str], synthetic_images: Optional[str], num_pairs: int,
+@click.pass_context
+def eval_homography(ctx: click.Context, dataset: Optional[str], synthetic_images: Optional[str], num_pairs: int,
                     resize_short: Optional[int], resize: Optional[int], output_dir: Optional[str], seed: int,
-                    estimator: str, ransac_threshold: float, all_scenes: bool, viz: bool, as_json: bool,
-                    **opts: Any) -> None:
+                    estimator: str, ransac_threshold: float, preset: Optional[str], all_scenes: bool, viz: bool,
+                    as_json: bool, **opts: Any) -> None:
     """Homography estimation on DATASET (HPatches layout, or a folder with pairs.txt such as OUTDIR/synthetic).
 
     Prints AUC of the corner error at 1/3/5 px for RANSAC and DLT, precision and recall at 3 px (percent), and the
@@ -266,13 +268,23 @@ def eval_homography(dataset: Optional[str], synthetic_images: Optional[str], num
     lightmatch eval homography hpatches-sequences-release -o out
     lightmatch eval homography --synthetic photos/ --num-pairs 50 -o out
     lightmatch eval homography out/synthetic --features disk
+    lightmatch eval homography --synthetic photos/ --preset outdoor
     """
     from ..eval.homography import evaluate_homography, format_homography_table
+    from ..presets import apply_preset
 
     if (dataset is None) == (synthetic_images is None):
         raise click.UsageError("give DATASET or --synthetic IMAGE_DIR (one of them)")
     if resize is not None and resize_short is not None:
         raise click.UsageError("give --resize (long side) or --resize-short (short side), not both")
+    if preset is not None:  # the preset's resize is a long side; an explicit --resize-short keeps the short side
+        given = given_options(ctx) | ({"resize"} if resize_short is not None else set())
+        chosen = apply_preset(preset, {**opts, "resize": resize, "estimator": estimator,
+                                       "ransac_threshold": ransac_threshold}, given,
+                              {"threshold": "ransac_threshold"})
+        resize, estimator, ransac_threshold = chosen.pop("resize"), chosen.pop("estimator"), chosen.pop(
+            "ransac_threshold")
+        opts = chosen
     side, size = ("long", resize) if resize is not None else ("short", 480 if resize_short is None else resize_short)
     extractor, matcher = build_models({**opts, "resize": -1})
     progress = _Progress("eval homography")
@@ -284,6 +296,7 @@ def eval_homography(dataset: Optional[str], synthetic_images: Optional[str], num
                                      progress=progress)
     finally:
         progress.close()
+    report.settings.update(preset=preset)
     _echo_report(format_homography_table(report.summary), report.to_json(), as_json)
 
 
