@@ -65,10 +65,18 @@ def normalize_keypoints(kpts: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary encoding of ``(..., T, dh)``: channel pairs ``(2i, 2i+1)`` rotated by the angle of ``(T, dh/2)``
-    cos/sin, written in one pass (the reference builds the rotated copy and the broadcast frequencies first)."""
-    x_even, x_odd = x[..., 0::2], x[..., 1::2]
-    return torch.stack([x_even * cos - x_odd * sin, x_odd * cos + x_even * sin], dim=-1).flatten(-2)
+    """Rotary encoding of ``(..., T, dh)``: channel pairs ``(2i, 2i+1)`` rotated by angle ``i``, with ``(T, dh)``
+    interleaved factors from :func:`rotary_factors` (``cos = (c0, c0, c1, c1, ...)``, ``sin = (-s0, s0, -s1, ...)``):
+    ``x * cos + swap(x) * sin`` where ``swap`` exchanges each pair. The same numbers as rotating the even and odd
+    channels apart (``a - b`` is ``a + (-b)`` exactly), without elementwise passes over strided views (2-3x faster
+    in bf16)."""
+    return x * cos + x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2) * sin
+
+
+def rotary_factors(angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(T, dh/2)`` angles -> the interleaved ``(T, dh)`` cos and signed sin that :func:`apply_rotary` takes."""
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    return cos.repeat_interleave(2, dim=-1), torch.stack([-sin, sin], dim=-1).flatten(-2)
 
 
 class LearnableFourierPositionalEncoding(nn.Module):
@@ -80,9 +88,8 @@ class LearnableFourierPositionalEncoding(nn.Module):
         nn.init.normal_(self.Wr.weight.data, mean=0, std=1.0)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(T, in_dim)`` -> cos, sin of shape ``(T, head_dim / 2)``."""
-        projected = self.Wr(x)
-        return torch.cos(projected), torch.sin(projected)
+        """``(T, in_dim)`` -> the rotary factors (:func:`rotary_factors`), each ``(T, head_dim)``."""
+        return rotary_factors(self.Wr(x))
 
 
 class FusedWeights:
@@ -119,10 +126,12 @@ def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_b
     query rows whose similarity stays in cache (~4 MiB): the same numbers as the unblocked product, about twice as
     fast on the CPU as materialising the whole similarity."""
     rows = max(16, block_bytes // max(1, 4 * q.shape[0] * k.shape[-2]))
+    kt = k.transpose(-1, -2)
     if torch.is_autocast_enabled(q.device.type):  # cast once here, not once per block (the same numbers)
         dtype = torch.get_autocast_dtype(q.device.type)
-        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-    kt = k.transpose(-1, -2)
+        # contiguous once: the reduced-precision matmul would copy the strided kt and v for every block (fp32's
+        # kernel takes the strides as they are)
+        q, kt, v = q.to(dtype), kt.to(dtype).contiguous(), v.to(dtype).contiguous()
     if rows >= q.shape[-2]:
         return torch.matmul(torch.matmul(q, kt).softmax(-1), v)
     return torch.cat([torch.matmul(torch.matmul(q[:, i:i + rows], kt).softmax(-1), v)
@@ -145,7 +154,7 @@ class SelfBlock(nn.Module):
         self._fused = FusedWeights()
 
     def forward(self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(M + N, D)`` tokens of both images (image 0 first, ``split`` = M); cos/sin ``(M + N, dh/2)``."""
+        """``x`` ``(M + N, D)`` tokens of both images (image 0 first, ``split`` = M); cos/sin ``(M + N, dh)``."""
         t, d = x.shape
         weight, bias = self._fused.get(lambda: (self.Wqkv.weight[self.qkv_order], self.Wqkv.bias[self.qkv_order]),
                                        self.Wqkv.weight, self.Wqkv.bias)
@@ -166,7 +175,7 @@ class SelfBlock(nn.Module):
 
     def forward_batch(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Padded images: ``x`` ``(B, L, D)``, ``mask`` ``(B, L)`` (padding is not attended to), cos/sin
-        ``(B, L, dh/2)``. Every image needs at least one valid token."""
+        ``(B, L, dh)``. Every image needs at least one valid token."""
         b, t, d = x.shape
         weight, bias = self._fused.get(lambda: (self.Wqkv.weight[self.qkv_order], self.Wqkv.bias[self.qkv_order]),
                                        self.Wqkv.weight, self.Wqkv.bias)
@@ -254,7 +263,7 @@ class TransformerLayer(nn.Module):
         return self.cross_attn(self.self_attn(x, split, cos, sin), split)
 
     def forward_batch(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Padded pairs: ``x`` ``(B, 2, L, D)``, ``mask`` ``(B, 2, L)``, cos/sin ``(B, 2, L, dh/2)``."""
+        """Padded pairs: ``x`` ``(B, 2, L, D)``, ``mask`` ``(B, 2, L)``, cos/sin ``(B, 2, L, dh)``."""
         b, _, t, d = x.shape
         mask = attendable(mask)
         x = self.self_attn.forward_batch(x.reshape(2 * b, t, d), mask.reshape(2 * b, t), cos.flatten(0, 1),
