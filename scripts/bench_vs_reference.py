@@ -11,6 +11,7 @@ against the reference in fp32, and prints whether the keypoints are the same and
 
     python scripts/bench_vs_reference.py --data ../shared/data/lightglue_bench --num-keypoints 512 1024 2048 4096
     python scripts/bench_vs_reference.py --extraction --skip-matching --threads 2
+    python scripts/bench_vs_reference.py --num-keypoints 1024 2048 --precision bf16   # ours in bf16 vs ref fp32
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ def main() -> None:
     parser.add_argument("--extraction", action="store_true", help="also time ALIKED and DISK extraction")
     parser.add_argument("--skip-matching", action="store_true", help="only the extraction (with --extraction)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="our matcher's precision (the reference runs fp32; 'identical' then measures agreement)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,7 +128,8 @@ def main() -> None:
 
     torch.set_grad_enabled(False)
     rows = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU", flush=True)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, our matcher in {args.precision}",
+          flush=True)
     if args.extraction:
         bench_extraction(args.data, args.repeat)
     for n in [] if args.skip_matching else args.num_keypoints:
@@ -135,7 +139,7 @@ def main() -> None:
             f1 = extractor.extract(lm.load_image(args.data / b))
             for mode, (depth, width) in MODES.items():
                 ours = lm.load_matcher("lightglue", "aliked", device="cpu", depth_confidence=depth,
-                                       width_confidence=width)
+                                       width_confidence=width, precision=args.precision)
                 ref = RefLightGlue(features="aliked", depth_confidence=depth, width_confidence=width).eval()
                 run_ours, run_ref = (lambda: ours.match(f0, f1)), reference_call(ref, f0, f1)
                 t_ours, t_ref = [], []
