@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import OutputError
 from ..io import h5
-from ..io.images import image_to_tensor, read_image
+from ..io.images import check_image, image_to_tensor, read_image
 from ..io.store import OutputStore
 from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
@@ -109,9 +109,10 @@ def check_output_dir(output_dir: str | os.PathLike) -> None:
 
 
 def check_inputs(paths: list[str | os.PathLike], output_dir: Optional[str | os.PathLike] = None) -> None:
-    """Validate images (decodable, large enough) and the output folder before any model is loaded."""
+    """Validate images (from their headers: :func:`~lightmatch.io.images.check_image`) and the output folder
+    before any model is loaded."""
     for path in paths:
-        read_image(path)
+        check_image(path)
     if output_dir is not None:
         check_output_dir(output_dir)
 
