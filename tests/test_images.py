@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from PIL import Image
 from helpers import LIGHTMATCH
 from lightmatch.errors import InputError
 from lightmatch.io import h5
-from lightmatch.io.images import image_to_tensor, load_image, read_image
+from lightmatch.io.images import check_image, image_to_tensor, load_image, read_image
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +73,27 @@ def test_bad_files(tmp_path):
     (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 50)
     with pytest.raises(InputError, match="not a readable image"):
         read_image(tmp_path / "junk.jpg")
+
+
+def test_check_image_reads_headers_and_fails_as_decoding_does(tmp_path, photo, monkeypatch):
+    bgr = cv2.cvtColor(photo, cv2.COLOR_RGB2BGR)
+    bad = {"missing.png": None, "text.png": b"not an image", "empty.jpg": b""}
+    for ext in (".jpg", ".png"):  # cut-off copies: the header alone looks fine
+        data = cv2.imencode(ext, bgr)[1].tobytes()
+        bad[f"cut{ext}"] = data[:len(data) // 2]
+    bad["tiny.png"] = cv2.imencode(".png", bgr[:20])[1].tobytes()
+    for name, data in bad.items():
+        if data is not None:
+            (tmp_path / name).write_bytes(data)
+        with pytest.raises(InputError) as decoded:
+            read_image(tmp_path / name)
+        with pytest.raises(InputError, match=re.escape(str(decoded.value))):
+            check_image(tmp_path / name)
+    for ext in (".jpg", ".png", ".tif", ".webp"):
+        cv2.imwrite(str(tmp_path / f"good{ext}"), bgr)
+    monkeypatch.setattr(cv2, "imdecode", None)  # good images pass without being decoded
+    for ext in (".jpg", ".png", ".tif", ".webp"):
+        check_image(tmp_path / f"good{ext}")
 
 
 # ---- D1: huge images are decoded within memory bounded by the network size ----

@@ -74,7 +74,9 @@ def test_match_pair_rotation_search(models, tmp_path):
     import cv2
 
     cv2.imwrite(str(tmp_path / "turned.png"), cv2.cvtColor(turned, cv2.COLOR_RGB2BGR))
-    result = match_pair(ASSETS / "sample0.jpg", tmp_path / "turned.png", extractor, matcher, rotation_search=True)
+    result = match_pair(ASSETS / "sample0.jpg", tmp_path / "turned.png", extractor, matcher, rotation_search=True,
+                        viz_path=tmp_path / "m.png")
     line = result.event().to_json()
     assert line["rotation_degrees"] == 180 and line["matches"] > 50
     assert set(result.timings) >= {"extract", "match", "verify"}
+    assert cv2.imread(str(tmp_path / "m.png")) is not None  # the plot of image 1 comes from the search's decoding

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".pnm")
 MIN_SIZE = 32
 LARGE_FLOAT_BYTES = 256 << 20  # images whose float32 copy is larger are reduced in integers first
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}  # the last bytes of a complete file
 _JPEG_REDUCTIONS = {8: (cv2.IMREAD_REDUCED_GRAYSCALE_8, cv2.IMREAD_REDUCED_COLOR_8),
                     4: (cv2.IMREAD_REDUCED_GRAYSCALE_4, cv2.IMREAD_REDUCED_COLOR_4),
                     2: (cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_COLOR_2)}
@@ -61,14 +62,44 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return image
 
 
+def check_image(path: str | os.PathLike) -> None:
+    """Raise what :func:`read_image` would raise for ``path``, from its header alone where that settles it.
+
+    A file passes without being decoded when its header is readable, gives at least :data:`MIN_SIZE` px a side,
+    names a format OpenCV decodes and, for JPEG and PNG, the file ends with the format's end marker (a cut-off
+    copy does not); any other file is decoded by :func:`read_image`, whose error then names the problem (missing,
+    empty, not an image, truncated, too small). Damage inside a complete-looking file is left to the decoding
+    that follows.
+    """
+    if not _header_suffices(path):
+        read_image(path)
+
+
+def _header_suffices(path: str | os.PathLike) -> bool:
+    try:
+        with _open_header(path) as image:
+            size, end = image.size, _END_MARKERS.get(str(image.format), b"")
+        with open(path, "rb") as file:
+            file.seek(-len(end), os.SEEK_END)
+            complete = file.read() == end
+        return complete and min(size) >= MIN_SIZE and cv2.haveImageReader(str(path))
+    except Exception:  # noqa: BLE001 (any reason: let the decoder report it)
+        return False
+
+
+def _open_header(path: str | os.PathLike):
+    """``PIL.Image.open(path)``: reads the header only, the pixels when asked."""
+    from PIL import Image  # here: only header checks and bounded decoding need it
+
+    Image.MAX_IMAGE_PIXELS = None  # PIL only reads headers here; OpenCV decodes the pixels, within our bounds
+    return Image.open(path)
+
+
 def header_size(path: str | os.PathLike) -> Optional[tuple[int, int, int, str]]:
     """``(W, H, channels, format)`` from the file's header, after EXIF orientation, without decoding the pixels;
     None when the header cannot be read (the full decoder then decides)."""
-    from PIL import Image  # here: only bounded decoding needs it
-
-    Image.MAX_IMAGE_PIXELS = None  # PIL only reads headers here; OpenCV decodes the pixels, within our bounds
     try:
-        with Image.open(path) as image:
+        with _open_header(path) as image:
             w, h = image.size
             channels = len(image.getbands())
             if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that swap the axes

@@ -29,11 +29,12 @@ The library never prints: progress, per-image and per-pair results go to an ``on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -158,17 +159,15 @@ def match_batch(
     run = MatchRun.prepare(image_dir, pairs, output_dir, extractor, matcher, verify, overwrite, workers)
     store, summary = run.store, run.summary
     clock = _Clock(summary)
-    store.open()
-    loader: Optional[PrefetchLoader] = None
-    finished = False
-    try:
+    with ClosingRun(store, summary, start) as closing:
         todo = run.todo()
         steps, jobs = plan_pairs(todo, store.has_features, viz_dir is not None, cache_images)
         run.announce(todo, sum(job.extract for job in jobs), on_event)
-        loader = PrefetchLoader(jobs, _load_image(image_dir, extractor, viz_dir is not None), workers, prefetch)
+        loader = closing.loader = PrefetchLoader(jobs, _load_image(image_dir, extractor, viz_dir is not None),
+                                                 workers, prefetch)
         cache: dict[str, _Entry] = {}
         seen: set[str] = set()  # images extracted or read back once already in this run
-        try:
+        with closing.interruptible():
             for first in range(0, len(steps), max(1, batch_pairs)):
                 chunk = steps[first:first + max(1, batch_pairs)]
                 for step in chunk:
@@ -179,12 +178,6 @@ def match_batch(
                 for step in chunk:  # after the chunk: an image dropped by an early step may serve a later one
                     for name in step.evict:
                         cache.pop(name, None)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-        finished = True
-    finally:
-        _close_run(loader, store, summary, consolidate=finished)
-    summary.elapsed_s = time.perf_counter() - start
     return summary
 
 
@@ -264,18 +257,48 @@ class ExtractRun:
         return todo
 
 
-def _close_run(loader: Optional[PrefetchLoader], store: OutputStore, summary: BatchSummary,
-               consolidate: bool) -> None:
-    """End a run: stop the loader, then finish the store (consolidate the part files, tidy up) when the run's loop
-    ended, or only release the folder when it failed before (the parts stay for the next run)."""
-    if loader is not None:
-        loader.close()
-    if not consolidate:
-        store.close()
-        return
-    t = time.perf_counter()
-    store.finish()
-    summary.times["consolidate"] += time.perf_counter() - t
+class ClosingRun:
+    """The frame that every executor's run keeps around its work::
+
+        with ClosingRun(store, summary, start) as closing:  # opens the store
+            ...                                  # plan, announce, closing.loader = PrefetchLoader(...)
+            with closing.interruptible():
+                ...                              # the loop
+
+    On the way out the loader (if any) is stopped, then the store is finished (part files consolidated, tidied
+    up) when the block completed, a Ctrl-C in the loop included, and ``summary.elapsed_s`` is set from ``start``.
+    Any other error, or a Ctrl-C outside the loop, only releases the folder (the parts stay for the next run) and
+    propagates.
+    """
+
+    def __init__(self, store: OutputStore, summary: BatchSummary, start: float) -> None:
+        self.store = store
+        self.summary = summary
+        self.start = start
+        self.loader: Optional[PrefetchLoader] = None
+
+    def __enter__(self) -> "ClosingRun":
+        self.store.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.loader is not None:
+            self.loader.close()
+        if exc_type is not None:
+            self.store.close()
+            return
+        t = time.perf_counter()
+        self.store.finish()
+        self.summary.times["consolidate"] += time.perf_counter() - t
+        self.summary.elapsed_s = time.perf_counter() - self.start
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A Ctrl-C in the block ends it and marks the run interrupted; the work done so far is saved."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
 
 
 def _run_load(load: Load, loader: PrefetchLoader, extractor: Extractor, store: OutputStore,
@@ -434,20 +457,11 @@ def extract_batch(
     run = ExtractRun.prepare(image_dir, names, output_dir, extractor, overwrite, workers)
     store, summary = run.store, run.summary
     clock = _Clock(summary)
-    store.open()
-    loader: Optional[PrefetchLoader] = None
-    finished = False
-    try:
+    with ClosingRun(store, summary, start) as closing:
         jobs = [Job(n, True) for n in run.todo(on_event)]
-        loader = PrefetchLoader(jobs, _load_image(image_dir, extractor, False), workers, prefetch)
-        try:
+        loader = closing.loader = PrefetchLoader(jobs, _load_image(image_dir, extractor, False), workers, prefetch)
+        with closing.interruptible():
             for i, job in enumerate(jobs):
                 _run_load(Load(job.name, i, True), loader, extractor, store, {}, set(), summary, clock, on_event)
                 clock.take()
-        except KeyboardInterrupt:
-            summary.interrupted = True
-        finished = True
-    finally:
-        _close_run(loader, store, summary, consolidate=finished)
-    summary.elapsed_s = time.perf_counter() - start
     return summary

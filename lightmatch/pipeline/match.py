@@ -12,13 +12,13 @@ import numpy as np
 
 from ..errors import OutputError
 from ..io import h5
-from ..io.images import image_to_tensor, read_image
+from ..io.images import check_image, image_to_tensor, read_image
 from ..io.store import OutputStore
 from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
 from ..defaults import VIZ_MAX_MATCHES
 from .events import PairEvent
-from .loader import LoadedImage, extract_loaded, load_for_extractor
+from .loader import LoadedImage, extract_loaded, load_for_extractor, shrink_for_viz
 
 CORRECT_PX = 3.0
 LOCK_WAIT_S = 600.0  # how long a single-pair run waits for another run writing to the same folder
@@ -109,9 +109,10 @@ def check_output_dir(output_dir: str | os.PathLike) -> None:
 
 
 def check_inputs(paths: list[str | os.PathLike], output_dir: Optional[str | os.PathLike] = None) -> None:
-    """Validate images (decodable, large enough) and the output folder before any model is loaded."""
+    """Validate images (from their headers: :func:`~lightmatch.io.images.check_image`) and the output folder
+    before any model is loaded."""
     for path in paths:
-        read_image(path)
+        check_image(path)
     if output_dir is not None:
         check_output_dir(output_dir)
 
@@ -180,29 +181,34 @@ def _match_files(path0: str | os.PathLike, path1: str | os.PathLike, name0: str,
                  matcher: Matcher, keep_viz: bool, rotation_search: bool = False,
                  ) -> tuple[PairResult, tuple[LoadedImage, LoadedImage]]:
     """Decode (bounded by the network size), extract and match two files; with ``rotation_search``, image 1 is
-    matched at four quarter turns (decoded exactly, since it is rotated before extraction)."""
+    matched at four quarter turns (decoded exactly, since it is rotated before extraction, and once: its plot
+    image is shrunk from that decoding)."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    loaded = (load_for_extractor(path0, str(path0), extractor, keep_viz),
-              load_for_extractor(path1, str(path1), None if rotation_search else extractor, keep_viz))
+    loaded0 = load_for_extractor(path0, str(path0), extractor, keep_viz)
+    if rotation_search:
+        image1 = read_image(path1)
+        viz, viz_scale = shrink_for_viz(image1) if keep_viz else (None, 1.0)
+        loaded1 = LoadedImage(str(path1), (image1.shape[1], image1.shape[0]), None, viz=viz, viz_scale=viz_scale)
+    else:
+        loaded1 = load_for_extractor(path1, str(path1), extractor, keep_viz)
     timings["decode"] = time.perf_counter() - t
     t = time.perf_counter()
-    feats0 = h5.canonical_features(extract_loaded(extractor, loaded[0]))
+    feats0 = h5.canonical_features(extract_loaded(extractor, loaded0))
     turns = None
     if rotation_search:
         from .rotation import match_with_rotation_search
 
-        found = match_with_rotation_search(None, image_to_tensor(read_image(path1)), extractor, matcher,
-                                           features0=feats0)
+        found = match_with_rotation_search(None, image_to_tensor(image1), extractor, matcher, features0=feats0)
         feats1, matches, turns = h5.canonical_features(found.features1), found.matches.cpu(), found.turns
         timings.update({key: timings.get(key, 0.0) + value for key, value in found.timings.items()})
         timings["extract"] += time.perf_counter() - t - sum(found.timings.values())
     else:
-        feats1 = h5.canonical_features(extract_loaded(extractor, loaded[1]))
+        feats1 = h5.canonical_features(extract_loaded(extractor, loaded1))
         timings["extract"] = time.perf_counter() - t
         t = time.perf_counter()
         matches = matcher.match(feats0, feats1).cpu()
         timings["match"] = time.perf_counter() - t
     warnings = [f"{path}: no keypoints found (blank or featureless image)"
                 for path, feats in ((path0, feats0), (path1, feats1)) if len(feats) == 0]
-    return PairResult(name0, name1, feats0, feats1, matches, timings, warnings, rotation=turns), loaded
+    return PairResult(name0, name1, feats0, feats1, matches, timings, warnings, rotation=turns), (loaded0, loaded1)

@@ -37,7 +37,7 @@ from ..defaults import VIZ_MAX_MATCHES
 from ..errors import ConfigError, InputError, LightmatchError
 from ..io.store import PartWriter
 from ..models.base import Extractor, Matcher
-from .batch import (ExtractRun, MatchRun, VerifyOptions, _Clock, _close_run, _error_text, _load_image, _run_load,
+from .batch import (ClosingRun, ExtractRun, MatchRun, VerifyOptions, _Clock, _error_text, _load_image, _run_load,
                     _run_pairs, fail_pair)
 from .events import BatchSummary, EventCallback, ImageEvent, emit
 from .loader import PrefetchLoader
@@ -375,15 +375,13 @@ def ray_match_batch(
     del extractor, matcher
     config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), verify, viz_dir, viz_max_matches,
                      workers, prefetch, cache_images, matching=True)
-    store.open()
-    finished = False
-    try:
+    with ClosingRun(store, summary, start) as closing:
         todo = run.todo()
         needed = list(dict.fromkeys(n for pair in todo for n in pair))
         missing = [n for n in needed if not store.has_features(n)]
         summary.images_reused = len(needed) - len(missing)
         run.announce(todo, len(missing), on_event)
-        try:
+        with closing.interruptible():
             if todo:
                 with _workers(options, config, summary) as pool:
                     _extract_all(pool, missing, summary, on_event)
@@ -399,12 +397,6 @@ def ray_match_batch(
                             fail_pair(a, b, error, summary, on_event)
 
                     pool.run("match", chunks, lambda i, result: _forward(summary, result, on_event), failed)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-        finished = True
-    finally:
-        _close_run(None, store, summary, consolidate=finished)
-    summary.elapsed_s = time.perf_counter() - start
     return summary
 
 
@@ -442,18 +434,10 @@ def ray_extract_batch(
     del extractor
     config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), None, None, None, workers, prefetch, 1,
                      matching=False)
-    store.open()
-    finished = False
-    try:
+    with ClosingRun(store, summary, start) as closing:
         todo = run.todo(on_event)
-        try:
+        with closing.interruptible():
             if todo:
                 with _workers(options, config, summary) as pool:
                     _extract_all(pool, todo, summary, on_event)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-        finished = True
-    finally:
-        _close_run(None, store, summary, consolidate=finished)
-    summary.elapsed_s = time.perf_counter() - start
     return summary
