@@ -82,10 +82,10 @@ def test_export_loads_in_match_and_in_the_reference(images, tmp_path, sample_pai
                         depth_confidence=-1, width_confidence=-1)
     assert len(ours.transformers) == 2
     ref = RefLightGlue(features=None, input_dim=128, n_layers=2, depth_confidence=-1, width_confidence=-1).eval()
-    # Strict on every key of the file; the reference's only extra entry is the buffer of early-exit thresholds it
-    # computes itself, which the official checkpoints lack as well (the reference loads them the same way).
-    missing, unexpected = ref.load_state_dict(torch.load(out / "matcher.pth", weights_only=True), strict=False)
-    assert unexpected == [] and missing == ["confidence_thresholds"]
+    # strictly: the export carries every key of the reference's state dict, its early-exit thresholds included
+    exported = torch.load(out / "matcher.pth", weights_only=True)
+    ref.load_state_dict(exported, strict=True)
+    torch.testing.assert_close(exported["confidence_thresholds"], ours.confidence_thresholds)
     from lightmatch import weights
     from lightmatch.models.lightglue import _rename_legacy_keys
 

@@ -656,11 +656,14 @@ def _rename_legacy_keys(state: dict[str, torch.Tensor], n_layers: int) -> dict[s
 
     Old LightGlue checkpoints name layers ``self_attn.i`` / ``cross_attn.i`` (now ``transformers.i.*``), and
     ``disk_lightglue`` still carries ``log_assignment.i.r``, an unused scalar (always 1) of an earlier assignment
-    head, which the architecture no longer has: it is dropped, everything else must match exactly.
+    head, which the architecture no longer has: it is dropped. ``confidence_thresholds`` (the early-exit thresholds,
+    a buffer the reference saves in ``state_dict()`` and our training export writes so that the reference loads it
+    strictly) is dropped too: it is computed from the depth, not learned. Everything else must match exactly.
     """
     renamed = {}
     for key, value in state.items():
-        if key.startswith("log_assignment.") and key.endswith(".r") and value.numel() == 1:
+        if key == "confidence_thresholds" or (key.startswith("log_assignment.") and key.endswith(".r")
+                                              and value.numel() == 1):
             continue
         for i in range(n_layers):
             for kind in ("self_attn", "cross_attn"):

@@ -122,6 +122,8 @@ def export_matcher(model: torch.nn.Module, config: TrainConfig, path: Path) -> N
     with the architecture; our loaders also read the depth from the keys, so ``--matcher-weights PATH`` suffices."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     if isinstance(model, LightGlue):
+        # the reference keeps its early-exit thresholds as a saved buffer: with it the file loads strictly there
+        state["confidence_thresholds"] = model.confidence_thresholds.detach().cpu().clone()
         v = model.variant
         arch = {"matcher": "lightglue", "features": feature_family(config.features), "n_layers": v.n_layers,
                 "input_dim": v.input_dim, "descriptor_dim": v.descriptor_dim, "num_heads": v.num_heads,
