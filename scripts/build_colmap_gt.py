@@ -1,12 +1,15 @@
 """Build a COLMAP reconstruction to use as pose ground truth (`lightmatch eval pose --colmap-model`).
 
 The model is made by COLMAP's own pipeline through pycolmap, independent of lightmatch's models: SIFT at the
-images' full resolution (up to --max-image-size), exhaustive matching with geometric verification, incremental
-mapping. Such a model favours whatever built it (here SIFT): its poses are SIFT's best estimate, so methods that
-agree with SIFT score higher. Use it to rank other methods against each other, not against SIFT.
+images' full resolution (up to --max-image-size), one camera per image, exhaustive matching with geometric
+verification, incremental mapping with bundle adjustment. The images are then undistorted by COLMAP
+(``undistorted/images`` with the pinhole model ``undistorted/sparse``), since the evaluation uses pinhole
+intrinsics, as MegaDepth's undistorted images do. Such a model favours whatever built it (here SIFT): its poses are
+SIFT's best estimate, so methods that agree with SIFT score higher. Use it to rank other methods against each
+other, not against SIFT.
 
     python scripts/build_colmap_gt.py ../shared/data/sacre_coeur gt/sacre_coeur
-    lightmatch eval pose --colmap-model gt/sacre_coeur/sparse ../shared/data/sacre_coeur --num-pairs 1500
+    lightmatch eval pose --colmap-model gt/sacre_coeur/undistorted/sparse gt/sacre_coeur/undistorted/images
 """
 
 from __future__ import annotations
@@ -48,10 +51,13 @@ def main() -> None:
     shutil.rmtree(sparse, ignore_errors=True)
     sparse.mkdir()
     best.write(sparse)
+    undistorted = args.output / "undistorted"
+    shutil.rmtree(undistorted, ignore_errors=True)
+    pycolmap.undistort_images(undistorted, sparse, args.images)
     num_images = pycolmap.Database.open(database).num_images()
     print(f"{best.num_reg_images()} of {num_images} images registered, "
           f"{best.num_points3D()} points, mean reprojection error {best.compute_mean_reprojection_error():.3f} px "
-          f"-> {sparse}")
+          f"-> {sparse}; undistorted: {undistorted}/sparse and {undistorted}/images")
 
 
 if __name__ == "__main__":
