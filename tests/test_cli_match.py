@@ -56,12 +56,18 @@ def bad_files(tmp_path):
     files["truncated"].write_bytes(good.tobytes()[:200])
     files["tiny"] = tmp_path / "tiny.png"
     cv2.imwrite(str(files["tiny"]), np.zeros((20, 40), np.uint8))
+    # complete header and end marker, damaged pixel data: passes the header check, fails the decode in the run
+    png = bytearray(cv2.imencode(".png", (np.random.default_rng(1).random((200, 200, 3)) * 255).astype(np.uint8))[1])
+    png[len(png) // 2:len(png) // 2 + 300] = bytes(300)
+    files["corrupt"] = tmp_path / "corrupt.png"
+    files["corrupt"].write_bytes(bytes(png))
     return files
 
 
 @pytest.mark.parametrize("kind, message", [("missing", "no such file"), ("empty", "empty file"),
                                            ("text", "not a readable image"), ("truncated", "not a readable image"),
-                                           ("tiny", "smaller than the minimum 32 px")])
+                                           ("tiny", "smaller than the minimum 32 px"),
+                                           ("corrupt", "not a readable image")])
 def test_bad_image_is_one_line_error(bad_files, sample_pair, kind, message):
     proc = run("match", sample_pair[0], bad_files[kind], check_code=None)
     assert_one_line_error(proc, str(bad_files[kind]), message)
@@ -95,8 +101,10 @@ def test_failed_run_never_truncates_existing_outputs(sample_pair, bad_files, tmp
     out = tmp_path / "out"
     run("match", sample_pair[0], sample_pair[1], "-o", out, *FAST)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    run("match", sample_pair[0], bad_files["truncated"], "-o", out, *FAST, check_code=1)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    for bad in ("truncated", "corrupt"):  # refused before the run / failing inside it: no lock or parts left
+        run("match", sample_pair[0], bad_files[bad], "-o", out, *FAST, check_code=1)
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+        assert sorted(p.name for p in out.iterdir()) == sorted(before)
 
 
 def test_featureless_image_warns_and_writes_empty_arrays(sample_pair, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".pnm")
 MIN_SIZE = 32
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LARGE_FLOAT_BYTES = 256 << 20  # images whose float32 copy is larger are reduced in integers first
 _END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}  # the last bytes of a complete file
 _JPEG_REDUCTIONS = {8: (cv2.IMREAD_REDUCED_GRAYSCALE_8, cv2.IMREAD_REDUCED_COLOR_8),
@@ -44,13 +46,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     if data.size == 0:
         raise InputError(f"{path}: empty file")
-    try:
-        # ANYDEPTH keeps 16 bit, ANYCOLOR keeps grayscale as one channel; both still apply the EXIF orientation.
-        image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
-    except cv2.error:
-        image = None
-    if image is None:
-        raise InputError(f"{path}: not a readable image (unknown format, truncated or corrupt)")
+    # ANYDEPTH keeps 16 bit, ANYCOLOR keeps grayscale as one channel; both still apply the EXIF orientation.
+    image = _imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR, path)
     if image.ndim == 3:
         code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
         image = cv2.cvtColor(image, code)
@@ -150,10 +147,39 @@ def read_image_bounded(path: str | os.PathLike, long_side: Optional[int]) -> tup
 
 def _decode(path: str | os.PathLike, flags: int) -> np.ndarray:
     """``cv2.imdecode`` of ``path`` with ``flags``, as RGB (or grayscale); :class:`InputError` if unreadable."""
-    image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), flags)
+    image = _imdecode(np.fromfile(str(path), dtype=np.uint8), flags, path)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else image
+
+
+def _imdecode(data: np.ndarray, flags: int, path: str | os.PathLike) -> np.ndarray:
+    """``cv2.imdecode``, or :class:`InputError` naming ``path``. A PNG's chunk checksums are checked first: libpng
+    prints its own lines on stderr for a damaged PNG, which would break the one-line error."""
+    if data[:8].tobytes() == PNG_SIGNATURE and not _png_chunks_intact(data.tobytes()):
+        image = None
+    else:
+        try:
+            image = cv2.imdecode(data, flags)
+        except cv2.error:
+            image = None
     if image is None:
         raise InputError(f"{path}: not a readable image (unknown format, truncated or corrupt)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else image
+    return image
+
+
+def _png_chunks_intact(data: bytes) -> bool:
+    """Every chunk of a PNG is complete and matches its CRC, up to ``IEND``."""
+    pos = len(PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        end = pos + 8 + length
+        if end + 4 > len(data):
+            return False
+        if zlib.crc32(data[pos + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
+            return False
+        if data[pos + 4:pos + 8] == b"IEND":
+            return True
+        pos = end + 4
+    return False
 
 
 def _to_uint16(image: np.ndarray) -> np.ndarray:

@@ -129,21 +129,21 @@ class OutputStore:
         try:
             self.consolidate()
             self._remove_stale()  # left by a writer killed during this run (a Ray worker); it has been replaced
-            try:
-                self.parts_dir.rmdir()  # only when empty
-            except OSError:
-                pass
-            if self._lock_fd is not None:
-                self.lock_path.unlink(missing_ok=True)  # still held: see _lock for why this is safe
         finally:
             self.close()
 
     def close(self) -> None:
-        """Release the folder without consolidating (parts stay for the next run)."""
+        """Release the folder without consolidating: parts stay for the next run; an empty parts folder and the
+        lock file are removed (a run that failed before writing anything leaves the folder as it found it)."""
         if self._store is not None:
             self._store.close()
             self._store = None
         if self._lock_fd is not None:
+            try:
+                self.parts_dir.rmdir()  # only when empty
+            except OSError:
+                pass
+            self.lock_path.unlink(missing_ok=True)  # still held: see _lock for why this is safe
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
 
