@@ -106,11 +106,14 @@ def test_sigkill_at_several_points_then_resume(setup):
 
 def test_ctrl_c_stops_cleanly_after_saving(setup):
     root, args = setup
-    out = root / "interrupted"
-    process = start(args, out)
-    assert wait_for_parts(process, out, 2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    for attempt in range(3):  # on a starved machine the run may finish before the signal lands: try again
+        out = root / f"interrupted{attempt}"
+        process = start(args, out)
+        assert wait_for_parts(process, out, 2)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        if not (process.returncode == 0 and not (out / ".parts").exists() and "interrupted" not in stderr):
+            break
     assert process.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert not (out / ".parts").exists()  # consolidated on the way out
