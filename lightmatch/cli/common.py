@@ -9,7 +9,7 @@ from typing import Any, NoReturn, Optional
 
 import click
 
-from ..errors import LightmatchError
+from ..errors import ConfigError, LightmatchError
 from ..defaults import DEFAULT_RESIZE, default_max_keypoints
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -161,6 +161,9 @@ def extractor_options(func):
         click.option("--weights", "extractor_weights", type=click.Path(dir_okay=False), default=None,
                      help="Extractor weights file (default: resolved from the registry)."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--backend", type=click.Choice(["torch", "openvino"]), default="torch", show_default=True,
+                     help="Runtime of DISK's network: openvino (CPU, pip install \"lightmatch[openvino]\") is 1.4x "
+                          "faster in fp32 and 2.3x with --precision bf16 (docs/benchmarks.md)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -207,6 +210,12 @@ def build_models(opts: dict):
                              "precision": opts.get("precision")}
     if features.startswith("aliked"):
         extra["nms"] = opts.get("aliked_nms")
+    backend = opts.get("backend") or "torch"
+    if backend != "torch":
+        if features != "disk":
+            raise ConfigError(f"--backend {backend}: only DISK has one (the other extractors run faster in torch; "
+                              "docs/benchmarks.md)")
+        extra["backend"] = backend
     max_kp = opts.get("max_keypoints")
     if max_kp is None:
         max_kp = default_max_keypoints(features)

@@ -93,6 +93,8 @@ def _settings(model) -> dict:
     settings = {k: getattr(model, k) for k in keys if isinstance(getattr(model, k, None), (int, float, str))}
     if getattr(model, "precision", "auto") not in ("auto", "fp32"):  # lower precision gives other features
         settings["precision"] = model.precision
+    if getattr(model, "backend", "torch") != "torch":  # so does another runtime (within 1 px)
+        settings["backend"] = model.backend
     return settings
 
 
