@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lightmatch.eval.metrics import angle_error_mat, angle_error_vec
+
 LIGHTMATCH = Path(sys.executable).parent / "lightmatch"
 
 
@@ -40,11 +42,9 @@ def relative_pose_errors(model, reference) -> list[float]:
     ours, ref = poses(model), poses(reference)
     errors = []
     for a, b in itertools.combinations(sorted(set(ours) & set(ref)), 2):
-        rel = [p[b] * p[a].inverse() for p in (ours, ref)]
-        R0, R1 = (r.rotation.matrix() for r in rel)
-        cos = np.clip((np.trace(R0.T @ R1) - 1) / 2, -1, 1)
-        t0, t1 = (r.translation / max(np.linalg.norm(r.translation), 1e-12) for r in rel)
-        errors.append(max(np.degrees(np.arccos(cos)), np.degrees(np.arccos(np.clip(t0 @ t1, -1, 1)))))
+        mine, truth = (p[b] * p[a].inverse() for p in (ours, ref))
+        errors.append(max(angle_error_mat(mine.rotation.matrix(), truth.rotation.matrix()),
+                          angle_error_vec(mine.translation, truth.translation)))
     return errors
 
 
