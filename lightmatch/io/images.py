@@ -154,7 +154,7 @@ def _decode(path: str | os.PathLike, flags: int) -> np.ndarray:
 def _imdecode(data: np.ndarray, flags: int, path: str | os.PathLike) -> np.ndarray:
     """``cv2.imdecode``, or :class:`InputError` naming ``path``. A PNG's chunk checksums are checked first: libpng
     prints its own lines on stderr for a damaged PNG, which would break the one-line error."""
-    if data[:8].tobytes() == PNG_SIGNATURE and not _png_chunks_intact(data.tobytes()):
+    if data[:8].tobytes() == PNG_SIGNATURE and not _png_chunks_intact(memoryview(data)):  # a view, not a copy
         image = None
     else:
         try:
@@ -166,8 +166,8 @@ def _imdecode(data: np.ndarray, flags: int, path: str | os.PathLike) -> np.ndarr
     return image
 
 
-def _png_chunks_intact(data: bytes) -> bool:
-    """Every chunk of a PNG is complete and matches its CRC, up to ``IEND``."""
+def _png_chunks_intact(data: memoryview) -> bool:
+    """Every chunk of a PNG (the file's bytes) is complete and matches its CRC, up to ``IEND``."""
     pos = len(PNG_SIGNATURE)
     while pos + 12 <= len(data):
         length = int.from_bytes(data[pos:pos + 4], "big")
