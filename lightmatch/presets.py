@@ -78,3 +78,12 @@ def apply_preset(name: Optional[str], options: Mapping[str, Any], given: Collect
         if target in out and target not in given:
             out[target] = value
     return out
+
+
+def apply_preset_split(name: Optional[str], options: Mapping[str, Any], settings: Mapping[str, Any],
+                       given: Collection[str], rename: Optional[Mapping[str, str]] = None
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`apply_preset` over a command's model ``options`` and its own ``settings`` (estimator, threshold,
+    resize, ...) together, returned apart: ``(options, settings)`` with the preset's values filled in."""
+    chosen = apply_preset(name, {**options, **settings}, given, rename)
+    return chosen, {key: chosen.pop(key) for key in settings}

@@ -6,7 +6,7 @@ import pytest
 
 from lightmatch.errors import ConfigError
 from lightmatch.estimators import ESTIMATORS
-from lightmatch.presets import PRESETS, apply_preset, get_preset
+from lightmatch.presets import PRESETS, apply_preset, apply_preset_split, get_preset
 
 
 def test_apply_preset_fills_defaults_but_keeps_given_options():
@@ -19,6 +19,14 @@ def test_apply_preset_fills_defaults_but_keeps_given_options():
     assert "depth_confidence" not in out and "threshold" not in out  # options the command lacks are skipped
     assert options["estimator"] == "opencv"  # the input is not changed
     assert apply_preset(None, options, given=set()) == options
+
+
+def test_apply_preset_split_returns_model_options_and_settings_apart():
+    opts, settings = apply_preset_split("outdoor", {"features": "disk", "max_keypoints": None},
+                                        {"estimator": "opencv", "ransac_threshold": 1.0, "resize": None},
+                                        given={"features"}, rename={"threshold": "ransac_threshold"})
+    assert opts == {"features": "disk", "max_keypoints": 2048}
+    assert list(settings.items()) == [("estimator", "poselib"), ("ransac_threshold", 1.0), ("resize", 1024)]
 
 
 def test_presets_are_valid_and_described():

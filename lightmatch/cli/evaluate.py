@@ -9,10 +9,12 @@ from typing import Any, Optional
 
 import click
 
+from ..presets import apply_preset_split
 from .common import (ESTIMATOR_CHOICES, build_models, extractor_options, given_options, main, matcher_options,
                      preset_option)
 
 _INT = re.compile(r"^-?\d+(,-?\d+)*$")
+ESTIMATION_NAMES = {"threshold": "ransac_threshold"}  # a preset's estimation threshold is --ransac-threshold here
 
 
 class IntListCommand(click.Command):
@@ -165,20 +167,16 @@ def eval_pose(ctx: click.Context, paths: tuple[str, ...], resize: list[int], int
     lightmatch eval pose --colmap-model sfm/sparse/0 images --num-pairs 200 --min-covisibility 0.2 -o out
     """
     from ..eval.pose import evaluate_pose, format_pose_table
-    from ..presets import apply_preset
 
     pairs_source, image_dir, model_settings = _pose_pairs_source(paths, colmap_model, model_pairs, num_pairs,
                                                                  min_covisibility, seed, output_dir)
 
     if preset is not None:
-        chosen = apply_preset(preset, {**opts, "resize": resize, "interpolation": interpolation,
-                                       "estimator": estimator, "ransac_threshold": ransac_threshold},
-                              given_options(ctx), {"threshold": "ransac_threshold"})
-        resize = chosen.pop("resize")
+        opts, chosen = apply_preset_split(preset, opts, {"resize": resize, "interpolation": interpolation,
+                                                         "estimator": estimator, "ransac_threshold": ransac_threshold},
+                                          given_options(ctx), ESTIMATION_NAMES)
+        resize, interpolation, estimator, ransac_threshold = chosen.values()
         resize = [resize] if isinstance(resize, int) else resize
-        interpolation, estimator = chosen.pop("interpolation"), chosen.pop("estimator")
-        ransac_threshold = chosen.pop("ransac_threshold")
-        opts = chosen
     extractor = matcher = None
     if features_h5 is None and matches_h5 is None:
         extractor, matcher = build_models({**opts, "resize": -1})
@@ -271,7 +269,6 @@ def eval_homography(ctx: click.Context, dataset: Optional[str], synthetic_images
     lightmatch eval homography --synthetic photos/ --preset outdoor
     """
     from ..eval.homography import evaluate_homography, format_homography_table
-    from ..presets import apply_preset
 
     if (dataset is None) == (synthetic_images is None):
         raise click.UsageError("give DATASET or --synthetic IMAGE_DIR (one of them)")
@@ -279,12 +276,9 @@ def eval_homography(ctx: click.Context, dataset: Optional[str], synthetic_images
         raise click.UsageError("give --resize (long side) or --resize-short (short side), not both")
     if preset is not None:  # the preset's resize is a long side; an explicit --resize-short keeps the short side
         given = given_options(ctx) | ({"resize"} if resize_short is not None else set())
-        chosen = apply_preset(preset, {**opts, "resize": resize, "estimator": estimator,
-                                       "ransac_threshold": ransac_threshold}, given,
-                              {"threshold": "ransac_threshold"})
-        resize, estimator, ransac_threshold = chosen.pop("resize"), chosen.pop("estimator"), chosen.pop(
-            "ransac_threshold")
-        opts = chosen
+        opts, chosen = apply_preset_split(preset, opts, {"resize": resize, "estimator": estimator,
+                                                         "ransac_threshold": ransac_threshold}, given, ESTIMATION_NAMES)
+        resize, estimator, ransac_threshold = chosen.values()
     side, size = ("long", resize) if resize is not None else ("short", 480 if resize_short is None else resize_short)
     extractor, matcher = build_models({**opts, "resize": -1})
     progress = _Progress("eval homography")

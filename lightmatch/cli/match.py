@@ -17,7 +17,7 @@ import click
 
 from ..defaults import (BATCH_PAIRS, VERIFY_CONFIDENCE, VERIFY_ESTIMATOR, VERIFY_SEED, VERIFY_THRESHOLD_PX,
                         VIZ_MAX_MATCHES)
-from ..presets import apply_preset
+from ..presets import apply_preset_split
 from .common import (ESTIMATOR_CHOICES, EXIT_OK, EXIT_PARTIAL, build_models, extractor_options, given_options, main,
                      matcher_options, preset_option)
 
@@ -308,11 +308,10 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     if "batch_pairs" in given and image_dir is None:
         raise click.UsageError("--batch-pairs needs --image-dir (the batch form)")
     if preset is not None:  # fills in what the user did not give; verification settings only with --verify
-        chosen = apply_preset(preset, {**opts, "estimator": estimator, "verify_threshold": verify_threshold},
-                              given | (set() if verify else {"estimator", "verify_threshold"}),
-                              {"threshold": "verify_threshold"})
-        estimator, verify_threshold = chosen.pop("estimator"), chosen.pop("verify_threshold")
-        opts = chosen
+        opts, chosen = apply_preset_split(preset, opts, {"estimator": estimator, "verify_threshold": verify_threshold},
+                                          given | (set() if verify else {"estimator", "verify_threshold"}),
+                                          {"threshold": "verify_threshold"})
+        estimator, verify_threshold = chosen.values()
     ray = _ray_options(opts)
     if image_dir is None:
         if ray is not None:
