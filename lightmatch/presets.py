@@ -22,7 +22,8 @@ class Preset:
         name: what ``--preset`` takes. description: one line on when to use it.
         options: option name -> value: ``features``, ``max_keypoints``, ``detection_threshold``, ``resize`` (long
             side given to the network, ``-1`` original size), ``interpolation`` (``eval pose`` only),
-            ``depth_confidence`` / ``width_confidence`` (``-1``: full LightGlue), ``estimator`` and ``threshold``
+            ``depth_confidence`` / ``width_confidence`` (``-1``: full LightGlue), ``rotation_search``,
+            ``estimator`` and ``threshold``
             (robust estimation, pixels).
     """
 
@@ -41,7 +42,7 @@ PRESETS: dict[str, Preset] = {
         Preset("indoor", "blurry, weakly textured indoor images (measured on the ScanNet sample)",
                {"features": "aliked", "max_keypoints": 2048, "detection_threshold": 0.0, "resize": 640,
                 "interpolation": "area", "depth_confidence": -1.0, "width_confidence": -1.0,
-                "estimator": "poselib", "threshold": 2.0}),
+                "rotation_search": True, "estimator": "poselib", "threshold": 3.0}),
         Preset("outdoor", "textured outdoor scenes (measured on a COLMAP model of sacre_coeur)",
                {"features": "aliked", "max_keypoints": 2048, "detection_threshold": 0.0, "resize": 1024,
                 "estimator": "poselib", "threshold": 1.0}),

@@ -266,9 +266,6 @@ def batch_options(func):
               help="Batch: pairs matched together by LightGlue/SuperGlue (padded and masked, the same matches); "
                    "1 on the CPU, where batching does not pay; try 4-16 on a GPU.")
 @preset_option
-@click.option("--rotation-search", is_flag=True,
-              help="Two-image form: match IMAGE1 at 0/90/180/270 degrees, keep the rotation with most verified "
-                   "inliers (4x the extraction and matching of IMAGE1; see also --features aliked-n16rot).")
 @click.option("--viz-dir", type=click.Path(file_okay=False), default=None,
               help="Batch: write a match plot per pair matched in this run ({name0}_{name1}_matches.png).")
 @click.option("--viz-max-matches", type=click.IntRange(min=-1), default=VIZ_MAX_MATCHES, show_default=True,
@@ -281,7 +278,7 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
           as_json: bool, image_dir: Optional[str], pairs_file: Optional[str], pairs_mode: Optional[str],
           window: Optional[int], loop: bool, verify: Optional[str], verify_threshold: Optional[float],
           verify_confidence: Optional[float], seed: Optional[int], estimator: Optional[str], batch_pairs: int,
-          preset: Optional[str], rotation_search: bool, viz_dir: Optional[str], viz_max_matches: int,
+          preset: Optional[str], viz_dir: Optional[str], viz_max_matches: int,
           overwrite: bool, quiet: bool, workers: int, **opts: Any) -> None:
     """Match IMAGE0 and IMAGE1, or every pair of a folder.
 
@@ -323,13 +320,10 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
             raise click.UsageError(f"{given[0]} needs --image-dir (the batch form)")
         if overwrite and output_dir is None:
             raise click.UsageError("--overwrite needs -o OUTDIR")
-        _match_two(images, output_dir, viz_path, viz_max_matches, homography, as_json, overwrite, opts,
-                   rotation_search)
+        _match_two(images, output_dir, viz_path, viz_max_matches, homography, as_json, overwrite, opts)
         return
     if images:
         raise click.UsageError("give either IMAGE0 IMAGE1 or --image-dir, not both")
-    if rotation_search:
-        raise click.UsageError("--rotation-search is for two images (IMAGE0 IMAGE1)")
     for name, value in (("--viz", viz_path), ("--homography", homography)):
         if value is not None:
             raise click.UsageError(f"{name} is for two images; batches take --viz-dir")
@@ -378,7 +372,7 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
 
 def _match_two(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional[str],
                viz_max_matches: int, homography: Optional[str], as_json: bool, overwrite: bool,
-               opts: dict, rotation_search: bool = False) -> None:
+               opts: dict) -> None:
     from ..io.homography import read_homography
     from ..pipeline.match import check_inputs, match_pair
 
@@ -388,8 +382,7 @@ def _match_two(images: tuple[str, ...], output_dir: Optional[str], viz_path: Opt
     check_inputs(list(images), output_dir)
     extractor, matcher = build_models(opts)
     result = match_pair(images[0], images[1], extractor, matcher, output_dir=output_dir, viz_path=viz_path,
-                        homography=H, overwrite=overwrite, viz_max_matches=viz_max_matches,
-                        rotation_search=rotation_search)
+                        homography=H, overwrite=overwrite, viz_max_matches=viz_max_matches)
     for warning in result.warnings:
         click.echo(f"lightmatch: warning: {warning}", err=True)
     from ..pipeline.match import matcher_layers

@@ -12,13 +12,13 @@ import numpy as np
 
 from ..errors import OutputError
 from ..io import h5
-from ..io.images import check_image, image_to_tensor, read_image
+from ..io.images import check_image
 from ..io.store import OutputStore
 from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
 from ..defaults import VIZ_MAX_MATCHES
 from .events import PairEvent
-from .loader import LoadedImage, extract_loaded, load_for_extractor, shrink_for_viz
+from .loader import LoadedImage, extract_loaded, load_for_extractor
 
 CORRECT_PX = 3.0
 LOCK_WAIT_S = 600.0  # how long a single-pair run waits for another run writing to the same folder
@@ -136,17 +136,15 @@ def plot_pair(image0: np.ndarray, image1: np.ndarray, scale0: float, scale1: flo
 def match_pair(path0: str | os.PathLike, path1: str | os.PathLike, extractor: Extractor, matcher: Matcher,
                output_dir: Optional[str | os.PathLike] = None, viz_path: Optional[str | os.PathLike] = None,
                homography: Optional[np.ndarray] = None, overwrite: bool = False,
-               wait: float = LOCK_WAIT_S, viz_max_matches: Optional[int] = VIZ_MAX_MATCHES,
-               rotation_search: bool = False) -> PairResult:
+               wait: float = LOCK_WAIT_S, viz_max_matches: Optional[int] = VIZ_MAX_MATCHES) -> PairResult:
     """Match two image files.
 
     With ``output_dir``, adds both images' features and the pair's matches to ``output_dir/features.h5`` and
     ``matches.h5`` through the crash-safe :class:`~lightmatch.io.store.OutputStore` (waiting up to ``wait``
     seconds for another run writing there; a store made with other settings is refused unless ``overwrite``).
     Writes a match plot when ``viz_path`` is given, of at most ``viz_max_matches`` lines (None or -1: all).
-    With a ground-truth ``homography`` (image 0 -> image 1), counts the matches within 3 px. ``rotation_search``:
-    match image 1 at 0/90/180/270 degrees and keep the rotation with most verified inliers
-    (:func:`~lightmatch.pipeline.rotation.match_with_rotation_search`).
+    With a ground-truth ``homography`` (image 0 -> image 1), counts the matches within 3 px. Models wrapped by
+    :func:`~lightmatch.pipeline.rotation.with_rotation_search` report the quarter turn of image 1 they kept.
     """
     name0, name1 = pair_names(path0, path1)
     store = None
@@ -154,8 +152,7 @@ def match_pair(path0: str | os.PathLike, path1: str | os.PathLike, extractor: Ex
         store = OutputStore(output_dir, store_attributes(extractor), store_attributes(extractor, matcher),
                             overwrite=overwrite, wait=wait).open()
     try:
-        result, loaded = _match_files(path0, path1, name0, name1, extractor, matcher, viz_path is not None,
-                                      rotation_search)
+        result, loaded = _match_files(path0, path1, name0, name1, extractor, matcher, viz_path is not None)
         if store is not None:
             t = time.perf_counter()
             store.commit(features={name0: result.features0, name1: result.features1},
@@ -180,37 +177,21 @@ def match_pair(path0: str | os.PathLike, path1: str | os.PathLike, extractor: Ex
 
 
 def _match_files(path0: str | os.PathLike, path1: str | os.PathLike, name0: str, name1: str, extractor: Extractor,
-                 matcher: Matcher, keep_viz: bool, rotation_search: bool = False,
-                 ) -> tuple[PairResult, tuple[LoadedImage, LoadedImage]]:
-    """Decode (bounded by the network size), extract and match two files; with ``rotation_search``, image 1 is
-    matched at four quarter turns (decoded exactly, since it is rotated before extraction, and once: its plot
-    image is shrunk from that decoding)."""
+                 matcher: Matcher, keep_viz: bool) -> tuple[PairResult, tuple[LoadedImage, LoadedImage]]:
+    """Decode (bounded by the network size), extract and match two files."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
     loaded0 = load_for_extractor(path0, str(path0), extractor, keep_viz)
-    if rotation_search:
-        image1 = read_image(path1)
-        viz, viz_scale = shrink_for_viz(image1) if keep_viz else (None, 1.0)
-        loaded1 = LoadedImage(str(path1), (image1.shape[1], image1.shape[0]), None, viz=viz, viz_scale=viz_scale)
-    else:
-        loaded1 = load_for_extractor(path1, str(path1), extractor, keep_viz)
+    loaded1 = load_for_extractor(path1, str(path1), extractor, keep_viz)
     timings["decode"] = time.perf_counter() - t
     t = time.perf_counter()
     feats0 = h5.canonical_features(extract_loaded(extractor, loaded0))
-    turns = None
-    if rotation_search:
-        from .rotation import match_with_rotation_search
-
-        found = match_with_rotation_search(None, image_to_tensor(image1), extractor, matcher, features0=feats0)
-        feats1, matches, turns = h5.canonical_features(found.features1), found.matches.cpu(), found.turns
-        timings.update({key: timings.get(key, 0.0) + value for key, value in found.timings.items()})
-        timings["extract"] += time.perf_counter() - t - sum(found.timings.values())
-    else:
-        feats1 = h5.canonical_features(extract_loaded(extractor, loaded1))
-        timings["extract"] = time.perf_counter() - t
-        t = time.perf_counter()
-        matches = matcher.match(feats0, feats1).cpu()
-        timings["match"] = time.perf_counter() - t
+    feats1 = h5.canonical_features(extract_loaded(extractor, loaded1))
+    timings["extract"] = time.perf_counter() - t
+    t = time.perf_counter()
+    matches = matcher.match(feats0, feats1).cpu()
+    timings["match"] = time.perf_counter() - t
+    turns = matches.info.get("turns")
     warnings = [f"{path}: no keypoints found (blank or featureless image)"
                 for path, feats in ((path0, feats0), (path1, feats1)) if len(feats) == 0]
     return PairResult(name0, name1, feats0, feats1, matches, timings, warnings, rotation=turns), (loaded0, loaded1)

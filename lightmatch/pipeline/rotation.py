@@ -1,106 +1,205 @@
-"""Rotation-robust matching: try the second image at 0/90/180/270 degrees and keep the best verified rotation.
+"""Rotation-robust matching: features at 0/90/180/270 degrees, matched at the quarter turn with most inliers.
 
 Upright features (ALIKED, SuperPoint, DISK, LightGlue) tolerate only moderate in-plane rotation. When a pair is
-rotated beyond that (a camera held sideways, an aerial view), :func:`match_with_rotation_search` extracts image 1
-at each quarter turn (``torch.rot90``, counter-clockwise, as ``np.rot90``), matches it to image 0, verifies the
-matches (:func:`~lightmatch.pipeline.verify.verify_pair`), keeps the rotation with the most inliers (ties: the
-smaller turn) and maps that rotation's keypoints back into image 1's own pixels. Cost: image 1 is extracted, matched
-and verified four times instead of once. ``aliked-n16rot`` is the rotation-tolerant extractor when one model for
-all rotations is preferred.
+rotated beyond that (a camera held sideways, an aerial view, a hand-held indoor sequence), the two wrappers here
+search the four quarter turns:
+
+* :class:`RotationSearchExtractor` extracts an image at each quarter turn (``torch.rot90``, counter-clockwise, as
+  ``np.rot90``) and returns one feature set: every keypoint in the upright image's pixels, its turn ``k`` recorded
+  as the orientation ``k * pi / 2`` (``Features.oris``, stored in hloc's ``oris`` dataset).
+* :class:`RotationSearchMatcher` matches image 0's upright keypoints to each turn of image 1 (keypoints moved into
+  that turn's frame, as the network saw them), verifies each with a robust model
+  (:func:`~lightmatch.pipeline.verify.verify_pair`), and keeps the turn with the most inliers (ties: the smaller
+  turn). ``Matches.info`` reports ``turns`` and ``inliers_per_turn``.
+
+Since each image is extracted once (at four turns) and the features are an ordinary feature set, everything that
+takes an extractor and a matcher works unchanged: two images, batches with their stores and resume, Ray, and
+``eval``. Cost: 4x the extraction of every image, 4x the matching and verification of every pair, 4x the stored
+keypoints. ``aliked-n16rot`` is the rotation-tolerant extractor when one model for all rotations is preferred.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from typing import Optional
+import math
+from typing import Any, Optional
 
 import numpy as np
 import torch
+from torch import nn
 
+from ..errors import ConfigError
 from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
 from .verify import VerifyOptions, verify_pair
 
 QUARTER_TURNS = (0, 1, 2, 3)
+QUARTER_TURN_RAD = math.pi / 2
 
 
-def rotate_keypoints(kpts: np.ndarray, size: tuple[int, int], rot: int) -> np.ndarray:
-    """Move ``(N, 2)`` pixel keypoints of a ``size = (W, H)`` image into ``np.rot90(image, rot)``.
+def rotate_keypoints(kpts: np.ndarray | torch.Tensor, size: tuple[int, int], rot: int) -> np.ndarray | torch.Tensor:
+    """Move ``(N, 2)`` pixel keypoints of a ``size = (W, H)`` image into ``np.rot90(image, rot)`` (NumPy in, float64
+    NumPy out; a tensor in, a tensor of its dtype out).
 
     Quarter turns counter-clockwise: ``(x, y)`` goes to ``(y, W-1-x)`` (rot 1), ``(W-1-x, H-1-y)`` (2),
     ``(H-1-y, x)`` (3); the same convention as :func:`~lightmatch.eval.pose_data.rotate_intrinsics`.
     """
-    k = np.asarray(kpts, dtype=np.float64).reshape(-1, 2)
+    is_tensor = isinstance(kpts, torch.Tensor)
+    k = kpts.reshape(-1, 2) if is_tensor else np.asarray(kpts, dtype=np.float64).reshape(-1, 2)
+    stack = torch.stack if is_tensor else np.stack
     w, h = float(size[0]), float(size[1])
     x, y = k[:, 0], k[:, 1]
     rot = int(rot) % 4
     if rot == 1:
-        return np.stack([y, w - 1 - x], -1)
+        return stack([y, w - 1 - x], -1)
     if rot == 2:
-        return np.stack([w - 1 - x, h - 1 - y], -1)
+        return stack([w - 1 - x, h - 1 - y], -1)
     if rot == 3:
-        return np.stack([h - 1 - y, x], -1)
-    return k.copy()
+        return stack([h - 1 - y, x], -1)
+    return k.clone() if is_tensor else k.copy()
 
 
-@dataclass
-class RotationSearchResult:
-    """What :func:`match_with_rotation_search` returns.
+def keypoint_turns(feats: Features) -> torch.Tensor:
+    """``(N,)`` quarter turn (0-3) at which each keypoint of a :class:`RotationSearchExtractor` feature set was
+    found, read from its orientations; all 0 for features without orientations."""
+    if feats.oris is None:
+        return torch.zeros(len(feats), dtype=torch.long)
+    return torch.round(feats.oris.detach().cpu().double() / QUARTER_TURN_RAD).long() % 4
 
-    Attributes:
-        features0, features1: features of both images, keypoints in each image's own pixels.
-        matches: matches of the kept rotation. inliers: ``(N0,)`` bool, verified matches (aligned with matches0).
-        turns: quarter turns (counter-clockwise) of image 1 that were kept. inliers_per_turn: verified inliers at
-            each rotation tried. timings: seconds for extraction, matching and verification over all rotations.
+
+def _select(feats: Features, index: torch.Tensor, turns: int) -> Features:
+    """The keypoints ``index`` of ``feats``, moved into the frame of the image turned by ``turns``."""
+    w, h = feats.image_size
+    kpts = rotate_keypoints(feats.keypoints[index.to(feats.keypoints.device)], (w, h), turns)
+    size = (h, w) if turns % 2 else (w, h)
+    pick = index.to(feats.keypoints.device)
+    scales = feats.scales[pick] if feats.scales is not None else None
+    return Features(kpts.contiguous(), feats.scores[pick], feats.descriptors[pick], size, scales, None)
+
+
+class _Wrapper:
+    """Attribute access that falls through to the wrapped model (``self.base``): settings such as
+    ``max_keypoints`` or ``depth_confidence`` read as the base model's."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return nn.Module.__getattr__(self, name)  # type: ignore[arg-type]
+        except AttributeError:
+            if name == "base":
+                raise
+            return getattr(nn.Module.__getattr__(self, "base"), name)  # type: ignore[arg-type]
+
+
+class RotationSearchExtractor(_Wrapper, Extractor):
+    """``base``'s features at the four quarter turns of the image, as one set (see the module docstring)."""
+
+    def __init__(self, base: Extractor) -> None:
+        nn.Module.__init__(self)
+        if base.name.startswith("sift"):
+            raise ConfigError("--rotation-search: SIFT is rotation invariant and keeps its own orientations; "
+                              "the search is for upright extractors (aliked, disk, superpoint, xfeat)")
+        self.base = base
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"{self.base.name}+rotation-search"
+
+    @property
+    def grayscale(self) -> bool:  # type: ignore[override]
+        return self.base.grayscale
+
+    @property
+    def descriptor_dim(self) -> int:  # type: ignore[override]
+        return self.base.descriptor_dim
+
+    @property
+    def resize(self) -> Optional[int]:  # type: ignore[override]
+        return self.base.resize
+
+    @resize.setter
+    def resize(self, value: Optional[int]) -> None:
+        self.base.resize = value
+
+    @property
+    def precision(self) -> str:  # type: ignore[override]
+        return self.base.precision
+
+    def budget_settings(self, n: int) -> tuple[dict[str, Any], bool]:
+        return self.base.budget_settings(n)
+
+    def set_keypoint_budget(self, n: int) -> bool:
+        return self.base.set_keypoint_budget(n)
+
+    def preprocess(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[float, float]]:
+        return self.base.preprocess(image)
+
+    @torch.inference_mode()
+    def run(self, image: torch.Tensor, scale: tuple[float, float], image_size: tuple[int, int]) -> Features:
+        """``base.run`` on the prepared image at each quarter turn; keypoints back in the upright image's pixels,
+        ``oris`` the turn (``k * pi / 2``)."""
+        w, h = int(image_size[0]), int(image_size[1])
+        parts = []
+        for turns in QUARTER_TURNS:
+            size = (h, w) if turns % 2 else (w, h)
+            feats = self.base.run(torch.rot90(image, turns, dims=(-2, -1)), scale[::-1] if turns % 2 else scale,
+                                  size)
+            kpts = rotate_keypoints(feats.keypoints, size, (4 - turns) % 4)
+            parts.append((feats, kpts))
+        scales = (torch.cat([f.scales for f, _ in parts]) if all(f.scales is not None for f, _ in parts)
+                  else None)
+        oris = torch.cat([torch.full((len(f),), t * QUARTER_TURN_RAD, dtype=torch.float32, device=k.device)
+                          for t, (f, k) in zip(QUARTER_TURNS, parts)])
+        return Features(torch.cat([k for _, k in parts]).float().contiguous(),
+                        torch.cat([f.scores for f, _ in parts]), torch.cat([f.descriptors for f, _ in parts]),
+                        (w, h), scales, oris)
+
+
+class RotationSearchMatcher(_Wrapper, Matcher):
+    """Matches image 0's upright keypoints to each quarter turn of image 1's (features of a
+    :class:`RotationSearchExtractor`) and keeps the turn with the most verified inliers.
+
+    ``verify``: how each turn is verified (default: a fundamental matrix, MAGSAC++, 3 px, seed 0).
     """
 
-    features0: Features
-    features1: Features
-    matches: Matches
-    inliers: np.ndarray
-    turns: int
-    inliers_per_turn: dict[int, int] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
+    def __init__(self, base: Matcher, verify: Optional[VerifyOptions] = None) -> None:
+        nn.Module.__init__(self)
+        self.base = base
+        self.verify = verify or VerifyOptions("fundamental")
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"{self.base.name}+rotation-search"
+
+    def match(self, feats0: Features, feats1: Features) -> Matches:
+        """Matches over the full feature sets: only image 0's turn-0 keypoints and image 1's kept turn match."""
+        upright0 = torch.nonzero(keypoint_turns(feats0) == 0)[:, 0]
+        turns1 = keypoint_turns(feats1)
+        sub0 = _select(feats0, upright0, 0)
+        counts: dict[int, int] = {}
+        best: Optional[tuple[int, torch.Tensor, Matches]] = None
+        for turns in QUARTER_TURNS:
+            index1 = torch.nonzero(turns1 == turns)[:, 0]
+            if len(index1) == 0:
+                continue
+            matches = self.base.match(sub0, _select(feats1, index1, turns)).cpu()
+            v = self.verify
+            inliers = verify_pair(sub0, _select(feats1, index1, 0), matches, v.model, threshold=v.threshold,
+                                  confidence=v.confidence, seed=v.seed, max_iters=v.max_iters, estimator=v.estimator)
+            counts[turns] = int(inliers.sum())
+            if best is None or counts[turns] > counts[best[0]]:
+                best = (turns, index1, matches)
+        matches0 = torch.full((len(feats0),), -1, dtype=torch.long)
+        scores0 = torch.zeros(len(feats0), dtype=torch.float32)
+        if best is None:
+            return Matches(matches0, scores0, 0, {"turns": 0, "inliers_per_turn": counts})
+        turns, index1, found = best
+        valid = found.matches0 > -1
+        matches0[upright0[valid]] = index1[found.matches0[valid]]
+        scores0[upright0[valid]] = found.scores0[valid]
+        return Matches(matches0, scores0, found.stop_layer,
+                       {**found.info, "turns": turns, "inliers_per_turn": counts})
 
 
-def match_with_rotation_search(image0: Optional[torch.Tensor], image1: torch.Tensor, extractor: Extractor,
-                               matcher: Matcher, verify: Optional[VerifyOptions] = None,
-                               features0: Optional[Features] = None) -> RotationSearchResult:
-    """Match ``image0`` to ``image1`` turned by 0, 90, 180 and 270 degrees; keep the most verified inliers.
-
-    Args:
-        image0, image1: ``(C, H, W)`` float images in [0, 1]. features0: image 0's features when already extracted
-            (then ``image0`` may be None).
-        verify: how matches are verified (default: a fundamental matrix, MAGSAC++, 3 px, seed 0).
-    """
-    verify = verify or VerifyOptions("fundamental")
-    timings = {"extract": 0.0, "match": 0.0, "verify": 0.0}
-    t = time.perf_counter()
-    feats0 = features0 if features0 is not None else extractor.extract(image0).to("cpu")
-    timings["extract"] += time.perf_counter() - t
-    best: Optional[tuple[int, Features, Matches, np.ndarray]] = None
-    counts: dict[int, int] = {}
-    for turns in QUARTER_TURNS:
-        t = time.perf_counter()
-        feats1 = extractor.extract(torch.rot90(image1, turns, dims=(1, 2))).to("cpu")
-        t1 = time.perf_counter()
-        matches = matcher.match(feats0, feats1)
-        matches = Matches(matches.matches0.cpu(), matches.scores0.cpu(), matches.stop_layer, matches.info)
-        t2 = time.perf_counter()
-        inliers = verify_pair(feats0, feats1, matches, verify.model, threshold=verify.threshold,
-                              confidence=verify.confidence, seed=verify.seed, max_iters=verify.max_iters,
-                              estimator=verify.estimator)
-        timings["extract"] += t1 - t
-        timings["match"] += t2 - t1
-        timings["verify"] += time.perf_counter() - t2
-        counts[turns] = int(inliers.sum())
-        if best is None or counts[turns] > counts[best[0]]:
-            best = (turns, feats1, matches, inliers)
-    turns, feats1, matches, inliers = best
-    size = (int(image1.shape[-1]), int(image1.shape[-2]))  # (W, H) of image 1 as given
-    rotated_size = (size[1], size[0]) if turns % 2 else size
-    kpts = rotate_keypoints(feats1.keypoints.numpy(), rotated_size, (4 - turns) % 4)  # back into image 1
-    feats1 = Features(torch.from_numpy(kpts.astype(np.float32)), feats1.scores, feats1.descriptors, size,
-                      feats1.scales, None)  # orientations (SIFT) are not carried over
-    return RotationSearchResult(feats0, feats1, matches, inliers, turns, counts, timings)
+def with_rotation_search(extractor: Extractor, matcher: Matcher, verify: Optional[VerifyOptions] = None
+                         ) -> tuple[RotationSearchExtractor, RotationSearchMatcher]:
+    """``extractor`` and ``matcher`` wrapped for rotation search (see the module docstring)."""
+    return RotationSearchExtractor(extractor), RotationSearchMatcher(matcher, verify)
