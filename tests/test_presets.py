@@ -11,11 +11,12 @@ from lightmatch.presets import PRESETS, apply_preset, apply_preset_split, get_pr
 
 def test_apply_preset_fills_defaults_but_keeps_given_options():
     options = {"max_keypoints": None, "resize": 1024, "estimator": "opencv", "ransac_threshold": 1.0,
-               "features": "disk"}
+               "features": "disk", "rotation_search": False}
     out = apply_preset("indoor", options, given={"features"}, rename={"threshold": "ransac_threshold"})
     assert out["features"] == "disk"  # given by the user: kept
-    assert out["max_keypoints"] == 2048 and out["resize"] == 640
-    assert out["estimator"] == "poselib" and out["ransac_threshold"] == 2.0
+    assert out["max_keypoints"] == 2048 and out["resize"] == 640 and out["rotation_search"] is True
+    assert out["estimator"] == "poselib" and out["ransac_threshold"] == 3.0
+    assert apply_preset("indoor", options, given={"rotation_search"})["rotation_search"] is False  # --no-rotation-search
     assert "depth_confidence" not in out and "threshold" not in out  # options the command lacks are skipped
     assert options["estimator"] == "opencv"  # the input is not changed
     assert apply_preset(None, options, given=set()) == options
