@@ -70,6 +70,9 @@ def test_features_hold_every_turn_in_upright_pixels(models, searching):
     assert len(nearest) == len(back) and (nearest < 1).all() and nearest.median() < 1e-3
     assert searching[0].name == f"{extractor.name}+rotation-search"
     assert searching[0].max_keypoints == extractor.max_keypoints  # settings read through to the wrapped model
+    with searching[0].keypoint_budget(100):  # and set on it
+        assert extractor.max_keypoints == 100 and searching[0].max_keypoints == 100
+    assert extractor.max_keypoints == 384
 
 
 def test_sift_is_refused():

@@ -20,6 +20,7 @@ keypoints. ``aliked-n16rot`` is the rotation-tolerant extractor when one model f
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Optional
 
@@ -128,6 +129,9 @@ class RotationSearchExtractor(_Wrapper, Extractor):
 
     def set_keypoint_budget(self, n: int) -> bool:
         return self.base.set_keypoint_budget(n)
+
+    def keypoint_budget(self, n: int) -> contextlib.AbstractContextManager[bool]:
+        return self.base.keypoint_budget(n)
 
     def preprocess(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[float, float]]:
         return self.base.preprocess(image)
