@@ -70,9 +70,9 @@ def keypoint_turns(feats: Features) -> torch.Tensor:
 def _select(feats: Features, index: torch.Tensor, turns: int) -> Features:
     """The keypoints ``index`` of ``feats``, moved into the frame of the image turned by ``turns``."""
     w, h = feats.image_size
-    kpts = rotate_keypoints(feats.keypoints[index.to(feats.keypoints.device)], (w, h), turns)
-    size = (h, w) if turns % 2 else (w, h)
     pick = index.to(feats.keypoints.device)
+    kpts = rotate_keypoints(feats.keypoints[pick], (w, h), turns)
+    size = (h, w) if turns % 2 else (w, h)
     scales = feats.scales[pick] if feats.scales is not None else None
     return Features(kpts.contiguous(), feats.scores[pick], feats.descriptors[pick], size, scales, None)
 
