@@ -49,7 +49,7 @@ from .events import BatchStart, BatchSummary, EventCallback, ImageEvent, PairEve
 from .loader import LoadedImage, PrefetchLoader, extract_loaded, load_for_extractor
 from .match import matcher_layers, plot_pair, store_attributes
 from .plan import Job, Load, Step, plan_pairs, unique_pairs, viz_filename
-from .verify import VerifyOptions, verify_pair  # VerifyOptions is re-exported for earlier imports
+from .verify import VerifyOptions  # re-exported for earlier imports
 
 
 # --------------------------------------------------------------------------------------------------- options ---
@@ -401,9 +401,7 @@ def _finish_pair(step: Step, matches: Optional[Matches], cache: dict[str, _Entry
         inliers = None
         if verify is not None:
             t = time.perf_counter()
-            inliers = verify_pair(e0.features, e1.features, m, verify.model, threshold=verify.threshold,
-                                  confidence=verify.confidence, seed=verify.seed, max_iters=verify.max_iters,
-                                  estimator=verify.estimator)
+            inliers = verify.inliers(e0.features, e1.features, m)
             clock.add("verify", time.perf_counter() - t)
         if viz_dir is not None:
             t = time.perf_counter()

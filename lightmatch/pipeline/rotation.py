@@ -9,8 +9,8 @@ search the four quarter turns:
   as the orientation ``k * pi / 2`` (``Features.oris``, stored in hloc's ``oris`` dataset).
 * :class:`RotationSearchMatcher` matches image 0's upright keypoints to each turn of image 1 (keypoints moved into
   that turn's frame, as the network saw them), verifies each with a robust model
-  (:func:`~lightmatch.pipeline.verify.verify_pair`), and keeps the turn with the most inliers (ties: the smaller
-  turn). ``Matches.info`` reports ``turns`` and ``inliers_per_turn``.
+  (:meth:`~lightmatch.pipeline.verify.VerifyOptions.inliers`), and keeps the turn with the most inliers (ties: the
+  smaller turn). ``Matches.info`` reports ``turns`` and ``inliers_per_turn``.
 
 Since each image is extracted once (at four turns) and the features are an ordinary feature set, everything that
 takes an extractor and a matcher works unchanged: two images, batches with their stores and resume, Ray, and
@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
-from .verify import VerifyOptions, verify_pair
+from .verify import VerifyOptions
 
 QUARTER_TURNS = (0, 1, 2, 3)
 QUARTER_TURN_RAD = math.pi / 2
@@ -185,10 +185,7 @@ class RotationSearchMatcher(_Wrapper, Matcher):
             if len(index1) == 0:
                 continue
             matches = self.base.match(sub0, _select(feats1, index1, turns)).cpu()
-            v = self.verify
-            inliers = verify_pair(sub0, _select(feats1, index1, 0), matches, v.model, threshold=v.threshold,
-                                  confidence=v.confidence, seed=v.seed, max_iters=v.max_iters, estimator=v.estimator)
-            counts[turns] = int(inliers.sum())
+            counts[turns] = int(self.verify.inliers(sub0, _select(feats1, index1, 0), matches).sum())
             if best is None or counts[turns] > counts[best[0]]:
                 best = (turns, index1, matches)
         matches0 = torch.full((len(feats0),), -1, dtype=torch.long)

@@ -46,6 +46,11 @@ class VerifyOptions:
             raise ConfigError(f"verification confidence must be in (0, 1), got {self.confidence}")
         self.estimator = check_estimator(self.estimator)
 
+    def inliers(self, feats0: Features, feats1: Features, matches: Matches) -> np.ndarray:
+        """:func:`verify_pair` with these settings: the ``(N0,)`` bool inliers aligned with ``matches.matches0``."""
+        return verify_pair(feats0, feats1, matches, self.model, threshold=self.threshold, confidence=self.confidence,
+                           seed=self.seed, max_iters=self.max_iters, estimator=self.estimator)
+
 
 class Verification(NamedTuple):
     """Result of :func:`verify_matches`.
