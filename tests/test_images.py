@@ -14,7 +14,7 @@ from PIL import Image
 from helpers import LIGHTMATCH
 from lightmatch.errors import InputError
 from lightmatch.io import h5
-from lightmatch.io.images import check_image, image_to_tensor, load_image, read_image
+from lightmatch.io.images import check_image, header_size, image_to_tensor, load_image, read_image
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,33 @@ def test_exif_orientation_is_applied(tmp_path, photo):
     assert image.shape == (128, 96, 3)  # displayed upright: width and height swapped
     expected = np.rot90(photo, k=-1)
     assert np.abs(image.astype(int) - expected).mean() < 8
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_png_exif_orientation_from_the_header(tmp_path, photo, monkeypatch, late):
+    """A PNG's eXIf chunk turns it, before the pixels (as PIL writes it) or after them: header_size agrees with
+    the decoder, from the chunk headers, never decoding the pixels (PIL's getexif() would, for a PNG)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.png"
+    Image.fromarray(photo).save(path, exif=exif)
+    if late:  # move the eXIf chunk behind the image data
+        data, pos, chunks = path.read_bytes(), 8, []
+        while pos < len(data):
+            end = pos + 12 + int.from_bytes(data[pos:pos + 4], "big")
+            chunks.append(data[pos:end])
+            pos = end
+        exif_chunk = next(c for c in chunks if c[4:8] == b"eXIf")
+        rest = [c for c in chunks if c is not exif_chunk]
+        path.write_bytes(data[:8] + b"".join(rest[:-1]) + exif_chunk + rest[-1])
+    assert read_image(path).shape == (128, 96, 3)
+
+    def no_decoding(self):
+        raise AssertionError("header_size decoded the pixels")
+
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", no_decoding)
+    assert header_size(path) == (96, 128, 3, "PNG")
 
 
 def test_load_image_is_float_in_unit_range(sample_pair):

@@ -14,6 +14,7 @@ from ..errors import InputError
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm", ".pnm")
 MIN_SIZE = 32
@@ -99,11 +100,30 @@ def header_size(path: str | os.PathLike) -> Optional[tuple[int, int, int, str]]:
         with _open_header(path) as image:
             w, h = image.size
             channels = len(image.getbands())
-            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that swap the axes
+            # PIL's getexif() decodes a whole PNG to look for an eXIf chunk after the pixels; OpenCV honours that
+            # chunk wherever it is, so a PNG's is found from its chunk headers instead
+            exif = _png_exif(path) if image.format == "PNG" else image.getexif()
+            if exif.get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that swap the axes
                 w, h = h, w
             return w, h, channels, str(image.format)
     except Exception:  # noqa: BLE001 (any reason: let the decoder report it)
         return None
+
+
+def _png_exif(path: str | os.PathLike) -> "Image.Exif":
+    """The EXIF of a PNG's ``eXIf`` chunk (empty without one), read by seeking over the chunks, not decoding."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    with open(path, "rb") as file:
+        file.seek(len(PNG_SIGNATURE))
+        while len(head := file.read(8)) == 8 and head[4:] != b"IEND":
+            length = int.from_bytes(head[:4], "big")
+            if head[4:] == b"eXIf":
+                exif.load(b"Exif\x00\x00" + file.read(length))  # the prefix PIL's own PNG reader adds
+                break
+            file.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+    return exif
 
 
 def read_image_bounded(path: str | os.PathLike, long_side: Optional[int]) -> tuple[np.ndarray, tuple[int, int]]:
