@@ -19,7 +19,7 @@ def test_tiny_lightglue_from_scratch_learns(shared_data, tmp_path):
     keeps the descriptors' nearest neighbours (47 % precision, 26 % recall); a run this short does not beat that,
     longer runs do (docs/training.md)."""
     config = TrainConfig(features="sift", images=[str(shared_data / "sacre_coeur")], output=str(tmp_path / "run"),
-                         steps=150, batch_size=4, lr=1e-3, n_layers=2, num_keypoints=64, patch_size=(240, 180),
+                         steps=150, batch_size=4, lr=1e-3, n_layers=2, num_keypoints=64, patch_size=(256, 192),
                          val_every=50, val_pairs=8, checkpoint_every=150, log_every=10, device="cpu")
     train(config)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

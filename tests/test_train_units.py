@@ -9,7 +9,8 @@ import torch
 from lightmatch.errors import InputError
 from lightmatch.models.lightglue import LightGlue
 from lightmatch.models.superglue import SuperGlue
-from lightmatch.train.data import (HomographyConfig, find_images, ground_truth, lg_augment, make_pair, split_images)
+from lightmatch.train.config import find_images, split_images
+from lightmatch.train.data import HomographyConfig, ground_truth, lg_augment, make_pair
 from lightmatch.train.losses import assignment_weights, confidence_loss, lightglue_loss, nll_loss, superglue_loss
 
 
