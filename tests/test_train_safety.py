@@ -70,3 +70,52 @@ def test_training_checkpoint_as_weights_says_what_to_pass(tmp_path):
     with pytest.raises(WeightsError) as err:
         weights.load_state_dict("aliked_lightglue", run / "last.pth")
     assert "matcher.pth" in str(err.value) and "--resume" in str(err.value)
+
+
+@pytest.fixture
+def images(tmp_path):
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), np.random.default_rng(i).integers(0, 255, (120, 160, 3), np.uint8))
+    return folder
+
+
+def tiny(images, out, *extra):
+    return CliRunner().invoke(main, ["train", "--images", str(images), "-o", str(out), "--features", "sift",
+                                     "--steps", "1", "--batch-size", "1", "--n-layers", "1", "--num-keypoints", "16",
+                                     "--patch-size", "128x96", "--val-pairs", "1", "--device", "cpu", "-q", *extra])
+
+
+@pytest.mark.parametrize("how", ["torch", "pickle"])
+def test_crafted_last_pth_is_refused_on_resume(images, tmp_path, how):
+    run, marker = tmp_path / "run", tmp_path / "pwned"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"images": [str(images)], "features": "sift", "steps": 2}))
+    write_evil(run / "last.pth", marker, how)
+    result = CliRunner().invoke(main, ["train", "-o", str(run), "--resume", "-q"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and str(run / "last.pth") in lines[0] and "not a training checkpoint" in lines[0]
+    assert not marker.exists()
+
+
+def test_crafted_cache_files_are_refused_in_a_run(images, tmp_path):
+    cache, marker = tmp_path / "cache", tmp_path / "pwned"
+    first = tiny(images, tmp_path / "a", "--cache", str(cache))
+    assert first.exit_code == 0, first.output
+    items = sorted(cache.rglob("*.pt"))
+    assert items
+    for item in items:
+        write_evil(item, marker, "torch")
+    result = tiny(images, tmp_path / "b", "--cache", str(cache))
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "not a feature-cache file" in lines[0] and str(cache) in lines[0], result.output
+    assert not marker.exists()
+    # a run's checkpoint given as the initialisation says what to give instead
+    init = tiny(images, tmp_path / "c", "--init", str(tmp_path / "a" / "last.pth"))
+    assert init.exit_code == 1 and "matcher.pth" in init.output and "--resume" in init.output, init.output

@@ -37,6 +37,24 @@ class FolderLock:
     def held(self) -> bool:
         return self.fd is not None
 
+    def check_free(self) -> None:
+        """Raise the :meth:`acquire` error when another process holds the lock now; creates nothing."""
+        if fcntl is None:  # pragma: no cover
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            raise OutputError(self._busy(_holder(fd))) from None
+        finally:
+            os.close(fd)
+
+    def _busy(self, holder: str) -> str:
+        return f"{self.folder}: another lightmatch run{holder} is writing to this folder; {self.advice}"
+
     def acquire(self) -> None:
         deadline = time.monotonic() + max(0.0, self.wait)
         while True:
@@ -53,8 +71,7 @@ class FolderLock:
                 holder = _holder(fd)
                 os.close(fd)
                 if time.monotonic() >= deadline:
-                    raise OutputError(f"{self.folder}: another lightmatch run{holder} is writing to this folder; "
-                                      f"{self.advice}") from None
+                    raise OutputError(self._busy(holder)) from None
                 time.sleep(0.05)
                 continue
             try:

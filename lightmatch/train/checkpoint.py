@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,7 +37,9 @@ def load(path: str | os.PathLike, fmt: str, what: str, hint: str,
     """Read a file written by :func:`save` with format ``fmt``; anything else is an :class:`InputError` naming
     ``path`` and ``what`` it should be, then ``hint`` (what to do)."""
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign file's pickle protocol: the refusal says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a bad or unsafe file
         raise InputError(f"{path}: not a {what} written by lightmatch ({_load_error(exc)}); {hint}") from None
     if not isinstance(obj, dict) or obj.get("format") != fmt:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import ConfigError, InputError
+from ..io.lock import FolderLock
 
 # Extractors a matcher can be trained on: the feature families with a LightGlue configuration (the official
 # weights' input size; aliked-n16rot and aliked-n32 are 128-d ALIKED too) and XFeat's LighterGlue. aliked-t16
@@ -128,6 +129,8 @@ class TrainConfig:
             raise ConfigError(f"--precision {self.precision!r}: choose fp32, fp16 or bf16")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             raise ConfigError(f"--device {self.device!r}: choose auto, cpu, mps, cuda or cuda:N")
+        if self.precision == "fp16" and self.device in ("cpu", "mps"):
+            raise ConfigError(f"--precision fp16 needs CUDA (GradScaler); use fp32 or bf16 on --device {self.device}")
         if not isinstance(self.checkpointing, bool):
             raise ConfigError(f"--gradient-checkpointing must be true or false; got {self.checkpointing!r}")
         if not isinstance(self.images, list) or not all(isinstance(p, str) for p in self.images):
@@ -223,8 +226,20 @@ def total_steps(config: TrainConfig, n_train: int) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ run folder
+def run_lock(folder: str | os.PathLike) -> FolderLock:
+    """The lock that keeps a second run out of ``folder``."""
+    return FolderLock(folder, advice="wait for it to finish, or choose another -o")
+
+
 def check_run_folder(output: str | os.PathLike, resume: bool) -> None:
-    """``--resume`` needs a run (``last.pth``) in ``output``; a new run refuses a folder that holds one."""
+    """``output`` is not in use by another run; ``--resume`` needs a run (``last.pth``) there; a new run refuses a
+    folder that holds one."""
+    run_lock(output).check_free()
+    check_run_state(output, resume)
+
+
+def check_run_state(output: str | os.PathLike, resume: bool) -> None:
+    """The part of :func:`check_run_folder` that the lock's holder repeats."""
     folder = Path(output)
     has_run = (folder / "last.pth").is_file()
     if resume and not has_run:

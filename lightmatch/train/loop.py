@@ -24,7 +24,7 @@ import torch
 from ..errors import ConfigError, InputError, LightmatchError, OutputError, WeightsError
 from ..eval.metrics import evaluate_homography_pair, homography_summary
 from ..io.atomic import atomic_output
-from ..io.lock import FolderLock, fcntl
+from ..io.lock import fcntl
 from ..models.base import Extractor
 from ..models.factory import feature_family, load_extractor, resolve_device
 from ..models.lightglue import VARIANTS, LightGlue, PaddedPairs, filter_matches
@@ -34,7 +34,7 @@ from ..models.xfeat import LIGHTERGLUE, lighterglue
 from ..types import Features
 from . import checkpoint
 from .checkpoint import CHECKPOINT_FORMAT, load_cache_item, rng_state, save_cache_item, set_rng_state
-from .config import TrainConfig, check_run_folder, find_images, split_images, total_steps
+from .config import TrainConfig, check_run_folder, check_run_state, find_images, run_lock, split_images, total_steps
 from .data import HomographyConfig, PairSource, ground_truth
 from .losses import LossTerms, assignment_weights, lightglue_loss, superglue_loss
 
@@ -87,11 +87,8 @@ def build_matcher(config: TrainConfig) -> torch.nn.Module:
 def build_extractor(config: TrainConfig, device: torch.device) -> Extractor:
     """Frozen extractor with exactly ``num_keypoints`` per image (detection threshold 0, no resizing)."""
     options: dict[str, Any] = {"detection_threshold": 0.0} if config.features != "sift" else {}
-    try:
-        extractor = load_extractor(config.features, max_keypoints=config.num_keypoints, resize=None,
-                                   device=device, weights=config.weights, **options)
-    except WeightsError as exc:
-        raise WeightsError(f"{exc} (training: --weights FILE gives the extractor's weights)") from None
+    extractor = load_extractor(config.features, max_keypoints=config.num_keypoints, resize=None, device=device,
+                               weights=config.weights, **options)
     return extractor.eval().requires_grad_(False)
 
 
@@ -477,10 +474,10 @@ def train(config: TrainConfig, resume: bool = False, progress: Optional[Progress
         rundir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{rundir}: cannot write the run here ({exc.strerror or exc}) (-o)") from exc
-    lock = FolderLock(rundir, advice="wait for it to finish, or choose another -o")
+    lock = run_lock(rundir)
     try:
         lock.acquire()
-        check_run_folder(rundir, resume)  # again, now that no other run writes here
+        check_run_state(rundir, resume)  # again, now that no other run writes here
         _sweep(rundir)
         with _using_cache(config.cache):
             return Trainer(config, resume, progress, should_stop).run()
