@@ -163,8 +163,11 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint(setup, straight):
 @pytest.mark.slow
 def test_no_validation_exports_the_last_model(setup, tmp_path):
     result = CliRunner().invoke(main, ["train", "--config", str(setup["config"]), "-o", str(tmp_path / "r"),
-                                       "--val-pairs", "0", "--steps", "2", "-q"])
+                                       "--val-pairs", "0", "--steps", "2"])
     assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()  # what is prepared, first: images, split, steps; then the features
+    assert "4 images (3 training, 1 validation); 2 steps of 2 pairs" in lines[0], lines[0]
+    assert lines[1].startswith("features: sift, 32 keypoints per image, on cpu; 4 training pairs"), lines[1]
     assert "no validation" in result.output
     printed = [line.split()[1] for line in result.output.splitlines() if line.startswith("weights:")]
     assert printed == [str(tmp_path / "r" / "matcher.pth")] and Path(printed[0]).is_file()
