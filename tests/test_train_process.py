@@ -91,28 +91,26 @@ def assert_no_tmp(*folders: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def straight(setup) -> Path:
+def straight(setup) -> dict:
+    """The uninterrupted run, which the others must reproduce; while it runs, a second run on its folder is tried."""
     out = setup["root"] / "straight"
-    code, stdout, err = finish(start(setup, out))
-    assert code == 0, err
-    assert_clean_log(out)
-    return out
-
-
-@pytest.mark.slow
-def test_second_run_on_a_folder_is_refused_and_the_first_finishes(setup, straight):
-    out = setup["root"] / "locked"
     first = start(setup, out)
     assert wait_for(first, lambda: (out / ".lightmatch.lock").exists() and logged(out) >= 1), first.stderr
     second = CliRunner().invoke(main, ["train", "--config", str(setup["config"]), "-o", str(out), "--cache",
                                        str(setup["cache"]), "-q"])
-    assert second.exit_code == 1, second.output
-    lines = second.output.strip().splitlines()
-    assert len(lines) == 1 and f"pid {first.pid}" in lines[0] and str(out) in lines[0], second.output
     code, _, err = finish(first)
     assert code == 0, err
-    assert_clean_log(out)
-    assert_same_model(out, straight)
+    return {"out": out, "pid": first.pid, "second": second}
+
+
+@pytest.mark.slow
+def test_second_run_on_a_folder_is_refused_and_the_first_finishes(straight):
+    second, out = straight["second"], straight["out"]
+    assert second.exit_code == 1, second.output
+    lines = second.output.strip().splitlines()
+    assert len(lines) == 1 and f"pid {straight['pid']}" in lines[0] and str(out) in lines[0], second.output
+    assert "another lightmatch run" in lines[0]
+    assert_clean_log(out)  # the first run's log and checkpoints are its own
     assert not (out / ".lightmatch.lock").exists()
 
 
@@ -139,7 +137,7 @@ def test_sigkill_at_random_points_then_resume(setup, straight):
     code, _, err = finish(start(setup, out, *(("--resume",) if (out / "last.pth").exists() else ())))
     assert code == 0, err
     assert_clean_log(out)
-    assert_same_model(out, straight)
+    assert_same_model(out, straight["out"])
     assert_no_tmp(out, setup["cache"])
 
 
@@ -157,7 +155,7 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint(setup, straight):
     done, stdout, err = finish(start(setup, out, "--resume"))
     assert done == 0, err
     assert_clean_log(out)
-    assert_same_model(out, straight)
+    assert_same_model(out, straight["out"])
 
 
 @pytest.mark.slow
