@@ -150,9 +150,10 @@ def train_command(more_images: tuple[str, ...], quiet: bool, resume: bool, **opt
     train_images, val_images = split_images(find_images(config.images), config.val_fraction, config.seed)
     steps = total_steps(config, len(train_images))
     say = (lambda text: None) if quiet else (lambda text: click.echo(text, err=True))
+    pairs = f"{config.batch_size} pair{'s' if config.batch_size > 1 else ''}"
     say(f"lightmatch train: {config.output}: {len(train_images) + len(val_images)} images ({len(train_images)} "
-        f"training, {len(val_images)} validation); {steps} steps of {config.batch_size} pair{'s' if config.batch_size > 1 else ''}; loading the "
-        f"{config.features} extractor and the {config.matcher} matcher ...")
+        f"training, {len(val_images)} validation); {steps} steps of {pairs}; loading the {config.features} "
+        f"extractor and the {config.matcher} matcher ...")
     from ..train.loop import TrainingStopped, train
 
     bars: dict[str, Any] = {}
