@@ -245,7 +245,17 @@ def load_state_dict(name: str, explicit: Optional[str | os.PathLike] = None) -> 
         raise WeightsError(f"{path}: cannot read weights '{name}' ({_load_error(exc)})") from None
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: not a state dict (weights '{name}')")
+    refuse_training_checkpoint(state, path)
     return state
+
+
+def refuse_training_checkpoint(state: dict, path: Path) -> None:
+    """A training run's resume checkpoint (``RUNDIR/last.pth``, ``best.pth``) given as weights: say what to pass."""
+    from .train.checkpoint import is_training_checkpoint
+
+    if is_training_checkpoint(state):
+        raise WeightsError(f"{path}: a training checkpoint (for 'lightmatch train -o RUNDIR --resume'), not weights; "
+                           f"pass {path.parent / 'matcher.pth'} (the run's exported weights) instead")
 
 
 def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], name: str, path_hint: str = "",

@@ -27,7 +27,7 @@ def images(shared_data, tmp_path_factory) -> Path:
 
 def run_train(images: Path, out: Path, cache: Path, *extra: str, wait: bool = True):
     cmd = [sys.executable, "-m", "lightmatch", "train", "--images", str(images), "-o", str(out), "--steps", "4",
-           "--batch-size", "2", "--n-layers", "2", "--num-keypoints", "64", "--patch-size", "240x180",
+           "--batch-size", "2", "--n-layers", "2", "--num-keypoints", "64", "--patch-size", "256x192",
            "--val-every", "2", "--val-pairs", "2", "--checkpoint-every", "2", "--cache", str(cache), "-q", *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if not wait:
@@ -50,11 +50,11 @@ def test_resume_after_sigkill_equals_uninterrupted(images, tmp_path):
         time.sleep(0.02)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert torch.load(tmp_path / "killed" / "last.pth", weights_only=False)["step"] == 2
+    assert torch.load(tmp_path / "killed" / "last.pth", weights_only=True)["step"] == 2
     resumed = run_train(images, tmp_path / "killed", cache, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    a = torch.load(tmp_path / "straight" / "last.pth", weights_only=False)
-    b = torch.load(tmp_path / "killed" / "last.pth", weights_only=False)
+    a = torch.load(tmp_path / "straight" / "last.pth", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "last.pth", weights_only=True)
     assert a["step"] == b["step"] == 4
     for key, value in a["model"].items():
         assert torch.allclose(value, b["model"][key], atol=1e-6), key

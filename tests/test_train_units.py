@@ -9,7 +9,8 @@ import torch
 from lightmatch.errors import InputError
 from lightmatch.models.lightglue import LightGlue
 from lightmatch.models.superglue import SuperGlue
-from lightmatch.train.data import (HomographyConfig, find_images, ground_truth, lg_augment, make_pair, split_images)
+from lightmatch.train.config import find_images, split_images
+from lightmatch.train.data import HomographyConfig, ground_truth, lg_augment, make_pair
 from lightmatch.train.losses import assignment_weights, confidence_loss, lightglue_loss, nll_loss, superglue_loss
 
 
@@ -167,3 +168,20 @@ def test_cli_errors_are_one_line(tmp_path):
     assert out.exit_code == 1 and "no images" in out.output and len(out.output.strip().splitlines()) == 1
     out = runner.invoke(main, ["train", "-o", str(tmp_path / "r"), "--steps", "1"])
     assert out.exit_code == 2 and "--images" in out.output
+
+
+def test_curves_have_labelled_axes_with_units(tmp_path, monkeypatch):
+    import json
+
+    from lightmatch.train import curves
+
+    records = [{"split": "val", "step": 0, "val_loss": 5.0, "precision": 40.0, "recall": 20.0, "auc@1px": 1.0,
+                "auc@3px": 5.0, "auc@5px": 9.0},
+               {"split": "train", "step": 10, "loss": 4.0}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    figures = []
+    monkeypatch.setattr(curves, "_save", lambda fig, path: figures.append(fig))
+    curves.plot_curves(tmp_path / "m.jsonl", tmp_path / "c.png")
+    axes = figures[0].axes
+    assert all(ax.get_xlabel() == "training step (batches)" for ax in axes)
+    assert "nats" in axes[0].get_ylabel() and "(%)" in axes[1].get_ylabel() and "(%)" in axes[2].get_ylabel()

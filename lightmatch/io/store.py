@@ -38,16 +38,11 @@ import numpy as np
 from ..errors import ConfigError, InputError, OutputError
 from ..types import Features, Matches
 from . import h5
-
-try:  # POSIX advisory locks; without them (Windows) two runs into one folder are not prevented
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
+from .lock import LOCK_FILE, FolderLock
 
 FEATURES_FILE = "features.h5"
 MATCHES_FILE = "matches.h5"
 PARTS_DIR = ".parts"
-LOCK_FILE = ".lightmatch.lock"
 MATCH_DEFAULTS = {"lightmatch_verify": "none"}  # attributes a store written before they existed is read with
 
 
@@ -88,7 +83,7 @@ class OutputStore:
         self.overwrite = overwrite
         self.wait = wait
         self.removed: list[str] = []
-        self._lock_fd: Optional[int] = None
+        self._folder_lock = FolderLock(self.folder, wait)
         self._store: Optional[h5py.File] = None
         self._features: dict[str, Optional[Path]] = {}  # name -> part file holding it (None: features.h5)
         self._pairs: set[str] = set()
@@ -101,7 +96,7 @@ class OutputStore:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"{self.folder}: cannot write output here ({exc.strerror or exc})") from exc
-        self._lock()
+        self._folder_lock.acquire()
         try:
             try:
                 self.parts_dir.mkdir(exist_ok=True)
@@ -138,14 +133,12 @@ class OutputStore:
         if self._store is not None:
             self._store.close()
             self._store = None
-        if self._lock_fd is not None:
+        if self._folder_lock.held:
             try:
                 self.parts_dir.rmdir()  # only when empty
             except OSError:
                 pass
-            self.lock_path.unlink(missing_ok=True)  # still held: see _lock for why this is safe
-            os.close(self._lock_fd)  # releases the lock
-            self._lock_fd = None
+            self._folder_lock.release()
 
     def __enter__(self) -> "OutputStore":
         return self.open()
@@ -155,36 +148,6 @@ class OutputStore:
             self.finish()
         else:
             self.close()
-
-    def _lock(self) -> None:
-        """Take the folder's lock. The lock file is removed by :meth:`finish` while held, so after locking, check
-        that the path still names the file locked (else another run removed it meanwhile: lock the new one)."""
-        deadline = time.monotonic() + max(0.0, self.wait)
-        while True:
-            try:
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as exc:
-                raise OutputError(f"{self.lock_path}: cannot create the lock file ({exc.strerror or exc})") from exc
-            if fcntl is None:  # pragma: no cover
-                self._lock_fd = fd
-                return
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                if time.monotonic() >= deadline:
-                    raise OutputError(f"{self.folder}: another lightmatch run is writing to this folder; wait for "
-                                      "it or choose another output folder") from None
-                time.sleep(0.05)
-                continue
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                self._lock_fd = fd
-                return
-            os.close(fd)
 
     def _remove_stale(self) -> None:
         """Temporary files of killed runs: part files being written, stores being consolidated or replaced."""

@@ -8,18 +8,15 @@ a generator seeded with those, so a run resumed at step ``s`` sees exactly the s
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from ..errors import InputError
 from ..eval.homography_data import synthetic_homography
-from ..io.images import is_image_path, read_image
+from ..io.images import read_image
 
 IGNORE, UNMATCHED = -2, -1
 
@@ -35,32 +32,6 @@ class HomographyConfig:
     min_convexity: float = 0.05
     patch_size: tuple[int, int] = (640, 480)  # (W, H)
     photometric_p: float = 0.95  # probability of applying the "lg" augmentation to a view
-
-
-def find_images(folders: Sequence[str | os.PathLike]) -> list[Path]:
-    """Image files under ``folders``, recursively, sorted; a folder without any is an :class:`InputError`."""
-    images: list[Path] = []
-    for folder in folders:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise InputError(f"{folder}: not a folder (--images)")
-        found = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_path(p))
-        if not found:
-            raise InputError(f"{folder}: no images (jpg, png, ...) in folder or its subfolders (--images)")
-        images += found
-    return images
-
-
-def split_images(images: Sequence[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
-    """Seeded split by image (no image in both): at least one validation and one training image."""
-    if len(images) < 2:
-        raise InputError(f"{len(images)} image(s) found: at least 2 are needed to split into training and "
-                         "validation images (--images)")
-    order = np.random.default_rng(seed).permutation(len(images))
-    n_val = min(max(1, int(round(val_fraction * len(images)))), len(images) - 1)
-    val = sorted(images[i] for i in order[:n_val])
-    train = sorted(images[i] for i in order[n_val:])
-    return train, val
 
 
 def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:

@@ -8,126 +8,105 @@ loss), ``matcher.pth`` + ``matcher.json`` (the exported weights in the official 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError, InputError, LightmatchError
+from ..errors import ConfigError, InputError, LightmatchError, OutputError, WeightsError
 from ..eval.metrics import evaluate_homography_pair, homography_summary
 from ..io.atomic import atomic_output
+from ..io.lock import fcntl
 from ..models.base import Extractor
 from ..models.factory import feature_family, load_extractor, resolve_device
 from ..models.lightglue import VARIANTS, LightGlue, PaddedPairs, filter_matches
 from ..models.padding import pad_stack
 from ..models.superglue import SuperGlue
+from ..models.xfeat import LIGHTERGLUE, lighterglue
 from ..types import Features
-from .data import HomographyConfig, PairSource, find_images, ground_truth, split_images
+from . import checkpoint
+from .checkpoint import CHECKPOINT_FORMAT, load_cache_item, rng_state, save_cache_item, set_rng_state
+from .config import TrainConfig, check_run_folder, check_run_state, find_images, run_lock, split_images, total_steps
+from .data import HomographyConfig, PairSource, ground_truth
 from .losses import LossTerms, assignment_weights, lightglue_loss, superglue_loss
+
+__all__ = ["TrainConfig", "Trainer", "TrainingError", "TrainingStopped", "train"]
 
 RECIPE_EPOCHS, DECAY_START_EPOCH = 40, 20  # glue-factory: constant lr for 20 of 40 epochs, then x10^-0.1 per epoch
 # Validation matches: every mutual best match (glue-factory validates with filter_threshold 0; its AUC uses these),
 # and those above LightGlue's default filter_threshold 0.1, the operating point of `lightmatch match`.
 VAL_MATCH_THRESHOLDS = (0.0, 0.1)
+CACHE_LOCK = ".lightmatch-cache.lock"
 
 
 class TrainingError(LightmatchError):
     """Training cannot go on (e.g. out of memory); the message says what to change."""
 
 
-@dataclass
-class TrainConfig:
-    """Every setting of a run (saved as ``config.json``; ``--config`` reads the same keys)."""
+class TrainingStopped(LightmatchError):
+    """The run was asked to stop (Ctrl-C, SIGTERM): the message says where it stopped and how to resume."""
 
-    matcher: str = "lightglue"
-    features: str = "aliked"
-    images: list[str] = field(default_factory=list)
-    output: str = "run"
-    steps: Optional[int] = None
-    epochs: Optional[float] = None
-    batch_size: int = 4
-    lr: float = 1e-4
-    init: str = "scratch"  # scratch | official | PATH
-    n_layers: Optional[int] = None  # default: the official depth (9)
-    num_keypoints: int = 512
-    val_every: int = 100
-    val_pairs: int = 16
-    val_fraction: float = 0.1
-    checkpoint_every: int = 100
-    device: str = "auto"
-    precision: str = "fp32"  # fp32 | fp16 | bf16 (autocast; fp16 with a GradScaler)
-    seed: int = 0
-    grad_clip: float = 1.0
-    checkpointing: bool = False  # gradient checkpointing of the matcher's layers
-    cache: Optional[str] = None
-    patch_size: tuple[int, int] = (640, 480)
-    log_every: int = 10
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown training setting(s) {', '.join(unknown)} (--config)")
-        values = dict(values)
-        if "patch_size" in values:
-            values["patch_size"] = tuple(values["patch_size"])
-        return cls(**values)
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 # ------------------------------------------------------------------------------------------------ models
 def build_matcher(config: TrainConfig) -> torch.nn.Module:
-    """The matcher to train: random (``scratch``), the official weights (``official``) or a checkpoint (a path)."""
+    """The matcher to train: random (``scratch``), the official weights (``official``) or a weights file (a path)."""
     family = feature_family(config.features)
+    path = None if config.init in ("scratch", "official") else config.init
     if config.matcher == "lightglue":
-        if family not in VARIANTS:
-            raise ConfigError(f"--features {config.features}: LightGlue training supports {', '.join(VARIANTS)}")
-        variant = VARIANTS[family]
-        if config.n_layers is not None:
-            variant = replace(variant, n_layers=config.n_layers)
+        adaptive = {"depth_confidence": -1, "width_confidence": -1}
+        variant = LIGHTERGLUE if family == "xfeat" else VARIANTS[family]
         if config.init == "scratch":
-            return LightGlue(variant, pretrained=False, depth_confidence=-1, width_confidence=-1)
-        path = None if config.init == "official" else config.init
-        model = LightGlue(variant, weights_path=path, depth_confidence=-1, width_confidence=-1)
+            if config.n_layers is not None:
+                variant = replace(variant, n_layers=config.n_layers)
+            return LightGlue(variant, pretrained=False, **adaptive)
+        # XFeat's LighterGlue file holds the matcher under "matcher." beside the extractor; exports keep that layout
+        model = lighterglue(weights_path=path, **adaptive) if family == "xfeat" else \
+            LightGlue(variant, weights_path=path, **adaptive)
         if config.n_layers is not None and len(model.transformers) != config.n_layers:
-            raise ConfigError(f"--n-layers {config.n_layers}: the {config.init} weights have "
-                              f"{len(model.transformers)} layers")
+            raise WeightsError(f"--n-layers {config.n_layers}: the {config.init} weights have "
+                               f"{len(model.transformers)} layers")
         return model
-    if config.matcher == "superglue":
-        if family != "superpoint":
-            raise ConfigError("--matcher superglue is trained on SuperPoint features: use --features superpoint")
-        layers = ("self", "cross") * (config.n_layers or 9)
-        if config.init == "scratch":
-            return SuperGlue(pretrained=False, gnn_layers=layers)
-        return SuperGlue(weights_path=None if config.init == "official" else config.init, gnn_layers=layers)
-    raise ConfigError(f"--matcher {config.matcher}: choose lightglue or superglue")
+    layers = ("self", "cross") * (config.n_layers or 9)
+    if config.init == "scratch":
+        return SuperGlue(pretrained=False, gnn_layers=layers)
+    return SuperGlue(weights_path=path, gnn_layers=layers)
 
 
 def build_extractor(config: TrainConfig, device: torch.device) -> Extractor:
     """Frozen extractor with exactly ``num_keypoints`` per image (detection threshold 0, no resizing)."""
     options: dict[str, Any] = {"detection_threshold": 0.0} if config.features != "sift" else {}
     extractor = load_extractor(config.features, max_keypoints=config.num_keypoints, resize=None, device=device,
-                               **options)
+                               weights=config.weights, **options)
     return extractor.eval().requires_grad_(False)
 
 
 def export_matcher(model: torch.nn.Module, config: TrainConfig, path: Path) -> None:
     """Plain state dict in the official key layout (loads strictly into the reference) + ``matcher.json`` beside it
-    with the architecture; our loaders also read the depth from the keys, so ``--matcher-weights PATH`` suffices."""
+    with the architecture; our loaders also read the depth from the keys, so ``--matcher-weights PATH`` suffices.
+    XFeat's LighterGlue is written as its official file is: the matcher's keys under ``matcher.``."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    family = feature_family(config.features)
     if isinstance(model, LightGlue):
         # the reference keeps its early-exit thresholds as a saved buffer: with it the file loads strictly there
         state["confidence_thresholds"] = model.confidence_thresholds.detach().cpu().clone()
         v = model.variant
-        arch = {"matcher": "lightglue", "features": feature_family(config.features), "n_layers": v.n_layers,
+        arch = {"matcher": "lightglue", "features": family, "n_layers": v.n_layers,
                 "input_dim": v.input_dim, "descriptor_dim": v.descriptor_dim, "num_heads": v.num_heads,
                 "add_scale_ori": v.add_scale_ori}
+        if family == "xfeat":
+            state = {f"matcher.{k}": v for k, v in state.items()}
     else:
         arch = {"matcher": "superglue", "features": "superpoint", "n_layers": len(model.gnn.layers) // 2,
                 "descriptor_dim": model.descriptor_dim}
@@ -157,9 +136,17 @@ class FeatureSource:
         self.pairs, self.extractor = pairs, extractor
         self.folder: Optional[Path] = None
         if config.cache:
-            settings = repr((config.features, config.num_keypoints, "threshold0", "noresize"))
+            settings = repr((config.features, config.num_keypoints, "threshold0", "noresize", config.weights,
+                             checkpoint.CACHE_FORMAT))
             key = hashlib.sha256(settings.encode()).hexdigest()[:12]
             self.folder = Path(config.cache) / f"{config.features}-{key}" / f"{pairs.split}-{pairs.fingerprint()}"
+
+    def cached(self, count: int) -> int:
+        """How many of samples ``0 .. count - 1`` are in the cache."""
+        if self.folder is None or not self.folder.is_dir():
+            return 0
+        stems = (name[:-3] for name in os.listdir(self.folder) if name.endswith(".pt"))
+        return sum(1 for stem in stems if stem.isdigit() and int(stem) < count)
 
     def _extract(self, image: np.ndarray) -> Features:
         tensor = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
@@ -168,14 +155,12 @@ class FeatureSource:
     def __getitem__(self, index: int) -> tuple[Features, Features, np.ndarray]:
         path = None if self.folder is None else self.folder / f"{index}.pt"
         if path is not None and path.is_file():
-            item = torch.load(path, weights_only=False)
-            return item["f0"], item["f1"], item["H"]
+            return load_cache_item(path)
         sample = self.pairs[index]
-        item = {"f0": self._extract(sample.image0), "f1": self._extract(sample.image1), "H": sample.H_0to1}
+        f0, f1 = self._extract(sample.image0), self._extract(sample.image1)
         if path is not None:
-            with atomic_output(path, "feature cache") as tmp:
-                torch.save(item, tmp)
-        return item["f0"], item["f1"], item["H"]
+            save_cache_item(path, f0, f1, sample.H_0to1)
+        return f0, f1, sample.H_0to1
 
     def batch(self, indices: list[int], length: int) -> Batch:
         items = [self[i] for i in indices]
@@ -222,27 +207,40 @@ def predicted_matches(log_assignment: torch.Tensor, mask: torch.Tensor, threshol
     return out
 
 
-class Trainer:
-    """One run in ``config.output``; :meth:`run` trains to the end (resuming from ``last.pth`` when asked)."""
+Progress = Callable[[dict[str, Any]], None]
 
-    def __init__(self, config: TrainConfig, resume: bool = False,
-                 progress: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
+
+class Trainer:
+    """One run in ``config.output``; :meth:`run` trains to the end (resuming from ``last.pth`` when asked).
+
+    The caller holds the run folder's lock (:func:`train` does). ``progress`` receives ``{"event": ...}`` dicts:
+    ``prepare`` (what the run will do), ``features`` (validation features computed so far), ``step`` (after each
+    step). ``should_stop`` is polled after each step and each validation sample: when it returns True the run
+    writes ``last.pth`` and raises :class:`TrainingStopped`.
+    """
+
+    def __init__(self, config: TrainConfig, resume: bool = False, progress: Optional[Progress] = None,
+                 should_stop: Optional[Callable[[], bool]] = None) -> None:
+        config.check()
         self.config, self.progress = config, progress or (lambda info: None)
+        self.should_stop = should_stop or (lambda: False)
         self.rundir = Path(config.output)
         self.device = resolve_device(config.device)
-        if config.precision not in ("fp32", "fp16", "bf16"):
-            raise ConfigError(f"--precision {config.precision}: choose fp32, fp16 or bf16")
         if config.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("--precision fp16 needs CUDA (GradScaler); use fp32 or bf16 on the CPU")
-        if config.batch_size < 1 or config.num_keypoints < 8:
-            raise ConfigError("--batch-size must be >= 1 and --num-keypoints >= 8")
         train_images, val_images = split_images(find_images(config.images), config.val_fraction, config.seed)
+        self.n_train = len(train_images)
+        self.total_steps = total_steps(config, self.n_train)
+        saved = None
+        if resume:  # read (and check) the checkpoint before any model is built
+            saved = checkpoint.load(self.rundir / "last.pth", CHECKPOINT_FORMAT, "training checkpoint",
+                                    "start the run again without --resume in a new -o folder",
+                                    map_location=self.device)
         hconf = HomographyConfig(patch_size=tuple(config.patch_size))
         self.extractor = build_extractor(config, self.device)
         self.train_data = FeatureSource(PairSource(train_images, "train", config.seed, hconf), self.extractor, config)
         self.val_data = FeatureSource(PairSource(val_images, "val", config.seed, hconf), self.extractor, config)
-        self.n_train = len(train_images)
-        self.total_steps = self._total_steps()
+        self.n_val = len(val_images)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         self.model = build_matcher(config).to(self.device)
@@ -251,58 +249,53 @@ class Trainer:
                                                            lambda s: lr_factor(s, self.total_steps))
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
         self.step, self.best = 0, float("inf")
-        if resume:
-            self._load(self.rundir / "last.pth")
-        elif (self.rundir / "last.pth").exists():
-            raise ConfigError(f"{self.rundir}: holds a run already; add --resume to continue it or choose another -o")
-
-    def _total_steps(self) -> int:
-        c = self.config
-        if (c.steps is None) == (c.epochs is None):
-            raise ConfigError("give exactly one of --steps and --epochs")
-        if c.steps is not None:
-            if c.steps < 1:
-                raise ConfigError("--steps must be positive")
-            return c.steps
-        return max(1, int(round(c.epochs * self.n_train / c.batch_size)))
+        if saved is not None:
+            self._restore(saved, self.rundir / "last.pth")
+        self._trim_metrics()
 
     # -------------------------------------------------------------- state
     def _state(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
-                "best": self.best, "config": asdict(self.config),
-                "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
+        config = {**asdict(self.config), "patch_size": list(self.config.patch_size)}
+        return {"format": CHECKPOINT_FORMAT, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "step": self.step, "best": self.best, "config": config,
+                "rng": rng_state()}
 
     def _save(self, name: str) -> None:
-        with atomic_output(self.rundir / name, "checkpoint") as tmp:
-            torch.save(self._state(), tmp)
+        checkpoint.save(self._state(), self.rundir / name, "checkpoint")
 
-    def _load(self, path: Path) -> None:
-        if not path.is_file():
-            raise InputError(f"{path}: no checkpoint to resume from (--resume)")
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step, self.best = int(state["step"]), float(state["best"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"].cpu())
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        if rng["cuda"]:
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self._truncate_metrics()
+    def _restore(self, state: dict[str, Any], path: Path) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.step, self.best = int(state["step"]), float(state["best"])
+            set_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            first = str(exc).splitlines()[0][:120] if str(exc) else ""
+            raise InputError(f"{path}: checkpoint does not fit this run ({type(exc).__name__}: {first}); resume "
+                             "with the run's own settings (RUNDIR/config.json)") from None
 
-    def _truncate_metrics(self) -> None:
-        """Drop metrics logged after the checkpoint (a killed run may have logged steps that are redone)."""
+    def _trim_metrics(self) -> None:
+        """Keep the metrics logged up to the checkpoint's step (a killed run may have logged steps that are redone,
+        and its last line may be cut short); a new run starts an empty log."""
         path = self.rundir / "metrics.jsonl"
-        if path.exists():
-            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln)["step"] <= self.step]
-            with atomic_output(path, "metrics") as tmp:
-                tmp.write_text("".join(ln + "\n" for ln in kept))
+        if not path.exists():
+            return
+        if self.step == 0:
+            path.unlink()
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= self.step:
+                kept.append(line)
+        with atomic_output(path, "metrics") as tmp:
+            tmp.write_text("".join(ln + "\n" for ln in kept), encoding="utf-8")
 
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.rundir / "metrics.jsonl", "a", encoding="utf-8") as f:
@@ -336,9 +329,10 @@ class Trainer:
                 "loss_confidence": terms.confidence.mean().item()}
 
     @torch.no_grad()
-    def validate(self) -> dict[str, float]:
+    def validate(self, report: bool = False) -> dict[str, float]:
         """Loss, match precision/recall (in %, at each of :data:`VAL_MATCH_THRESHOLDS`) and homography AUC (RANSAC,
-        mutual best matches) over the fixed validation pairs."""
+        mutual best matches) over the fixed validation pairs. ``report``: send ``features`` progress events and
+        poll ``should_stop`` after each batch (the first validation, which extracts the features)."""
         c = self.config
         self.model.eval()
         losses: list[float] = []
@@ -356,6 +350,12 @@ class Trainer:
                 for (f0, f1), m0, H in zip(batch.feats, predicted_matches(la, batch.mask, threshold), batch.H):
                     out.append(evaluate_homography_pair(f0.keypoints.numpy(), f1.keypoints.numpy(), m0, H.numpy(),
                                                         f0.image_size))
+            if report:
+                self.progress({"event": "features", "what": "validation pairs", "done": indices[-1] + 1,
+                               "total": c.val_pairs})
+                if self.should_stop():
+                    raise TrainingStopped(f"stopped before the first step: nothing to resume; run the same command "
+                                          f"again to start {self.rundir}", 0)
         record = {"val_loss": float(np.mean(losses))}
         for threshold, out in results.items():
             summary = homography_summary(out)
@@ -365,16 +365,25 @@ class Trainer:
                 record.update({f"auc@{t}px": summary[f"auc_ransac@{t}px"] for t in (1, 3, 5)})
         return record
 
+    def _announce(self) -> None:
+        c = self.config
+        todo = (self.total_steps - self.step) * c.batch_size
+        self.progress({"event": "prepare", "extractor": c.features, "keypoints": c.num_keypoints,
+                       "device": str(self.device), "train_images": self.n_train, "val_images": self.n_val,
+                       "start": self.step, "steps": self.total_steps, "train_pairs": todo,
+                       "train_cached": self.train_data.cached(self.total_steps * c.batch_size),
+                       "val_pairs": c.val_pairs, "val_cached": self.val_data.cached(c.val_pairs), "cache": c.cache})
+
     def run(self) -> dict[str, Any]:
         """Train until ``total_steps``; returns the last validation metrics and where the outputs are."""
         from .curves import plot_curves
 
         c = self.config
-        self.rundir.mkdir(parents=True, exist_ok=True)
         with atomic_output(self.rundir / "config.json", "config") as tmp:
             tmp.write_text(json.dumps({**asdict(c), "total_steps": self.total_steps}, indent=2) + "\n")
-        if self.step == 0 and not (self.rundir / "metrics.jsonl").exists():
-            self._log({"step": 0, "split": "val", **self.validate()})
+        self._announce()
+        if self.step == 0 and c.val_pairs > 0:
+            self._log({"step": 0, "split": "val", **self.validate(report=True)})
         last_val: dict[str, float] = {}
         tic, done_pairs = time.perf_counter(), 0
         while self.step < self.total_steps:
@@ -388,10 +397,12 @@ class Trainer:
             done_pairs += c.batch_size
             rate = done_pairs / max(time.perf_counter() - tic, 1e-9)
             lr = self.optimizer.param_groups[0]["lr"]
-            info = {"step": self.step, "total": self.total_steps, "lr": lr, "pairs_per_s": rate, **record}
-            if self.step % c.log_every == 0 or self.step == self.total_steps:
-                self._log({"split": "train", **info})
-            if self.step % c.val_every == 0 or self.step == self.total_steps:
+            info = {"event": "step", "step": self.step, "total": self.total_steps, "lr": lr, "pairs_per_s": rate,
+                    **record}
+            end = self.step == self.total_steps
+            if self.step % c.log_every == 0 or end:
+                self._log({"split": "train", **{k: v for k, v in info.items() if k != "event"}})
+            if c.val_pairs > 0 and (self.step % c.val_every == 0 or end):
                 last_val = self.validate()
                 self._log({"step": self.step, "split": "val", **last_val})
                 info.update(last_val)
@@ -399,14 +410,81 @@ class Trainer:
                     self.best = last_val["val_loss"]
                     self._save("best.pth")
                     export_matcher(self.model, c, self.rundir / "matcher.pth")
-            if self.step % c.checkpoint_every == 0 or self.step == self.total_steps:
+            saved = self.step % c.checkpoint_every == 0 or end
+            if saved:
+                if c.val_pairs == 0:  # no validation, so no best model: export the latest
+                    export_matcher(self.model, c, self.rundir / "matcher.pth")
                 self._save("last.pth")
             self.progress(info)
+            if not end and self.should_stop():
+                if not saved:
+                    self._save("last.pth")
+                raise TrainingStopped(f"stopped at step {self.step} of {self.total_steps}; "
+                                      f"{self.rundir / 'last.pth'} written; continue with: lightmatch train -o "
+                                      f"{self.rundir} --resume", self.step)
         plot_curves(self.rundir / "metrics.jsonl", self.rundir / "curves.png")
-        return {"steps": self.step, "best_val_loss": self.best, "rundir": str(self.rundir), **last_val}
+        exported = self.rundir / "matcher.pth"
+        return {"steps": self.step, "best_val_loss": self.best, "rundir": str(self.rundir),
+                "weights": str(exported) if exported.is_file() else None, **last_val}
 
 
-def train(config: TrainConfig, resume: bool = False,
-          progress: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
-    """Train (or resume) the run described by ``config``; see :class:`Trainer`."""
-    return Trainer(config, resume, progress).run()
+def _sweep(folder: Path, recursive: bool = False) -> None:
+    """Remove the temporary files of writes killed half-way (:func:`~lightmatch.io.atomic.atomic_output`'s)."""
+    for path in (folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")):
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _using_cache(cache: Optional[str]) -> Iterator[None]:
+    """Hold a shared lock on the cache folder for the run. The first run to use a cache that no other run is
+    using (its exclusive lock succeeds) first removes temporary files left there by killed runs."""
+    if cache is None:
+        yield
+        return
+    folder = Path(cache)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / CACHE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot use as a feature cache ({exc.strerror or exc}) (--cache)") from exc
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pass  # another run uses the cache: temporary files there may be its writes in progress
+            else:
+                _sweep(folder, recursive=True)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def train(config: TrainConfig, resume: bool = False, progress: Optional[Progress] = None,
+          should_stop: Optional[Callable[[], bool]] = None) -> dict[str, Any]:
+    """Train (or resume) the run described by ``config`` (see :class:`Trainer`), holding the run folder's lock:
+    a second run on the same folder is refused. Leftover temporary files of killed writes are removed first; a
+    folder this call created is removed again if the run fails before writing anything into it."""
+    config.check()
+    check_run_folder(config.output, resume)
+    rundir = Path(config.output)
+    created = not rundir.exists()
+    try:
+        rundir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{rundir}: cannot write the run here ({exc.strerror or exc}) (-o)") from exc
+    lock = run_lock(rundir)
+    try:
+        lock.acquire()
+        check_run_state(rundir, resume)  # again, now that no other run writes here
+        _sweep(rundir)
+        with _using_cache(config.cache):
+            return Trainer(config, resume, progress, should_stop).run()
+    finally:
+        lock.release()
+        if created:
+            try:
+                rundir.rmdir()  # only when empty
+            except OSError:
+                pass
