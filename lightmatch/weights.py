@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -240,7 +241,9 @@ def load_state_dict(name: str, explicit: Optional[str | os.PathLike] = None) -> 
     if explicit is None:
         verify(name, path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a pickle protocol before refusing: one line, ours
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
         raise WeightsError(f"{path}: cannot read weights '{name}' ({_load_error(exc)})") from None
     if not isinstance(state, dict):
