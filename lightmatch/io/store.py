@@ -94,11 +94,15 @@ class OutputStore:
         self._pairs: set[str] = set()
         self._run = f"{time.time_ns():020d}-{os.getpid()}"
         self._counter = 0
+        self._created: list[Path] = []  # folders open() made: removed again when a failed run leaves them empty
+        self._finished = False
 
     # -- life cycle
     def open(self) -> "OutputStore":
         try:
+            missing = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
             self.folder.mkdir(parents=True, exist_ok=True)
+            self._created = missing
         except OSError as exc:
             raise OutputError(f"{self.folder}: cannot write output here ({exc.strerror or exc})") from exc
         self._lock()
@@ -129,12 +133,14 @@ class OutputStore:
         try:
             self.consolidate()
             self._remove_stale()  # left by a writer killed during this run (a Ray worker); it has been replaced
+            self._finished = True
         finally:
             self.close()
 
     def close(self) -> None:
         """Release the folder without consolidating: parts stay for the next run; an empty parts folder and the
-        lock file are removed (a run that failed before writing anything leaves the folder as it found it)."""
+        lock file are removed (a run that failed before writing anything leaves the folder as it found it, and
+        removes it when this store created it)."""
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -146,6 +152,12 @@ class OutputStore:
             self.lock_path.unlink(missing_ok=True)  # still held: see _lock for why this is safe
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
+            if not self._finished:
+                for folder in self._created:  # innermost first; only while empty
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
 
     def __enter__(self) -> "OutputStore":
         return self.open()
