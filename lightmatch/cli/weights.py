@@ -35,11 +35,15 @@ def list_cmd(as_json: bool) -> None:
 @weights.command("download")
 @click.argument("names", nargs=-1, required=True)
 @click.option("--force", is_flag=True, help="Download even when a valid file is already there.")
-@click.option("--url", default=None, help="Download from this URL instead of the registry's (one name only).")
+@click.option("--url", default=None,
+              help="Download from this http(s) URL instead of the registry's (one name only); file:// URLs are "
+                   "refused unless --trust-unverified is given.")
 @click.option("--sha256", default=None, metavar="HEX",
-              help="Expected sha256 of the file (one name only); needed for files with no known digest.")
+              help="Expected sha256 of the file (one name only); needed for files with no known digest. Recorded "
+                   "beside the file (NAME.sha256): every later load checks it.")
 @click.option("--trust-unverified", is_flag=True,
-              help="Install a file with no known digest as it arrives; its sha256 is printed and recorded.")
+              help="Install a file with no known digest as it arrives, or from a file:// URL; its sha256 is printed "
+                   "and recorded.")
 def download_cmd(names: tuple[str, ...], force: bool, url: str | None, sha256: str | None,
                  trust_unverified: bool) -> None:
     """Download NAME... (or 'all') into the user cache, checksum-verified, written atomically.
