@@ -195,10 +195,12 @@ def _ray_options(opts: dict):
         if given:
             raise click.UsageError(f"{given[0]} needs --executor ray")
         return None
-    from ..pipeline.ray_executor import RayOptions, import_ray
+    from ..pipeline.ray_executor import RayOptions, check_resources, import_ray
 
     import_ray(embedded=address is None)
-    return RayOptions(address, count, gpus or 0.0)
+    options = RayOptions(address, count, gpus or 0.0)
+    check_resources(options)  # before any model loads or the output folder is locked
+    return options
 
 
 def batch_options(func):

@@ -38,6 +38,7 @@ import numpy as np
 from ..errors import ConfigError, InputError, OutputError
 from ..types import Features, Matches
 from . import h5
+from .files import check_regular_file
 
 try:  # POSIX advisory locks; without them (Windows) two runs into one folder are not prevented
     import fcntl
@@ -216,6 +217,7 @@ class OutputStore:
                                              (self.matches_path, self.match_attrs, "matcher", MATCH_DEFAULTS)):
             if wanted is None or not path.exists():
                 continue
+            check_regular_file(path, "HDF5 store")  # a FIFO would block HDF5's open
             try:
                 with h5py.File(path, "r") as handle:
                     stored = dict(handle.attrs)

@@ -78,6 +78,32 @@ class RayOptions:
             raise ConfigError(f"--worker-gpus must be >= 0, got {self.gpus}")
 
 
+def check_resources(options: RayOptions, gpus_here: Optional[int] = None) -> None:
+    """Refuse workers that could never start (Ray would wait for them forever): GPUs per worker on a machine or
+    cluster without that many, or more workers than its GPUs or CPUs hold. ``gpus_here``: the GPUs of an embedded
+    instance (default: torch's count); a cluster is checked once connected (:class:`_Pool`)."""
+    if options.address is not None or not options.gpus:
+        return
+    if gpus_here is None:
+        import torch
+
+        gpus_here = torch.cuda.device_count()
+    _check_fits(options, {"GPU": gpus_here}, "this machine")
+
+
+def _check_fits(options: RayOptions, resources: dict, where: str) -> None:
+    gpus = float(resources.get("GPU", 0))
+    if options.gpus and options.gpus > gpus:
+        raise ConfigError(f"--worker-gpus {options.gpus:g}: {where} has {gpus:g} GPU(s) Ray can use; give "
+                          f"--worker-gpus at most {gpus:g} (0: run on CPUs)")
+    if options.gpus and options.workers is not None and options.workers * options.gpus > gpus:
+        raise ConfigError(f"--ray-workers {options.workers} with --worker-gpus {options.gpus:g} need "
+                          f"{options.workers * options.gpus:g} GPUs; {where} has {gpus:g}")
+    cpus = resources.get("CPU")
+    if not options.gpus and options.workers is not None and cpus is not None and options.workers > cpus:
+        raise ConfigError(f"--ray-workers {options.workers}: {where} has {cpus:g} CPUs (one per worker)")
+
+
 def import_ray(embedded: bool = False):
     """The ``ray`` module, or :class:`ConfigError` naming the extra that installs it.
 
@@ -179,8 +205,10 @@ class _Pool:
     def __init__(self, ray, options: RayOptions, config: _Config) -> None:
         self.ray = ray
         count = options.workers
+        resources = ray.cluster_resources()
+        if options.address is not None:
+            _check_fits(options, resources, f"the Ray cluster at {options.address}")
         if count is None:
-            resources = ray.cluster_resources()
             count = int(resources.get("GPU", 0) / options.gpus) if options.gpus else int(resources.get("CPU", 1))
         actor = ray.remote(num_cpus=1, num_gpus=options.gpus, max_restarts=options.restarts,
                            max_task_retries=options.restarts)(Worker)
