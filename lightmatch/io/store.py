@@ -38,6 +38,7 @@ import numpy as np
 from ..errors import ConfigError, InputError, OutputError
 from ..types import Features, Matches
 from . import h5
+from .atomic import WRITE_ERRORS, fsync_dir, write_error
 from .files import check_regular_file
 
 try:  # POSIX advisory locks; without them (Windows) two runs into one folder are not prevented
@@ -50,20 +51,6 @@ MATCHES_FILE = "matches.h5"
 PARTS_DIR = ".parts"
 LOCK_FILE = ".lightmatch.lock"
 MATCH_DEFAULTS = {"lightmatch_verify": "none"}  # attributes a store written before they existed is read with
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable (best effort; not every file system allows it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class OutputStore:
@@ -308,7 +295,8 @@ def write_part(final: Path, features: dict[str, Features],
                matches: dict[tuple[str, str], tuple[Matches, Optional[np.ndarray]]], feature_attrs: dict,
                match_attrs: Optional[dict]) -> Path:
     """Write one part file durably: to a hidden temporary name in the same folder, flushed, then renamed to
-    ``final``. A part that exists is complete."""
+    ``final``. A part that exists is complete. Any write error (OSError such as ENOSPC, EFBIG, EROFS, EACCES, or
+    h5py's RuntimeError) removes the temporary file and raises a one-line :class:`OutputError` naming ``final``."""
     tmp = final.parent / f".{final.name}.tmp"
     try:
         with h5py.File(tmp, "w") as handle:
@@ -325,9 +313,10 @@ def write_part(final: Path, features: dict[str, Features],
             os.fsync(f.fileno())
         os.replace(tmp, final)
         fsync_dir(final.parent)
-    except OSError as exc:
+    except WRITE_ERRORS as exc:
+        raise write_error(final, "results", exc) from exc
+    finally:
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"{final.parent}: cannot write results ({exc.strerror or exc})") from exc
     return final
 
 
