@@ -127,7 +127,7 @@ def test_usage_and_input_errors(images, tmp_path, monkeypatch):
         (f"match {image_dir / names[0]} {image_dir / names[1]} --verify homography", 2, "needs --image-dir"),
         (f"match --image-dir {image_dir} --pairs-mode sequential -o out --seed 3", 2, "--seed needs --verify"),
         (f"match --image-dir {image_dir} --pairs bad.txt -o out {FAST}", 1, "bad.txt:2:"),
-        (f"match --image-dir {tmp_path / 'nope'} --pairs bad.txt -o out {FAST}", 1, "no such image directory"),
+        (f"match --image-dir {tmp_path / 'nope'} --pairs bad.txt -o out {FAST}", 2, "image folder not found"),
     ]
     runner = CliRunner()
     for args, code, message in cases:
