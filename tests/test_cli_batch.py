@@ -120,7 +120,7 @@ def test_usage_and_input_errors(images, tmp_path, monkeypatch):
     (tmp_path / "bad.txt").write_text(f"{names[0]} {names[1]}\nlonely\n")
     cases = [  # (arguments, exit code, message)
         (f"match --image-dir {image_dir} -o out", 2, "--pairs FILE"),
-        (f"match --image-dir {image_dir} --pairs p.txt --pairs-mode exhaustive -o out", 2, "--pairs FILE"),
+        (f"match --image-dir {image_dir} --pairs bad.txt --pairs-mode exhaustive -o out", 2, "--pairs FILE"),
         (f"match --image-dir {image_dir} --pairs-mode exhaustive", 2, "-o OUTDIR"),
         (f"match --image-dir {image_dir} --pairs-mode exhaustive --window 3 -o out", 2, "sequential"),
         (f"pairs {image_dir} --window 2", 2, "--mode sequential"),

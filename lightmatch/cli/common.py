@@ -119,7 +119,7 @@ class ExistingPath(click.Path):
 
     def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
         if not (self.allow_dash and value == "-") and not os.path.exists(value):
-            self.fail(f"{value}: {self.what} not found", param, ctx)
+            self.fail(f"{value}: {self.what} not found (no such file or folder)", param, ctx)
         return super().convert(value, param, ctx)
 
 
