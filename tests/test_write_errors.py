@@ -177,3 +177,19 @@ def test_batch_write_error_stops_with_one_line_and_keeps_finished_work(tmp_path:
     assert CliRunner().invoke(main, args).exit_code == 0  # the rerun finishes the rest
     with h5py.File(out / "matches.h5") as f:
         assert len(h5.match_groups(f)) == 3
+
+
+def test_temporaries_of_killed_writes_are_swept_by_the_next_run(store: Path) -> None:
+    """A run killed while replacing any file of the folder (a store, an evaluation's summary.json) leaves a hidden
+    temporary; the next run on the folder removes it, and leaves files that are not ours alone."""
+    left = [store / ".summary.json.k2j4_x9a.tmp", store / ".features.h5.abcdefgh.tmp",
+            store / ".parts" / ".123-0000001-f.h5.tmp"]
+    (store / ".parts").mkdir()
+    for path in left:
+        path.write_text("half")
+    mine = [store / ".notes.tmp", store / "draft.tmp"]
+    for path in mine:
+        path.write_text("user's")
+    with S.OutputStore(store, {"lightmatch_extractor": "test"}):
+        pass
+    assert not any(path.exists() for path in left) and all(path.exists() for path in mine)

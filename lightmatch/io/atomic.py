@@ -11,6 +11,9 @@ from typing import Iterator
 
 from ..errors import OutputError
 
+ATOMIC_TEMPORARY = ".*.????????.tmp"
+"""Glob of the temporary files :func:`atomic_output` writes (``.NAME.`` + mkstemp's 8 characters + ``.tmp``)."""
+
 WRITE_ERRORS = (OSError, RuntimeError)
 """What a failed write raises: OSError (ENOSPC, EFBIG, EROFS, EACCES, ...) and h5py's and torch's RuntimeError."""
 

@@ -38,7 +38,7 @@ import numpy as np
 from ..errors import ConfigError, InputError, OutputError
 from ..types import Features, Matches
 from . import h5
-from .atomic import WRITE_ERRORS, fsync_dir, write_error
+from .atomic import ATOMIC_TEMPORARY, WRITE_ERRORS, fsync_dir, write_error
 from .files import check_regular_file
 
 try:  # POSIX advisory locks; without them (Windows) two runs into one folder are not prevented
@@ -187,8 +187,10 @@ class OutputStore:
             os.close(fd)
 
     def _remove_stale(self) -> None:
-        """Temporary files of killed runs: part files being written, stores being consolidated or replaced."""
-        stale = list(self.parts_dir.glob(".*.tmp"))
+        """Temporary files of killed runs: part files being written, stores being consolidated or replaced, and any
+        other file of the folder being replaced atomically (:func:`~lightmatch.io.atomic.atomic_output`'s names,
+        e.g. an evaluation's ``summary.json``)."""
+        stale = list(self.parts_dir.glob(".*.tmp")) + list(self.folder.glob(ATOMIC_TEMPORARY))
         for name in (FEATURES_FILE, MATCHES_FILE):
             stale += list(self.folder.glob(f".{name}.*.tmp"))
         for path in stale:
