@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -14,6 +18,13 @@ from .io.atomic import atomic_output
 
 
 def _pyplot():
+    """matplotlib's pyplot on the Agg backend. When this process imports matplotlib first and MPLCONFIGDIR is not
+    set, matplotlib keeps its font cache in a temporary folder removed at exit, not under the home folder (its
+    rebuild costs no measurable time)."""
+    if "matplotlib" not in sys.modules and "MPLCONFIGDIR" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="lm-mpl-")
+        atexit.register(shutil.rmtree, folder, True)
+        os.environ["MPLCONFIGDIR"] = folder
     import matplotlib
 
     matplotlib.use("Agg")

@@ -117,7 +117,8 @@ def test_match_talks_to_nobody_and_writes_nowhere_else(tmp_path: Path, backend: 
         args = ["match", "--image-dir", images, "--pairs-mode", "exhaustive", "-o", tmp_path / "out", "--executor",
                 "ray", "--ray-workers", "1", *args]
     else:
-        args = ["match", ASSETS / "sample0.jpg", ASSETS / "sample1.jpg", "-o", tmp_path / "out", *args]
+        args = ["match", ASSETS / "sample0.jpg", ASSETS / "sample1.jpg", "-o", tmp_path / "out", "--viz",
+                tmp_path / "out" / "matches.png", *args]
     before = _ray_dirs()
     proc, violations = _run(args, tmp_path)
     assert proc.returncode == 0, proc.stderr
