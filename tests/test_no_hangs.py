@@ -19,23 +19,33 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 @pytest.fixture
-def fifo(tmp_path: Path):
-    """A FIFO; should anything block opening it, a writer opens and closes it after a few seconds, so the test
-    fails (the reader sees an empty file) instead of hanging."""
-    path = tmp_path / "pipe.png"
-    os.mkfifo(path)
+def make_fifo():
+    """Makes FIFOs; should anything block opening one, a writer opens and closes it after a few seconds, so the
+    test fails (the reader sees an empty file) instead of hanging."""
     stop = threading.Event()
+    threads = []
 
-    def unblock() -> None:
-        if not stop.wait(10):
-            fd = os.open(path, os.O_RDWR)  # unblocks a reader stuck in open(); it then reads an empty file
-            os.close(fd)
+    def make(path: Path) -> Path:
+        os.mkfifo(path)
 
-    thread = threading.Thread(target=unblock, daemon=True)
-    thread.start()
-    yield path
+        def unblock() -> None:
+            if not stop.wait(10):
+                fd = os.open(path, os.O_RDWR)  # unblocks a reader stuck in open(); it then reads an empty file
+                os.close(fd)
+
+        threads.append(threading.Thread(target=unblock, daemon=True))
+        threads[-1].start()
+        return path
+
+    yield make
     stop.set()
-    thread.join()
+    for thread in threads:
+        thread.join()
+
+
+@pytest.fixture
+def fifo(tmp_path: Path, make_fifo) -> Path:
+    return make_fifo(tmp_path / "pipe.png")
 
 
 def _refused(args: list[str], fifo: Path, code: int = 1, input: str | None = None) -> None:
@@ -76,7 +86,7 @@ def test_fifo_pairs_and_homography_files_are_refused(fifo: Path, tmp_path: Path)
     assert not (tmp_path / "out").exists() and not (tmp_path / "db.db").exists()
 
 
-def test_fifo_in_a_pairs_list_fails_that_image_only(fifo: Path, tmp_path: Path) -> None:
+def test_fifo_in_a_pairs_list_fails_that_image_only(make_fifo, tmp_path: Path) -> None:
     """A batch naming a FIFO as an image: that image's pairs fail (exit 3), the others are matched."""
     import shutil
 
@@ -84,7 +94,7 @@ def test_fifo_in_a_pairs_list_fails_that_image_only(fifo: Path, tmp_path: Path) 
     images.mkdir()
     for name in ("sample0.jpg", "sample1.jpg"):
         shutil.copy(ASSETS / name, images / name)
-    os.rename(fifo, images / "pipe.png")
+    make_fifo(images / "pipe.png")
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("sample0.jpg sample1.jpg\nsample0.jpg pipe.png\n")
     start = time.monotonic()
@@ -93,7 +103,6 @@ def test_fifo_in_a_pairs_list_fails_that_image_only(fifo: Path, tmp_path: Path) 
                                        "--max-keypoints", "128", "--resize", "256", "-q"])
     assert result.exit_code == 3, result.output
     assert "is a FIFO" in result.output and time.monotonic() - start < 10
-    os.rename(images / "pipe.png", fifo)  # for the fixture's clean-up
 
 
 def test_worker_gpus_beyond_the_machine_are_refused_before_the_lock(tmp_path: Path, monkeypatch) -> None:
