@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
 from .defaults import VIZ_MAX_MATCHES
-from .errors import OutputError
+from .errors import ConfigError
+from .io.atomic import atomic_output
 
 
 def _pyplot():
+    """matplotlib's pyplot on the Agg backend. When this process imports matplotlib first and MPLCONFIGDIR is not
+    set, matplotlib keeps its font cache in a temporary folder removed at exit, not under the home folder (its
+    rebuild costs no measurable time)."""
+    if "matplotlib" not in sys.modules and "MPLCONFIGDIR" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="lm-mpl-")
+        atexit.register(shutil.rmtree, folder, True)
+        os.environ["MPLCONFIGDIR"] = folder
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,13 +39,24 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image
 
 
+PLOT_FORMATS = ("png", "jpg", "jpeg", "pdf", "svg", "webp", "tif", "tiff")
+
+
+def plot_format(path: str | os.PathLike) -> str:
+    """The image format a plot at ``path`` is written in, from its extension (:class:`ConfigError` for others)."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in PLOT_FORMATS:
+        raise ConfigError(f"{path}: a plot is written as {', '.join('.' + f for f in PLOT_FORMATS)}; "
+                          f"give a file name with one of these extensions")
+    return suffix
+
+
 def _save(fig, path: str | os.PathLike) -> None:
-    path = Path(path)
+    """Write ``fig`` to ``path`` atomically: a reader, or a crash, never sees half a plot."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.05)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write plot ({exc.strerror or exc})") from exc
+        fmt = plot_format(path)
+        with atomic_output(path, "plot") as tmp:
+            fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight", pad_inches=0.05)
     finally:
         _pyplot().close(fig)
 

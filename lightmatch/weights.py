@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -25,7 +26,8 @@ MAGICLEAP = "Magic Leap non-commercial (research use only)"
 _LG_RELEASE = "https://github.com/cvg/LightGlue/releases/download/v0.1_arxiv/"
 _SG_COMMIT = "ddcf11f"  # the Magic Leap files are pinned to this commit; their git blob ids are below
 _SG_REPO = f"https://github.com/magicleap/SuperGluePretrainedNetwork/raw/{_SG_COMMIT}/models/weights/"
-_XFEAT_REPO = "https://github.com/verlab/accelerated_features/raw/main/weights/"
+_XFEAT_COMMIT = "e92685f57f8318b18725c5c8c0bd28c7fe188d9a"  # its weights/ blobs are the files whose sha256 is below
+_XFEAT_REPO = f"https://github.com/verlab/accelerated_features/raw/{_XFEAT_COMMIT}/weights/"
 
 
 @dataclass(frozen=True)
@@ -182,17 +184,19 @@ def git_blob_sha1(path: Path) -> str:
 
 
 def recorded_sha256_path(path: Path) -> Path:
-    """Where ``weights download --trust-unverified`` records the sha256 it saw for ``path``."""
+    """Where ``weights download`` records the sha256 of ``path`` given with ``--sha256`` (or seen, with
+    ``--trust-unverified``)."""
     return path.with_name(path.name + ".sha256")
 
 
 def mismatch(spec: WeightSpec, path: Path, sha256: Optional[str] = None) -> Optional[str]:
     """Why ``path`` is not ``spec``'s file (a short reason), or None when every known digest matches: ``sha256``
-    (given by the user), the registry's sha256 or git blob id, or the sha256 recorded beside the file."""
+    (given by the user), the registry's sha256 or git blob id, and the sha256 recorded beside the file."""
     recorded = recorded_sha256_path(path)
     expected = [d for d in (sha256, spec.sha256) if d]
-    if not expected and spec.git_sha1 is None and recorded.is_file():
-        expected.append(recorded.read_text().split()[0])
+    if recorded.is_file():
+        fields = recorded.read_text(errors="replace").split()
+        expected.append(fields[0] if fields else "(empty record)")
     if expected:
         got = sha256_of(path)
         for want in expected:
@@ -240,7 +244,9 @@ def load_state_dict(name: str, explicit: Optional[str | os.PathLike] = None) -> 
     if explicit is None:
         verify(name, path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a pickle protocol before refusing: one line, ours
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
         raise WeightsError(f"{path}: cannot read weights '{name}' ({_load_error(exc)})") from None
     if not isinstance(state, dict):

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 
 from . import weights
 from .errors import WeightsError
+from .io.atomic import atomic_output
 
 ProgressCallback = Callable[[int, Optional[int]], None]
 """Called as ``progress(bytes_done, bytes_total_or_None)`` after each block (and once at the start)."""
@@ -59,6 +60,16 @@ def _open(url: str, name: str, target: Path, timeout: float):
         raise WeightsError(f"cannot download weights '{name}': bad URL {url!r} ({_one_line(exc)})") from None
 
 
+def _record(target: Path, sha256: str) -> None:
+    """Write ``target``'s sha256 beside it (``sha256sum`` format), which every later load checks."""
+    try:
+        with atomic_output(weights.recorded_sha256_path(target), "the weights digest") as record:
+            record.write_text(f"{sha256}  {target.name}\n")
+    except OSError as exc:
+        raise WeightsError(f"{weights.recorded_sha256_path(target)}: cannot record the digest "
+                           f"({_one_line(exc.strerror or exc)})") from None
+
+
 def download(
     name: str,
     dest_dir: Optional[str | os.PathLike] = None,
@@ -78,10 +89,12 @@ def download(
         progress: ``progress(done, total)`` callback; ``total`` is None when the server does not say.
         force: download even when a valid file is already there.
         timeout: seconds to wait for the connection and for each read.
-        sha256: the expected sha256 (from a source the user trusts), checked besides the registry's digests.
+        sha256: the expected sha256 (from a source the user trusts), checked besides the registry's digests and
+            recorded beside the file (:func:`lightmatch.weights.recorded_sha256_path`): every later load checks it.
         trust_unverified: install a file for which no digest is known (neither ``sha256`` nor the registry's);
-            its sha256 is recorded beside it (:func:`lightmatch.weights.recorded_sha256_path`) so that later
-            loads check it. Without it such a download is refused before anything is fetched.
+            its sha256 is recorded beside it so that later loads check it. Without it such a download is refused
+            before anything is fetched. Also needed for a ``file://`` URL (other schemes than http(s) are
+            refused).
 
     Raises:
         WeightsError: offline or unreachable host, HTTP error, transfer cut short, checksum mismatch, or the
@@ -95,10 +108,18 @@ def download(
         raise WeightsError(f"no digest is known for weights '{name}', so a download cannot be verified: pass "
                            f"--sha256 HEX from a source you trust, or --trust-unverified to record what arrives")
     url = url or spec.url
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme == "file" and not trust_unverified:
+        raise WeightsError(f"{url}: file:// URLs are refused (a local file may be anything); pass "
+                           "--trust-unverified to install it anyway, its sha256 checked and recorded")
+    if scheme not in ("https", "http", "file"):
+        raise WeightsError(f"{url}: not an http(s) URL")
     folder = Path(dest_dir) if dest_dir is not None else weights.cache_dir()
     target = folder / spec.filename
 
     if target.is_file() and not force and weights.mismatch(spec, target, sha256) is None:
+        if sha256 is not None:
+            _record(target, sha256.lower())
         return target
 
     try:
@@ -149,11 +170,10 @@ def download(
             raise WeightsError(f"checksum mismatch for weights '{name}' downloaded from {url} ({reason}); "
                                f"nothing was kept")
         recorded = weights.recorded_sha256_path(target)
+        recorded.unlink(missing_ok=True)  # an old record must not judge the new file
         os.replace(tmp, target)
-        if sha256 is None and not spec.verifiable:  # trusted as it came: record what it was
-            recorded.write_text(f"{digest.hexdigest()}  {spec.filename}\n")
-        else:
-            recorded.unlink(missing_ok=True)
+        if sha256 is not None or not spec.verifiable:  # every later load checks the file against this record
+            _record(target, digest.hexdigest())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -120,14 +120,14 @@ def test_usage_and_input_errors(images, tmp_path, monkeypatch):
     (tmp_path / "bad.txt").write_text(f"{names[0]} {names[1]}\nlonely\n")
     cases = [  # (arguments, exit code, message)
         (f"match --image-dir {image_dir} -o out", 2, "--pairs FILE"),
-        (f"match --image-dir {image_dir} --pairs p.txt --pairs-mode exhaustive -o out", 2, "--pairs FILE"),
+        (f"match --image-dir {image_dir} --pairs bad.txt --pairs-mode exhaustive -o out", 2, "--pairs FILE"),
         (f"match --image-dir {image_dir} --pairs-mode exhaustive", 2, "-o OUTDIR"),
         (f"match --image-dir {image_dir} --pairs-mode exhaustive --window 3 -o out", 2, "sequential"),
         (f"pairs {image_dir} --window 2", 2, "--mode sequential"),
         (f"match {image_dir / names[0]} {image_dir / names[1]} --verify homography", 2, "needs --image-dir"),
         (f"match --image-dir {image_dir} --pairs-mode sequential -o out --seed 3", 2, "--seed needs --verify"),
         (f"match --image-dir {image_dir} --pairs bad.txt -o out {FAST}", 1, "bad.txt:2:"),
-        (f"match --image-dir {tmp_path / 'nope'} --pairs bad.txt -o out {FAST}", 1, "no such image directory"),
+        (f"match --image-dir {tmp_path / 'nope'} --pairs bad.txt -o out {FAST}", 2, "image folder not found"),
     ]
     runner = CliRunner()
     for args, code, message in cases:

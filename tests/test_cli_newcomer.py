@@ -35,9 +35,10 @@ def test_sift_with_default_matcher_names_matcher_weights_and_nn(sample_pair, no_
 def test_missing_matcher_weights_file_names_matcher_weights(sample_pair, tmp_path):
     proc = run("match", sample_pair[0], sample_pair[1], "--matcher-weights", tmp_path / "missing.pth",
                check_code=None)
-    assert_one_line_error(proc, "missing.pth", "given with --matcher-weights")
+    assert_one_line_error(proc, "missing.pth", "'--matcher-weights'", "not found")
+    assert proc.returncode == 2
     proc = run("match", sample_pair[0], sample_pair[1], "--weights", tmp_path / "missing.pth", check_code=None)
-    assert_one_line_error(proc, "missing.pth", "given with --weights")
+    assert_one_line_error(proc, "missing.pth", "'--weights'", "not found")
 
 
 def test_weights_registry_knows_which_flag():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightmatch.errors import InputError
+from lightmatch.errors import InputError, OutputError
 from lightmatch.io import h5
 from lightmatch.types import Features, Matches
 
@@ -70,10 +70,10 @@ def test_failed_write_leaves_the_old_store_intact(tmp_path):
     path = tmp_path / "features.h5"
     h5.write_features(path, {"a.jpg": make_features(3)})
     before = path.read_bytes()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(OutputError, match="features.h5: cannot write output \\(killed mid-write\\)"):
         with h5.atomic_h5(path) as handle:
             handle.create_group("half-written")
-            raise RuntimeError("killed mid-write")
+            raise RuntimeError("killed mid-write")  # as h5py raises a failed write: one line naming the file
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["features.h5"]  # no temporary left behind
 

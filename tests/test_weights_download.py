@@ -255,3 +255,51 @@ def test_git_blob_id_and_torch_errors_in_one_short_line(tmp_path):
         weights.load_state_dict("superpoint", pickled)
     message = str(err.value)
     assert "\n" not in message and "weights_only" not in message and len(message) < 200
+
+
+def test_file_urls_need_trust_unverified(cache, tmp_path, monkeypatch):
+    """A file:// URL is refused before anything is read, unless --trust-unverified; then its digest is recorded."""
+    source = tmp_path / "local.pth"
+    source.write_bytes(PAYLOAD)
+    register(monkeypatch, "http://example.invalid/never-used", None)
+    with pytest.raises(WeightsError, match="file:// URLs are refused") as err:
+        download("superpoint", url=source.as_uri(), sha256=hashlib.sha256(PAYLOAD).hexdigest())
+    assert "\n" not in str(err.value) and "--trust-unverified" in str(err.value)
+    for url in ("ftp://127.0.0.1/x.pth", "data:,hello", str(source)):
+        with pytest.raises(WeightsError, match="not an http"):
+            download("superpoint", url=url, trust_unverified=True)
+    assert listing(cache) == []
+    path = download("superpoint", url=source.as_uri(), trust_unverified=True)
+    assert path.read_bytes() == PAYLOAD
+    assert weights.recorded_sha256_path(path).read_text().split()[0] == hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def test_sha256_given_is_recorded_and_checked_by_every_later_load(server, cache, monkeypatch):
+    body = _Handler.files["/superpoint_v1.pth"]
+    digest = hashlib.sha256(body).hexdigest()
+    register(monkeypatch, f"{server}/superpoint_v1.pth", None)
+    path = download("superpoint", sha256=digest.upper())
+    assert weights.recorded_sha256_path(path).read_text().split() == [digest, path.name]
+    assert isinstance(SuperPoint.from_weights(), SuperPoint)  # verified against the record, loads
+    tampered = bytearray(body)
+    tampered[-100] ^= 1
+    path.write_bytes(bytes(tampered))
+    with pytest.raises(WeightsError, match="checksum mismatch") as err:
+        SuperPoint.from_weights()
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    # a file already present and valid: --sha256 records it without a download
+    path.write_bytes(body)
+    weights.recorded_sha256_path(path).unlink()
+    _Handler.hits.clear()
+    assert download("superpoint", sha256=digest) == path and _Handler.hits == []
+    assert weights.recorded_sha256_path(path).read_text().startswith(digest)
+
+
+def test_download_urls_are_pinned():
+    """Every GitHub URL names a release tag or a commit, never a moving branch."""
+    import re
+
+    for spec in weights.REGISTRY.values():
+        assert spec.url.startswith("https://github.com/"), spec.url
+        assert re.search(r"/(releases/download/v[\w.]+|raw/[0-9a-f]{7,40})/", spec.url), spec.url
+    assert re.search(r"/raw/[0-9a-f]{40}/weights/xfeat\.pt$", weights.REGISTRY["xfeat"].url)

@@ -83,21 +83,89 @@ def main() -> None:
 
 
 class SizeOrOriginal(click.ParamType):
-    """A positive integer, or -1 for "no limit" (``what_none`` says what -1 means)."""
+    """A positive integer up to ``most``, or -1 for "no limit" (``what_none`` says what -1 means)."""
 
     name = "INTEGER"
 
-    def __init__(self, what_none: str) -> None:
-        self.what_none = what_none
+    def __init__(self, what_none: str, most: Optional[int] = None) -> None:
+        self.what_none, self.most = what_none, most
 
     def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> int:
         try:
             number = int(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not an integer", param, ctx)
-        if number < 1 and number != -1:
-            self.fail(f"must be >= 1, or -1 for {self.what_none}; got {number}", param, ctx)
+        if (number < 1 and number != -1) or (self.most is not None and number > self.most):
+            most = f" (at most {self.most})" if self.most is not None else ""
+            self.fail(f"must be >= 1, or -1 for {self.what_none}{most}; got {number}", param, ctx)
         return number
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses nan and inf (which pass its comparisons)."""
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
+        _float(self, value, param, ctx, self._describe_range())
+        return super().convert(value, param, ctx)
+
+
+class ExistingPath(click.Path):
+    """``click.Path`` of something that must exist (a usage error naming the option when it does not); ``-`` (standard
+    input) passes when ``allow_dash``."""
+
+    def __init__(self, what: str, **kwargs: Any) -> None:
+        super().__init__(exists=False, **kwargs)
+        self.what = what
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        if not (self.allow_dash and value == "-") and not os.path.exists(value):
+            self.fail(f"{value}: {self.what} not found (no such file or folder)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class Device(click.ParamType):
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` of a device this machine has."""
+
+    name = "DEVICE"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> str:
+        text = str(value).strip().lower()
+        kind, _, index = text.partition(":")
+        if text in ("auto", "cpu"):
+            return text
+        if kind != "cuda" or (index and not index.isdigit()):
+            self.fail(f"{value!r}: give auto, cpu, cuda or cuda:N", param, ctx)
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(index or 0) >= count:
+            self.fail(f"{value}: this machine has {count} CUDA device(s) (use --device cpu or auto)", param, ctx)
+        return text
+
+
+def known_features(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    """``--features``: one of the extractors the factory builds."""
+    from ..models.factory import EXTRACTORS
+
+    if value is not None and value not in EXTRACTORS:
+        raise click.BadParameter(f"{value!r} is not one of {', '.join(EXTRACTORS)}", ctx, param)
+    return value
+
+
+def plot_path(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    """A plot's file name, whose extension names a format plots are written in."""
+    from ..viz import plot_format
+
+    if value is not None:
+        try:
+            plot_format(value)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return value
+
+
+MAX_RESIZE = 16384  # px, the long side; beyond, one image's float copy alone is gigabytes
+SEED = click.IntRange(0, 2 ** 31 - 1)  # what OpenCV's, NumPy's and PoseLib's generators all take
 
 
 class Confidence(click.ParamType):
@@ -106,7 +174,7 @@ class Confidence(click.ParamType):
     name = "FLOAT"
 
     def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
-        number = _float(self, value, param, ctx)
+        number = _float(self, value, param, ctx, "(0, 1] or -1")
         if not (0 < number <= 1 or number == -1):
             self.fail(f"must be in (0, 1], or -1 to disable; got {value}", param, ctx)
         return number
@@ -121,46 +189,49 @@ class Fraction(click.ParamType):
         self.low, self.open_low = low, open_low
 
     def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
-        number = _float(self, value, param, ctx)
+        interval = f"{'(' if self.open_low else '['}{self.low:g}, 1]"
+        number = _float(self, value, param, ctx, interval)
         above = number > self.low if self.open_low else number >= self.low
         if not (above and number <= 1):
-            self.fail(f"must be in {'(' if self.open_low else '['}{self.low:g}, 1]; got {value}", param, ctx)
+            self.fail(f"must be in {interval}; got {value}", param, ctx)
         return number
 
 
-def _float(kind: click.ParamType, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
+def _float(kind: click.ParamType, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context],
+           allowed: str = "") -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        kind.fail(f"{value!r} is not a number", param, ctx)
+        kind.fail(f"{value!r} is not a number{' in ' + allowed if allowed else ''}", param, ctx)
     if not math.isfinite(number):
-        kind.fail(f"must be a finite number; got {value}", param, ctx)
+        kind.fail(f"must be a finite number{' in ' + allowed if allowed else ''}; got {value}", param, ctx)
     return number
 
 
-POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
+POSITIVE_FLOAT = FiniteFloatRange(min=0, min_open=True)
 
 
 def extractor_options(func):
     """Options shared by every command that extracts features."""
     options = [
-        click.option("--features", "features", default="aliked", show_default=True,
+        click.option("--features", "features", default="aliked", show_default=True, callback=known_features,
                      help="Extractor: aliked (aliked-n16), aliked-n16rot, aliked-n32, aliked-t16, disk, superpoint, "
                           "sift, xfeat."),
         click.option("--max-keypoints", type=SizeOrOriginal("no cap"), default=None,
                      help="Keypoints per image (default: 2048; 4096 for xfeat; -1: no cap)."),
-        click.option("--resize", type=SizeOrOriginal("the original size"), default=DEFAULT_RESIZE, show_default=True,
+        click.option("--resize", type=SizeOrOriginal("the original size", MAX_RESIZE), default=DEFAULT_RESIZE,
+                     show_default=True,
                      help="Long side of the image given to the network (-1: original size). Keypoints are "
                           "reported in original-image pixels."),
-        click.option("--detection-threshold", type=click.FloatRange(min=0), default=None,
+        click.option("--detection-threshold", type=FiniteFloatRange(min=0), default=None,
                      help="Detection score threshold (extractor's default when omitted)."),
         click.option("--aliked-nms", type=click.Choice(["reference", "strict"]), default="reference",
                      show_default=True,
                      help="ALIKED keypoint NMS: the reference's (what LightGlue was trained on) or kornia's strict "
                           "local maxima."),
-        click.option("--weights", "extractor_weights", type=click.Path(dir_okay=False), default=None,
+        click.option("--weights", "extractor_weights", type=ExistingPath("weights file", dir_okay=False), default=None,
                      help="Extractor weights file (default: resolved from the registry)."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--device", type=Device(), default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--backend", type=click.Choice(["torch", "openvino"]), default="torch", show_default=True,
                      help="Runtime of DISK's network: openvino (CPU, pip install \"lightmatch[openvino]\") is 1.4x "
                           "faster in fp32 and 2.3x with --precision bf16 (docs/benchmarks.md)."),
@@ -188,12 +259,13 @@ def matcher_options(func):
                           "keypoints within 1 px of fp32)"),
         click.option("--compile", "compile_matcher", is_flag=True,
                      help="torch.compile LightGlue's layers (worth it on CUDA for long runs)."),
-        click.option("--sinkhorn-iterations", type=click.IntRange(min=1), default=None, help="SuperGlue Sinkhorn iterations (100)."),
+        click.option("--sinkhorn-iterations", type=click.IntRange(min=1), default=None,
+                     help="SuperGlue Sinkhorn iterations (100)."),
         click.option("--superglue-weights", type=click.Choice(["indoor", "outdoor"]), default="outdoor",
                      show_default=True, help="SuperGlue weights."),
         click.option("--ratio-threshold", type=Fraction(open_low=True), default=None, help="NN matcher: Lowe ratio test."),
         click.option("--distance-threshold", type=POSITIVE_FLOAT, default=None, help="NN matcher: max descriptor distance."),
-        click.option("--matcher-weights", type=click.Path(dir_okay=False), default=None,
+        click.option("--matcher-weights", type=ExistingPath("weights file", dir_okay=False), default=None,
                      help="Matcher weights file (default: resolved from the registry)."),
         click.option("--rotation-search/--no-rotation-search", default=False,
                      help="Extract every image at 0/90/180/270 degrees and match each pair at the quarter turn with "

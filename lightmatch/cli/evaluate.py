@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from typing import Any, Optional
@@ -10,11 +11,14 @@ from typing import Any, Optional
 import click
 
 from ..presets import apply_preset_split
-from .common import (ESTIMATOR_CHOICES, build_models, extractor_options, given_options, main, matcher_options,
-                     preset_option)
+from .common import (ESTIMATOR_CHOICES, MAX_RESIZE, SEED, ExistingPath, FiniteFloatRange, SizeOrOriginal,
+                     build_models, extractor_options, given_options, main, matcher_options, plot_path, preset_option)
 
 _INT = re.compile(r"^-?\d+(,-?\d+)*$")
 ESTIMATION_NAMES = {"threshold": "ransac_threshold"}  # a preset's estimation threshold is --ransac-threshold here
+THRESHOLD_PX = FiniteFloatRange(min=0, min_open=True)
+MAX_SYNTHETIC_PAIRS = 10000  # each writes an image into OUTDIR/synthetic
+MAX_KEYPOINTS_TIMED = 1 << 16
 
 
 class IntListCommand(click.Command):
@@ -58,9 +62,30 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: Optional[str]) 
     if value is None:
         return None
     try:
-        return [int(v) for v in re.split(r"[,x\s]+", value.strip()) if v]
+        numbers = [int(v) for v in re.split(r"[,x\s]+", value.strip()) if v]
     except ValueError:
         raise click.BadParameter(f"expected integers, got '{value}'", ctx, param) from None
+    if not numbers:
+        raise click.BadParameter("expected at least one integer", ctx, param)
+    return numbers
+
+
+def _pose_resize(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[list[int]]:
+    """``--resize`` of ``eval pose``: W H, one long side, or -1 (W -1 means W), each side in [1, MAX_RESIZE]."""
+    numbers = _int_list(ctx, param, value)
+    sides = numbers[:1] if len(numbers) == 2 and numbers[1] == -1 else numbers
+    if len(sides) > 2 or (sides != [-1] and not all(1 <= n <= MAX_RESIZE for n in sides)):
+        raise click.BadParameter(f"give W H or one long side, each in [1, {MAX_RESIZE}], or -1 for the original "
+                                 f"size; got {' '.join(map(str, numbers))}", ctx, param)
+    return numbers
+
+
+def _keypoint_counts(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[list[int]]:
+    numbers = _int_list(ctx, param, value)
+    if not all(1 <= n <= MAX_KEYPOINTS_TIMED for n in numbers):
+        raise click.BadParameter(f"each count must be in [1, {MAX_KEYPOINTS_TIMED}]; got "
+                                 f"{' '.join(map(str, numbers))}", ctx, param)
+    return numbers
 
 
 def _without(*names: str):
@@ -114,36 +139,36 @@ def eval_group() -> None:
 
 @eval_group.command("pose", cls=_command_class(resize=2))
 @click.argument("paths", nargs=-1, required=True, metavar="[PAIRS_FILE] IMAGE_DIR")
-@click.option("--resize", default="640 480", show_default=True, callback=_int_list, metavar="W H",
+@click.option("--resize", default="640 480", show_default=True, callback=_pose_resize, metavar="W H",
               help="Evaluation size, as SuperGlue's match_pairs.py: W H (exact size), one number (long side) or "
                    "-1 (original size). Intrinsics are scaled to it; the extractor sees the resized image.")
 @click.option("--interpolation", type=click.Choice(["linear", "area"]), default="linear", show_default=True,
               help="cv2.resize interpolation for the evaluation images (SuperGlue: linear, cv2's default).")
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for results.jsonl (per pair), summary.json, features.h5/matches.h5 and viz/.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the RANSAC of every pair.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the RANSAC of every pair.")
 @click.option("--estimator", type=click.Choice(ESTIMATOR_CHOICES), default="opencv", show_default=True,
               help="Relative-pose estimator: opencv (SuperGlue's protocol), magsac (OpenCV MAGSAC++), poselib "
                    "(LO-RANSAC + bundle refinement), colmap (pycolmap LO-RANSAC + refinement).")
-@click.option("--ransac-threshold", type=float, default=1.0, show_default=True,
+@click.option("--ransac-threshold", type=THRESHOLD_PX, default=1.0, show_default=True,
               help="Inlier (epipolar) threshold in pixels of the evaluation images.")
 @preset_option
 @click.option("--viz", is_flag=True, help="Write match plots (green: epipolar error < 5e-4) into OUTDIR/viz.")
 @click.option("--overwrite", is_flag=True,
               help="Replace OUTDIR's features.h5/matches.h5 when they were made with other settings.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object instead of the table.")
-@click.option("--colmap-model", type=click.Path(file_okay=False), default=None,
+@click.option("--colmap-model", type=ExistingPath("COLMAP model folder", file_okay=False), default=None,
               help="Ground truth from this COLMAP model (cameras/images/points3D) instead of PAIRS_FILE: pairs from "
                    "--pairs, or sampled by covisibility (-o also writes them as OUTDIR/pairs_with_gt.txt).")
-@click.option("--pairs", "model_pairs", type=click.Path(dir_okay=False), default=None,
+@click.option("--pairs", "model_pairs", type=ExistingPath("pairs file", dir_okay=False), default=None,
               help="--colmap-model: evaluate these pairs ('name0 name1' lines).")
-@click.option("--num-pairs", type=int, default=None,
+@click.option("--num-pairs", type=click.IntRange(min=1), default=None,
               help="--colmap-model: sample this many pairs (MegaDepth-1500 style).  [default: 1500]")
-@click.option("--min-covisibility", type=float, default=None,
+@click.option("--min-covisibility", type=FiniteFloatRange(0, 1), default=None,
               help="--colmap-model: least share of 3D points both images see (of the smaller set).  [default: 0.1]")
-@click.option("--features-h5", type=click.Path(dir_okay=False), default=None,
+@click.option("--features-h5", type=ExistingPath("features file", dir_okay=False), default=None,
               help="Evaluate the features of an earlier `lightmatch match` run (keypoints in original pixels) ...")
-@click.option("--matches-h5", type=click.Path(dir_okay=False), default=None,
+@click.option("--matches-h5", type=ExistingPath("matches file", dir_okay=False), default=None,
               help="... and its matches, instead of extracting and matching.")
 @_without("resize")
 @extractor_options
@@ -192,6 +217,14 @@ def eval_pose(ctx: click.Context, paths: tuple[str, ...], resize: list[int], int
     _echo_report(format_pose_table(report.summary), report.to_json(), as_json)
 
 
+def _check_exists(paths: tuple[str, ...], names: tuple[str, ...]) -> None:
+    for path, name in zip(paths, names):
+        if not os.path.exists(path):
+            raise click.UsageError(f"Invalid value for '{name}': {path}: not found")
+        if name == "IMAGE_DIR" and not os.path.isdir(path):
+            raise click.UsageError(f"Invalid value for '{name}': {path}: not a folder")
+
+
 def _pose_pairs_source(paths: tuple[str, ...], colmap_model: Optional[str], model_pairs: Optional[str],
                        num_pairs: Optional[int], min_covisibility: Optional[float], seed: int,
                        output_dir: Optional[str]) -> tuple[Any, str, dict[str, Any]]:
@@ -204,9 +237,11 @@ def _pose_pairs_source(paths: tuple[str, ...], colmap_model: Optional[str], mode
             raise click.UsageError(f"{given[0]} needs --colmap-model")
         if len(paths) != 2:
             raise click.UsageError("give PAIRS_FILE IMAGE_DIR (or --colmap-model DIR IMAGE_DIR)")
+        _check_exists(paths, ("PAIRS_FILE", "IMAGE_DIR"))
         return paths[0], paths[1], {}
     if len(paths) != 1:
         raise click.UsageError("with --colmap-model give only IMAGE_DIR (the model holds the ground truth)")
+    _check_exists(paths, ("IMAGE_DIR",))
     if model_pairs is not None and (num_pairs is not None or min_covisibility is not None):
         raise click.UsageError("give --pairs, or --num-pairs/--min-covisibility to sample, not both")
     from pathlib import Path
@@ -227,23 +262,24 @@ def _pose_pairs_source(paths: tuple[str, ...], colmap_model: Optional[str], mode
 
 
 @eval_group.command("homography")
-@click.argument("dataset", required=False, type=click.Path())
-@click.option("--synthetic", "synthetic_images", type=click.Path(file_okay=False), default=None,
+@click.argument("dataset", required=False, type=ExistingPath("data set"))
+@click.option("--synthetic", "synthetic_images", type=ExistingPath("image folder", file_okay=False), default=None,
               help="Make synthetic pairs from the images of this folder (written to OUTDIR/synthetic) instead of "
                    "reading DATASET.")
-@click.option("--num-pairs", type=int, default=20, show_default=True, help="Number of synthetic pairs.")
-@click.option("--resize-short", type=int, default=None,
+@click.option("--num-pairs", type=click.IntRange(1, MAX_SYNTHETIC_PAIRS), default=20, show_default=True,
+              help="Number of synthetic pairs.")
+@click.option("--resize-short", type=SizeOrOriginal("the original size", MAX_RESIZE), default=None,
               help="Short side of the images given to the extractor, glue-factory's HPatches protocol (-1: original "
                    "size).  [default: 480]")
-@click.option("--resize", type=int, default=None,
+@click.option("--resize", type=SizeOrOriginal("the original size", MAX_RESIZE), default=None,
               help="Long side instead, as --resize means in every other command (-1: original size).")
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for results.jsonl, summary.json, synthetic/ and viz/.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic set and of RANSAC.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the synthetic set and of RANSAC.")
 @click.option("--estimator", type=click.Choice(ESTIMATOR_CHOICES + ("ransac",)), default="opencv",
               show_default=True, help="Robust homography estimator: opencv (RANSAC; 'ransac' is an older name), "
                                       "magsac (MAGSAC++), poselib (LO-RANSAC + refinement), colmap (LO-RANSAC).")
-@click.option("--ransac-threshold", type=float, default=0.5, show_default=True,
+@click.option("--ransac-threshold", type=THRESHOLD_PX, default=0.5, show_default=True,
               help="Inlier threshold in pixels (glue-factory's OpenCV setting).")
 @preset_option
 @click.option("--all-scenes", is_flag=True, help="HPatches: keep the large scenes glue-factory leaves out.")
@@ -295,17 +331,20 @@ def eval_homography(ctx: click.Context, dataset: Optional[str], synthetic_images
 
 
 @main.command("benchmark", cls=_command_class(num_keypoints=None))
-@click.option("--num-keypoints", default="256 512 1024 2048 4096", show_default=True, callback=_int_list,
+@click.option("--num-keypoints", default="256 512 1024 2048 4096", show_default=True, callback=_keypoint_counts,
               metavar="N [N ...]",
               help="Keypoints per image, several numbers (e.g. --num-keypoints 512 1024 2048).")
-@click.option("--repeat", type=int, default=100, show_default=True, help="Timed repetitions per measurement.")
-@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed calls before timing.")
-@click.option("--pairs-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--repeat", type=click.IntRange(1, 10 ** 6), default=100, show_default=True,
+              help="Timed repetitions per measurement.")
+@click.option("--warmup", type=click.IntRange(0, 10 ** 6), default=10, show_default=True,
+              help="Untimed calls before timing.")
+@click.option("--pairs-dir", type=ExistingPath("pairs folder", file_okay=False), default=None,
               help="More pairs: LightGlue's easy/difficult pairs (e.g. data/lightglue_bench) or any folder "
                    "(consecutive sorted images are paired). The bundled sample pair is always timed.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="torch CPU threads (default: torch's choice).")
 @click.option("--json", "as_json", is_flag=True, help="Print all measurements as one JSON object.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, callback=plot_path,
               help="Plot latency against keypoints (PNG).")
 @_without("max_keypoints", "detection_threshold")
 @extractor_options

@@ -18,10 +18,13 @@ import click
 from ..defaults import (BATCH_PAIRS, VERIFY_CONFIDENCE, VERIFY_ESTIMATOR, VERIFY_SEED, VERIFY_THRESHOLD_PX,
                         VIZ_MAX_MATCHES)
 from ..presets import apply_preset_split
-from .common import (ESTIMATOR_CHOICES, EXIT_OK, EXIT_PARTIAL, build_models, extractor_options, given_options, main,
-                     matcher_options, preset_option)
+from .common import (ESTIMATOR_CHOICES, EXIT_OK, EXIT_PARTIAL, SEED, ExistingPath, FiniteFloatRange, build_models,
+                     extractor_options, given_options, main, matcher_options, plot_path, preset_option)
 
 EXIT_INTERRUPTED = 130
+MAX_WORKERS = 64  # decoding threads, each holding images ahead of the network
+MAX_RAY_WORKERS = 1024  # actors, each holding a loaded model
+MAX_BATCH_PAIRS = 64  # pairs padded into one matcher call (its memory grows with them)
 PAIR_MODES = ("exhaustive", "sequential")
 VERIFY_MODELS = ("homography", "fundamental", "essential")
 
@@ -195,10 +198,12 @@ def _ray_options(opts: dict):
         if given:
             raise click.UsageError(f"{given[0]} needs --executor ray")
         return None
-    from ..pipeline.ray_executor import RayOptions, import_ray
+    from ..pipeline.ray_executor import RayOptions, check_resources, import_ray
 
     import_ray(embedded=address is None)
-    return RayOptions(address, count, gpus or 0.0)
+    options = RayOptions(address, count, gpus or 0.0)
+    check_resources(options)  # before any model loads or the output folder is locked
+    return options
 
 
 def batch_options(func):
@@ -209,7 +214,7 @@ def batch_options(func):
                           "skipping the images and pairs already there; stores made with other settings are "
                           "refused)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary text (warnings remain)."),
-        click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+        click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=2, show_default=True,
                      help="Background threads decoding and resizing images ahead of the network (per Ray worker "
                           "with --executor ray)."),
         click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -218,10 +223,10 @@ def batch_options(func):
         click.option("--ray-address", default=None, metavar="ADDR",
                      help="--executor ray: a running cluster (host:port, or auto); default: start Ray on this "
                           "machine for the run."),
-        click.option("--ray-workers", type=click.IntRange(min=1), default=None,
+        click.option("--ray-workers", type=click.IntRange(1, MAX_RAY_WORKERS), default=None,
                      help="--executor ray: worker actors, each holding one loaded model.  [default: one per CPU, "
                           "or per --worker-gpus of the GPUs]"),
-        click.option("--worker-gpus", type=click.FloatRange(min=0), default=None,
+        click.option("--worker-gpus", type=FiniteFloatRange(min=0), default=None,
                      help="--executor ray: GPUs per worker (0.5: two workers per GPU).  [default: 0]"),
     ]
     for option in reversed(options):
@@ -232,20 +237,20 @@ def batch_options(func):
 # -------------------------------------------------------------------------------------------------- match ---
 
 @main.command()
-@click.argument("images", nargs=-1, type=click.Path())
+@click.argument("images", nargs=-1, type=ExistingPath("image", dir_okay=False))
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for features.h5 and matches.h5 (hloc layout).")
-@click.option("--viz", "viz_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--viz", "viz_path", type=click.Path(dir_okay=False), default=None, callback=plot_path,
               help="Two-image form: write a match plot (PNG), matches coloured by confidence.")
-@click.option("--homography", type=click.Path(dir_okay=False), default=None,
+@click.option("--homography", type=ExistingPath("homography file", dir_okay=False), default=None,
               help="Two-image form: ground-truth 3x3 homography (text) image0 -> image1: report matches correct "
                    "within 3 px.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object per pair on stdout (batches: then a final summary line).")
-@click.option("--image-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--image-dir", type=ExistingPath("image folder", file_okay=False), default=None,
               help="Batch form: root of the images; pair names are relative to it.")
-@click.option("--pairs", "pairs_file", default=None, metavar="FILE|-",
-              help="Batch: pairs file ('name0 name1' lines, names relative to --image-dir), '-' for stdin.")
+@click.option("--pairs", "pairs_file", type=ExistingPath("pairs file", dir_okay=False, allow_dash=True),
+              default=None, metavar="FILE|-", help="Batch: pairs file ('name0 name1' lines, names relative to --image-dir), '-' for stdin.")
 @click.option("--pairs-mode", type=click.Choice(PAIR_MODES), default=None,
               help="Batch: pair the images of --image-dir (recursively, sorted by name) instead of --pairs.")
 @click.option("--window", type=click.IntRange(min=1), default=None,
@@ -253,16 +258,16 @@ def batch_options(func):
 @click.option("--loop", is_flag=True, help="--pairs-mode sequential: the sequence is closed (last pairs with first).")
 @click.option("--verify", type=click.Choice(VERIFY_MODELS), default=None,
               help="Batch: verify matches with a robust model (MAGSAC++) and store 'inliers' beside them.")
-@click.option("--verify-threshold", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--verify-threshold", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help=f"Inlier threshold in pixels.  [default: {VERIFY_THRESHOLD_PX}]")
-@click.option("--verify-confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+@click.option("--verify-confidence", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=None,
               help=f"RANSAC confidence.  [default: {VERIFY_CONFIDENCE}]")
-@click.option("--seed", type=int, default=None,
+@click.option("--seed", type=SEED, default=None,
               help=f"RANSAC random seed (same seed, same inliers).  [default: {VERIFY_SEED}]")
 @click.option("--estimator", type=click.Choice(ESTIMATOR_CHOICES), default=None,
               help="--verify: robust estimator, opencv (RANSAC), magsac (MAGSAC++), poselib (LO-RANSAC + "
                    f"refinement, extra lightmatch[poselib]) or colmap (pycolmap).  [default: {VERIFY_ESTIMATOR}]")
-@click.option("--batch-pairs", type=click.IntRange(min=1), default=BATCH_PAIRS, show_default=True,
+@click.option("--batch-pairs", type=click.IntRange(1, MAX_BATCH_PAIRS), default=BATCH_PAIRS, show_default=True,
               help="Batch: pairs matched together by LightGlue/SuperGlue (padded and masked, the same matches); "
                    "1 on the CPU, where batching does not pay; try 4-16 on a GPU.")
 @preset_option
@@ -409,7 +414,7 @@ def _pairs_for(image_dir: str, pairs_file: Optional[str], mode: Optional[str], w
 # ------------------------------------------------------------------------------------------------- pairs ---
 
 @main.command("pairs")
-@click.argument("image_dir", type=click.Path(file_okay=False))
+@click.argument("image_dir", type=ExistingPath("image folder", file_okay=False))
 @click.option("--mode", type=click.Choice(PAIR_MODES), default="exhaustive", show_default=True,
               help="exhaustive: every pair; sequential: each image with the next --window images (sorted names).")
 @click.option("--window", type=click.IntRange(min=1), default=None,
@@ -440,7 +445,7 @@ def pairs_command(image_dir: str, mode: str, window: Optional[int], loop: bool, 
 # ----------------------------------------------------------------------------------------------- extract ---
 
 @main.command()
-@click.argument("image_dir", type=click.Path(file_okay=False))
+@click.argument("image_dir", type=ExistingPath("image folder", file_okay=False))
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), required=True,
               help="Folder for features.h5 (hloc layout).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image on stdout, then a summary line.")
@@ -488,15 +493,16 @@ def export() -> None:
 
 
 @export.command("colmap")
-@click.option("--image-dir", type=click.Path(file_okay=False), required=True, help="Root of the images.")
-@click.option("--features", "features_path", type=click.Path(dir_okay=False), required=True,
+@click.option("--image-dir", type=ExistingPath("image folder", file_okay=False), required=True,
+              help="Root of the images.")
+@click.option("--features", "features_path", type=ExistingPath("features file", dir_okay=False), required=True,
               help="features.h5 (hloc layout).")
-@click.option("--matches", "matches_path", type=click.Path(dir_okay=False), required=True,
+@click.option("--matches", "matches_path", type=ExistingPath("matches file", dir_okay=False), required=True,
               help="matches.h5 (hloc layout); pairs with 'inliers' (match --verify) become verified geometries.")
 @click.option("--database", type=click.Path(dir_okay=False), required=True,
               help="COLMAP database to write (replaced if it exists).")
-@click.option("--pairs", "pairs_file", default=None, metavar="FILE|-",
-              help="Only these pairs (file, '-' for stdin); default: all.")
+@click.option("--pairs", "pairs_file", type=ExistingPath("pairs file", dir_okay=False, allow_dash=True),
+              default=None, metavar="FILE|-", help="Only these pairs (file, '-' for stdin); default: all.")
 @click.option("--camera-model", default="SIMPLE_RADIAL", show_default=True,
               type=click.Choice(["SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "OPENCV_FISHEYE",
                                  "FULL_OPENCV", "FOV", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE",

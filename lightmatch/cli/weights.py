@@ -32,14 +32,42 @@ def list_cmd(as_json: bool) -> None:
                    f"{row['path'] or '-'}")
 
 
+def _known_names(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    from ..weights import REGISTRY
+
+    unknown = [name for name in value if name not in REGISTRY and name != "all"]
+    if unknown:
+        raise click.BadParameter(f"unknown weights {unknown[0]!r}: known are {', '.join(REGISTRY)}, or all", ctx,
+                                 param)
+    return value
+
+
+def _digest(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and (len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value)):
+        raise click.BadParameter(f"{value!r} is not a sha256 digest (64 hexadecimal digits)", ctx, param)
+    return value
+
+
+def _url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from urllib.parse import urlsplit
+
+    if value is not None and urlsplit(value).scheme.lower() not in ("http", "https", "file"):
+        raise click.BadParameter(f"{value!r} is not an http(s) URL", ctx, param)
+    return value
+
+
 @weights.command("download")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, callback=_known_names)
 @click.option("--force", is_flag=True, help="Download even when a valid file is already there.")
-@click.option("--url", default=None, help="Download from this URL instead of the registry's (one name only).")
-@click.option("--sha256", default=None, metavar="HEX",
-              help="Expected sha256 of the file (one name only); needed for files with no known digest.")
+@click.option("--url", default=None, callback=_url,
+              help="Download from this http(s) URL instead of the registry's (one name only); file:// URLs are "
+                   "refused unless --trust-unverified is given.")
+@click.option("--sha256", default=None, metavar="HEX", callback=_digest,
+              help="Expected sha256 of the file (one name only); needed for files with no known digest. Recorded "
+                   "beside the file (NAME.sha256): every later load checks it.")
 @click.option("--trust-unverified", is_flag=True,
-              help="Install a file with no known digest as it arrives; its sha256 is printed and recorded.")
+              help="Install a file with no known digest as it arrives, or from a file:// URL; its sha256 is printed "
+                   "and recorded.")
 def download_cmd(names: tuple[str, ...], force: bool, url: str | None, sha256: str | None,
                  trust_unverified: bool) -> None:
     """Download NAME... (or 'all') into the user cache, checksum-verified, written atomically.
@@ -54,6 +82,8 @@ def download_cmd(names: tuple[str, ...], force: bool, url: str | None, sha256: s
     selected = list(REGISTRY) if names == ("all",) else list(names)
     if (url or sha256) and len(selected) != 1:
         raise click.UsageError("--url and --sha256 take exactly one NAME")
+    if url and url.lower().startswith("file:") and not trust_unverified:
+        raise click.UsageError(f"--url {url}: file:// URLs are refused unless --trust-unverified is given")
     for name in selected:
         spec = spec_for(name)
         if spec.licence == MAGICLEAP:

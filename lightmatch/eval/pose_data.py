@@ -17,12 +17,12 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from ..io.files import check_regular_file
 
 NUM_FIELDS = 38
 
@@ -85,11 +85,7 @@ def parse_pose_pair_line(text: str, where: str = "<string>") -> PosePair:
 
 def read_pose_pairs(path: str | os.PathLike) -> list[PosePair]:
     """Read a SuperGlue pairs file with ground truth; raises :class:`InputError` naming the file and line."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a pairs file")
+    path = check_regular_file(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError, OutputError
 from .atomic import atomic_output
+from .files import check_regular_file
 from .h5 import find_pair, names_to_pair
 from .images import read_image
 from .pairs import read_pairs
@@ -176,8 +177,7 @@ def _blob(array: np.ndarray, dtype) -> bytes:
 
 
 def _open_h5(path: Path, what: str) -> h5py.File:
-    if not path.is_file():
-        raise InputError(f"{path}: no such {what} file")
+    check_regular_file(path, f"{what} file")
     try:
         return h5py.File(path, "r")
     except OSError as exc:

@@ -27,6 +27,7 @@ import torch
 from ..errors import InputError
 from ..types import Features, Matches
 from .atomic import atomic_output
+from .files import check_regular_file
 
 
 def names_to_pair(name0: str, name1: str, separator: str = "/") -> str:
@@ -112,9 +113,7 @@ def write_matches(path: str | os.PathLike, items: Mapping[tuple[str, str], Match
 
 
 def _open_read(path: str | os.PathLike) -> h5py.File:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such HDF5 file")
+    path = check_regular_file(path, "HDF5 file")
     try:
         return h5py.File(path, "r")
     except OSError as exc:

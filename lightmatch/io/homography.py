@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
+from .files import check_regular_file
 
 
 def parse_numbers(tokens: Sequence[str], where: str) -> list[float]:
@@ -28,10 +29,7 @@ def parse_numbers(tokens: Sequence[str], where: str) -> list[float]:
 
 def read_text(path: Path) -> str:
     """The UTF-8 text of ``path``; one-line :class:`InputError` for a missing, unreadable or binary file."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a text file")
+    check_regular_file(path)
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
+from .files import check_regular_file
 
 if TYPE_CHECKING:
     import torch
@@ -36,11 +37,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     Raises :class:`InputError` with the path and the problem for a missing, empty, undecodable or too small file.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not an image")
+    path = check_regular_file(path, "image")
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
@@ -89,6 +86,7 @@ def _open_header(path: str | os.PathLike):
     """``PIL.Image.open(path)``: reads the header only, the pixels when asked."""
     from PIL import Image  # here: only header checks and bounded decoding need it
 
+    check_regular_file(path, "image")  # a FIFO would block PIL's open
     Image.MAX_IMAGE_PIXELS = None  # PIL only reads headers here; OpenCV decodes the pixels, within our bounds
     return Image.open(path)
 

@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 
 from ..errors import ConfigError, InputError, OutputError
 from .atomic import atomic_output
+from .files import check_regular_file
 from .images import is_image_path
 
 Pair = tuple[str, str]
@@ -99,7 +100,7 @@ def sequential_pairs(names: Sequence[str], window: int = 5, loop: bool = False) 
     pairs: list[Pair] = []
     seen: set[frozenset[int]] = set()
     for i in range(n):
-        for k in range(1, window + 1):
+        for k in range(1, min(window, n - 1) + 1):  # a wider window only repeats pairs: O(n * min(window, n))
             j = i + k
             if j >= n:
                 if not loop:
@@ -170,11 +171,7 @@ def read_pairs(path_or_dash: str | os.PathLike, image_dir: str | os.PathLike | N
             return parse_pairs(sys.stdin, "<stdin>", image_dir)
         except UnicodeDecodeError as exc:
             raise InputError(f"<stdin>: not a text pairs list ({exc.reason})") from exc
-    path = Path(path_or_dash)
-    if not path.exists():
-        raise InputError(f"{path}: no such pairs file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a pairs file")
+    path = check_regular_file(path_or_dash, "pairs file")
     try:
         with open(path, encoding="utf-8-sig") as handle:
             return parse_pairs(handle, str(path), image_dir)

@@ -38,26 +38,14 @@ import numpy as np
 from ..errors import ConfigError, InputError, OutputError
 from ..types import Features, Matches
 from . import h5
+from .atomic import ATOMIC_TEMPORARY, WRITE_ERRORS, fsync_dir, write_error
+from .files import check_regular_file
 from .lock import LOCK_FILE, FolderLock
 
 FEATURES_FILE = "features.h5"
 MATCHES_FILE = "matches.h5"
 PARTS_DIR = ".parts"
 MATCH_DEFAULTS = {"lightmatch_verify": "none"}  # attributes a store written before they existed is read with
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable (best effort; not every file system allows it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class OutputStore:
@@ -89,11 +77,15 @@ class OutputStore:
         self._pairs: set[str] = set()
         self._run = f"{time.time_ns():020d}-{os.getpid()}"
         self._counter = 0
+        self._created: list[Path] = []  # folders open() made: removed again when a failed run leaves them empty
+        self._finished = False
 
     # -- life cycle
     def open(self) -> "OutputStore":
         try:
+            missing = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
             self.folder.mkdir(parents=True, exist_ok=True)
+            self._created = missing
         except OSError as exc:
             raise OutputError(f"{self.folder}: cannot write output here ({exc.strerror or exc})") from exc
         self._folder_lock.acquire()
@@ -124,12 +116,14 @@ class OutputStore:
         try:
             self.consolidate()
             self._remove_stale()  # left by a writer killed during this run (a Ray worker); it has been replaced
+            self._finished = True
         finally:
             self.close()
 
     def close(self) -> None:
         """Release the folder without consolidating: parts stay for the next run; an empty parts folder and the
-        lock file are removed (a run that failed before writing anything leaves the folder as it found it)."""
+        lock file are removed (a run that failed before writing anything leaves the folder as it found it, and
+        removes it when this store created it)."""
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -139,6 +133,12 @@ class OutputStore:
             except OSError:
                 pass
             self._folder_lock.release()
+            if not self._finished:
+                for folder in self._created:  # innermost first; only while empty
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
 
     def __enter__(self) -> "OutputStore":
         return self.open()
@@ -150,8 +150,10 @@ class OutputStore:
             self.close()
 
     def _remove_stale(self) -> None:
-        """Temporary files of killed runs: part files being written, stores being consolidated or replaced."""
-        stale = list(self.parts_dir.glob(".*.tmp"))
+        """Temporary files of killed runs: part files being written, stores being consolidated or replaced, and any
+        other file of the folder being replaced atomically (:func:`~lightmatch.io.atomic.atomic_output`'s names,
+        e.g. an evaluation's ``summary.json``)."""
+        stale = list(self.parts_dir.glob(".*.tmp")) + list(self.folder.glob(ATOMIC_TEMPORARY))
         for name in (FEATURES_FILE, MATCHES_FILE):
             stale += list(self.folder.glob(f".{name}.*.tmp"))
         for path in stale:
@@ -167,6 +169,7 @@ class OutputStore:
                                              (self.matches_path, self.match_attrs, "matcher", MATCH_DEFAULTS)):
             if wanted is None or not path.exists():
                 continue
+            check_regular_file(path, "HDF5 store")  # a FIFO would block HDF5's open
             try:
                 with h5py.File(path, "r") as handle:
                     stored = dict(handle.attrs)
@@ -257,7 +260,8 @@ def write_part(final: Path, features: dict[str, Features],
                matches: dict[tuple[str, str], tuple[Matches, Optional[np.ndarray]]], feature_attrs: dict,
                match_attrs: Optional[dict]) -> Path:
     """Write one part file durably: to a hidden temporary name in the same folder, flushed, then renamed to
-    ``final``. A part that exists is complete."""
+    ``final``. A part that exists is complete. Any write error (OSError such as ENOSPC, EFBIG, EROFS, EACCES, or
+    h5py's RuntimeError) removes the temporary file and raises a one-line :class:`OutputError` naming ``final``."""
     tmp = final.parent / f".{final.name}.tmp"
     try:
         with h5py.File(tmp, "w") as handle:
@@ -274,9 +278,10 @@ def write_part(final: Path, features: dict[str, Features],
             os.fsync(f.fileno())
         os.replace(tmp, final)
         fsync_dir(final.parent)
-    except OSError as exc:
+    except WRITE_ERRORS as exc:
+        raise write_error(final, "results", exc) from exc
+    finally:
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"{final.parent}: cannot write results ({exc.strerror or exc})") from exc
     return final
 
 

@@ -8,6 +8,7 @@ ALIKED runs faster in torch, so it has no such backend.
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import torch
@@ -15,6 +16,33 @@ import torch
 from ..errors import ConfigError
 
 PRECISION_HINTS = {"fp32": "f32", "auto": "f32", "bf16": "bf16"}
+_TELEMETRY = "openvino_telemetry"
+_CONVERTER_MODULES = ("openvino.tools.ovc.telemetry_utils", "openvino.tools.ovc.convert_impl",
+                      "openvino.tools.ovc.utils", "openvino.tools.ovc.main")
+
+
+def import_openvino():
+    """``openvino`` with its telemetry off, so that nothing is sent over the network or written under ``~/intel``.
+
+    OpenVINO's converter sends usage events (at import, and per conversion) through the ``openvino_telemetry``
+    package, which by default needs no consent, resolves an analytics host and writes a client id under the home
+    folder; its documented opt-out (``opt_in_out --opt_out``) itself writes there. Without that package the
+    converter uses its own no-op stub (``openvino.tools.ovc.telemetry_stub``), so while ``openvino`` is imported the
+    package is hidden; converter modules imported earlier by someone else are switched to the stub too."""
+    hidden = _TELEMETRY not in sys.modules
+    if hidden:
+        sys.modules[_TELEMETRY] = None  # its import fails: the converter falls back to the stub
+    try:
+        import openvino
+        from openvino.tools.ovc import telemetry_stub
+    finally:
+        if hidden and sys.modules.get(_TELEMETRY, False) is None:
+            del sys.modules[_TELEMETRY]
+    for name in _CONVERTER_MODULES:
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "tm"):
+            module.tm = telemetry_stub
+    return openvino
 
 
 class OpenVINONetwork:
@@ -28,7 +56,7 @@ class OpenVINONetwork:
 
     def __init__(self, module: torch.nn.Module, channels: int, precision: str, threads: int | None = None) -> None:
         try:
-            import openvino as ov
+            ov = import_openvino()
         except ImportError:
             raise ConfigError('--backend openvino needs OpenVINO: pip install "lightmatch[openvino]"') from None
         if precision not in PRECISION_HINTS:

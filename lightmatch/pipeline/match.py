@@ -99,15 +99,18 @@ def _settings(model) -> dict:
 
 
 def check_output_dir(output_dir: str | os.PathLike) -> None:
-    """Fail early, with a one-line error, when ``output_dir`` cannot be created or written."""
+    """Fail early, with a one-line error, when ``output_dir`` cannot be created or written. Creates nothing: a run
+    that fails before its first write leaves no empty folder behind."""
     out = Path(output_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".lightmatch-write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise OutputError(f"{out}: cannot write output here ({exc.strerror or exc})") from exc
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: cannot write output here (not a folder)")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{out}: cannot write output here ({existing} is not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{out}: cannot write output here ({existing} is not writable)")
 
 
 def check_inputs(paths: list[str | os.PathLike], output_dir: Optional[str | os.PathLike] = None) -> None:

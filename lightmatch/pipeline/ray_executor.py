@@ -26,8 +26,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import secrets
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +79,39 @@ class RayOptions:
             raise ConfigError(f"--ray-workers must be >= 1, got {self.workers}")
         if self.gpus < 0:
             raise ConfigError(f"--worker-gpus must be >= 0, got {self.gpus}")
+
+
+def check_resources(options: RayOptions, gpus_here: Optional[int] = None) -> None:
+    """Refuse workers that could never start (Ray would wait for them forever): GPUs per worker on a machine or
+    cluster without that many, or more workers than its GPUs or CPUs hold; on this machine, also more than four
+    workers per CPU. ``gpus_here``: the GPUs of an embedded instance (default: torch's count); a cluster is checked
+    once connected (:class:`_Pool`)."""
+    if options.address is not None:
+        return
+    cpus = os.cpu_count() or 1
+    if options.workers is not None and options.workers > 4 * cpus:
+        raise ConfigError(f"--ray-workers {options.workers}: this machine has {cpus} CPUs; at most {4 * cpus} "
+                          "workers (each holds a loaded model) run on one machine")
+    if not options.gpus:
+        return
+    if gpus_here is None:
+        import torch
+
+        gpus_here = torch.cuda.device_count()
+    _check_fits(options, {"GPU": gpus_here}, "this machine")
+
+
+def _check_fits(options: RayOptions, resources: dict, where: str) -> None:
+    gpus = float(resources.get("GPU", 0))
+    if options.gpus and options.gpus > gpus:
+        raise ConfigError(f"--worker-gpus {options.gpus:g}: {where} has {gpus:g} GPU(s) Ray can use; give "
+                          f"--worker-gpus at most {gpus:g} (0: run on CPUs)")
+    if options.gpus and options.workers is not None and options.workers * options.gpus > gpus:
+        raise ConfigError(f"--ray-workers {options.workers} with --worker-gpus {options.gpus:g} need "
+                          f"{options.workers * options.gpus:g} GPUs; {where} has {gpus:g}")
+    cpus = resources.get("CPU")
+    if not options.gpus and options.workers is not None and cpus is not None and options.workers > cpus:
+        raise ConfigError(f"--ray-workers {options.workers}: {where} has {cpus:g} CPUs (one per worker)")
 
 
 def import_ray(embedded: bool = False):
@@ -179,8 +215,10 @@ class _Pool:
     def __init__(self, ray, options: RayOptions, config: _Config) -> None:
         self.ray = ray
         count = options.workers
+        resources = ray.cluster_resources()
+        if options.address is not None:
+            _check_fits(options, resources, f"the Ray cluster at {options.address}")
         if count is None:
-            resources = ray.cluster_resources()
             count = int(resources.get("GPU", 0) / options.gpus) if options.gpus else int(resources.get("CPU", 1))
         actor = ray.remote(num_cpus=1, num_gpus=options.gpus, max_restarts=options.restarts,
                            max_task_retries=options.restarts)(Worker)
@@ -271,8 +309,43 @@ def _forward(summary: BatchSummary, result: _Result, on_event: Optional[EventCal
             emit(on_event, event)
 
 
+_NOWHERE = "http://127.0.0.1:9"  # a proxy that is a closed local port: HTTP through it fails at once, locally
+_LOCAL = "127.0.0.1,localhost,::1"
+EMBEDDED_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",  # no usage reports
+    # Ray's dashboard process asks the cloud metadata servers (169.254.169.254, metadata.google.internal) which
+    # cloud it runs on whatever the setting above (Ray 2.60, UsageStatsHead.run); its HTTP goes to a proxy that is
+    # a closed local port, so nothing is looked up or sent beyond this machine. Local traffic bypasses it.
+    **{name: _NOWHERE for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY")},
+    **{name: _LOCAL for name in ("no_proxy", "NO_PROXY")},
+}
+
+
+def _token_file(folder: str) -> str:
+    """A fresh authentication token for the embedded instance, in its own folder (Ray would otherwise create
+    ``~/.ray/auth_token``); readable by this user only."""
+    path = os.path.join(folder, "auth_token")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(16))
+    return path
+
+
+def _forget_token(ray) -> None:
+    """Make Ray read the token file anew (it caches the token of an earlier session in this process)."""
+    try:
+        ray._raylet.AuthenticationTokenLoader.instance().reset_cache()
+    except AttributeError:  # a Ray without token authentication
+        pass
+
+
 class _Session:
     """Ray for one run: connects to ``address`` or starts an embedded instance, and stops what it started.
+
+    An embedded instance talks to nothing beyond this machine and writes nothing outside the run's folders: usage
+    statistics off (:data:`EMBEDDED_ENV`, inherited by its processes), and its session files (sockets, logs, the
+    authentication token its processes share) in a temporary folder of its own, removed when it stops (instead of
+    ``/tmp/ray`` and ``~/.ray``).
 
     Ray prints its own notices (a worker died, a task is retried) on ``sys.stdout``; while the session lasts they
     go to ``sys.stderr``, so that a caller's stdout (e.g. JSON lines) stays clean."""
@@ -282,6 +355,8 @@ class _Session:
         self.options = options
         self.started = False
         self.redirect = contextlib.redirect_stdout(sys.stderr)
+        self.temp_dir: Optional[str] = None
+        self.saved_env: dict[str, Optional[str]] = {}
 
     def __enter__(self):
         ray = self.ray
@@ -293,9 +368,16 @@ class _Session:
         try:
             if self.options.address is None:
                 workers = self.options.workers or os.cpu_count() or 1
+                # short: Ray's unix socket paths inside it must stay under ~107 characters
+                self.temp_dir = tempfile.mkdtemp(prefix="lm-ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+                env = {**EMBEDDED_ENV, "RAY_AUTH_TOKEN_PATH": _token_file(self.temp_dir)}
+                self.saved_env = {key: os.environ.get(key) for key in (*env, "RAY_AUTH_MODE")}  # ray.init sets it
+                os.environ.update(env)
+                _forget_token(ray)
                 ray.init(address="local", num_cpus=max(workers, os.cpu_count() or 1),
                          object_store_memory=EMBEDDED_OBJECT_STORE, include_dashboard=False,
-                         _node_ip_address="127.0.0.1", logging_level=logging.ERROR, log_to_driver=False)
+                         _node_ip_address="127.0.0.1", _temp_dir=self.temp_dir, logging_level=logging.ERROR,
+                         log_to_driver=False)
             else:
                 _check_reachable(self.options.address)
                 try:
@@ -304,6 +386,7 @@ class _Session:
                     raise ConfigError(f"--ray-address {self.options.address}: cannot connect to a Ray cluster "
                                       f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         except BaseException:
+            self._restore()
             self.redirect.__exit__(None, None, None)
             raise
         self.started = True
@@ -315,7 +398,20 @@ class _Session:
         try:
             self.ray.shutdown()
         finally:
+            self._restore()
             self.redirect.__exit__(*exc)
+
+    def _restore(self) -> None:
+        """Remove the embedded instance's session folder and restore the environment it was started with."""
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self.temp_dir = None
+        for key, value in self.saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self.saved_env = {}
 
 
 @contextlib.contextmanager
