@@ -374,11 +374,13 @@ def _match_two(images: tuple[str, ...], output_dir: Optional[str], viz_path: Opt
                viz_max_matches: int, homography: Optional[str], as_json: bool, overwrite: bool,
                opts: dict) -> None:
     from ..io.homography import read_homography
+    from ..models.factory import check_matcher_weights
     from ..pipeline.match import check_inputs, match_pair
 
     if len(images) != 2:
         raise click.UsageError("give exactly two images (IMAGE0 IMAGE1), or --image-dir for a batch")
     H = read_homography(homography) if homography else None
+    check_matcher_weights(opts.get("matcher", "lightglue"), opts["features"], opts.get("matcher_weights"))
     check_inputs(list(images), output_dir)
     extractor, matcher = build_models(opts)
     result = match_pair(images[0], images[1], extractor, matcher, output_dir=output_dir, viz_path=viz_path,

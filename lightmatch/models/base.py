@@ -16,6 +16,11 @@ from ..types import Features, Matches
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
+def _dtype_name(dtype: Optional[torch.dtype]) -> str:
+    """``fp16`` / ``bf16`` for an autocast dtype, ``fp32`` for None (no autocast)."""
+    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+
+
 def resize_for_network(image: torch.Tensor, long_side: Optional[int]) -> tuple[torch.Tensor, tuple[float, float]]:
     """Resize ``(C, H, W)`` so its long side is ``long_side`` (antialiased bilinear, as LightGlue's preprocessing).
 
@@ -65,6 +70,10 @@ class Extractor(nn.Module):
     def compute_dtype(self) -> Optional[torch.dtype]:
         """The autocast dtype of the network, or None for fp32."""
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def run_precision(self) -> str:
+        """The arithmetic the network runs in: :attr:`precision` with ``auto`` resolved."""
+        return _dtype_name(self.compute_dtype)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast to :attr:`compute_dtype` on the extractor's device (a no-op in fp32)."""
@@ -136,9 +145,20 @@ class Extractor(nn.Module):
 
 
 class Matcher(nn.Module):
-    """Matches the features of two images."""
+    """Matches the features of two images.
+
+    ``weights_id``: the weights loaded, as stores record them (a registry name, ``sha256:<hex>`` of a file,
+    ``none``); set by :func:`~lightmatch.models.factory.load_matcher`, None when not known.
+    """
 
     name: str = "matcher"
+    weights_id: Optional[str] = None
+
+    def run_precision(self, device: Optional[torch.device] = None) -> str:
+        """The arithmetic the matcher runs in on ``device`` (default: its own): its precision with ``auto``
+        resolved (``fp32`` for matchers without a precision setting)."""
+        autocast = getattr(self, "_autocast_dtype", None)
+        return _dtype_name(autocast(device or self.device) if autocast is not None else None)
 
     @property
     def device(self) -> torch.device:

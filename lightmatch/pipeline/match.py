@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import torch
 
 from ..errors import OutputError
 from ..io import h5
@@ -76,14 +77,21 @@ def count_correct(kpts0: np.ndarray, kpts1: np.ndarray, pairs: np.ndarray, H: np
     return np.linalg.norm(projected - kpts1[pairs[:, 1]], axis=1) < threshold
 
 
-def store_attributes(extractor: Extractor, matcher: Optional[Matcher] = None, verify: Any = None) -> dict:
-    """File attributes recording what produced a store: the extractor, and the matcher and the verification
-    settings (a dataclass such as :class:`~lightmatch.pipeline.batch.VerifyOptions`, or None) when matching."""
+def store_attributes(extractor: Extractor, matcher: Optional[Matcher] = None, verify: Any = None,
+                     device: Optional[torch.device] = None) -> dict:
+    """File attributes recording what produced a store: the extractor, and the matcher, its weights and the
+    verification settings (a dataclass such as :class:`~lightmatch.pipeline.batch.VerifyOptions`, or None) when
+    matching; each with the device (``device``, default the model's) and the precision run there (``auto``
+    resolved)."""
+    device = device or extractor.device
     attrs = {"lightmatch_extractor": extractor.name, "lightmatch_resize": extractor.resize or -1,
-             "lightmatch_extractor_settings": _settings(extractor)}
+             "lightmatch_extractor_settings": _settings(extractor),
+             "lightmatch_precision": extractor.run_precision(), "lightmatch_device": device.type}
     if matcher is not None:
         attrs.update({"lightmatch_matcher": matcher.name, "lightmatch_matcher_settings": _settings(matcher),
-                      "lightmatch_verify": asdict(verify) if verify is not None else "none"})
+                      "lightmatch_matcher_weights": matcher.weights_id or "unrecorded",
+                      "lightmatch_verify": asdict(verify) if verify is not None else "none",
+                      "lightmatch_precision": matcher.run_precision(device), "lightmatch_device": device.type})
     return attrs
 
 
