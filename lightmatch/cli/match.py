@@ -101,8 +101,10 @@ def format_pair_text(line: dict, model: str) -> str:
         text += f", inliers {line['inliers']}"
     if line.get("stop_layer") and line.get("layers"):
         text += f"; stopped at layer {line['stop_layer']} of {line['layers']}"
+    turn = ([f"rotation search: {line['image1']} matched turned by {line['rotation_degrees']} degrees "
+             "(counter-clockwise); keypoints of that turn"] if "rotation_degrees" in line else [])
     return "\n".join([model, f"{line['image0']}: {line['keypoints0']} keypoints",
-                      f"{line['image1']}: {line['keypoints1']} keypoints", text,
+                      f"{line['image1']}: {line['keypoints1']} keypoints", *turn, text,
                       "time: " + ", ".join(f"{k} {v:.0f} ms" for k, v in line.get("timings_ms", {}).items())])
 
 
@@ -526,6 +528,11 @@ def export_colmap_command(image_dir: str, features_path: str, matches_path: str,
             break
     result = export_colmap(image_dir, features_path, matches_path, database, pairs=pairs_file,
                            camera_model=camera_model, single_camera=single_camera)
+    if result.num_verified_pairs < result.num_pairs:
+        click.echo(f"lightmatch: warning: {result.num_pairs - result.num_verified_pairs} of {result.num_pairs} "
+                   "pairs are not verified (no 'inliers'), and pycolmap's mapping uses verified matches only: match "
+                   "with --verify fundamental (or run pycolmap.verify_matches on the database; docs/colmap.md)",
+                   err=True)
     if as_json:
         click.echo(json.dumps({"type": "export", **result.__dict__}))
     else:

@@ -21,13 +21,15 @@ def _dtype_name(dtype: Optional[torch.dtype]) -> str:
     return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
 
 
-def resize_for_network(image: torch.Tensor, long_side: Optional[int]) -> tuple[torch.Tensor, tuple[float, float]]:
+def resize_for_network(image: torch.Tensor, long_side: Optional[int],
+                       upsample: bool = True) -> tuple[torch.Tensor, tuple[float, float]]:
     """Resize ``(C, H, W)`` so its long side is ``long_side`` (antialiased bilinear, as LightGlue's preprocessing).
 
-    Returns the resized image and the scale ``(sx, sy) = (new / old)`` per axis. ``None`` keeps the size.
+    Returns the resized image and the scale ``(sx, sy) = (new / old)`` per axis. ``None`` keeps the size; so does
+    a smaller image when not ``upsample`` (``long_side`` is then an upper bound, as hloc's ``resize_max``).
     """
     h, w = image.shape[-2:]
-    if long_side is not None and max(h, w) != long_side:
+    if long_side is not None and max(h, w) != long_side and (upsample or max(h, w) > long_side):
         image = kornia.geometry.transform.resize(image[None], long_side, side="long", antialias=True)[0]
     return image, (image.shape[-1] / w, image.shape[-2] / h)
 
@@ -49,11 +51,15 @@ class Extractor(nn.Module):
     ``precision``: ``fp32`` (default; the reference's numbers), ``bf16`` or ``fp16`` (autocast of the network;
     subclasses keep the layers that have no such kernel in fp32), or ``auto`` (fp32 until a lower precision is
     validated for the extractor on the device).
+
+    ``upsample``: whether an image smaller than ``resize`` is enlarged to it (True, as LightGlue's preprocessing)
+    or kept at its size (False: ``resize`` is an upper bound, as hloc's ``resize_max``).
     """
 
     name: str = "extractor"
     descriptor_dim: int = 0
     grayscale: bool = False
+    upsample: bool = True
 
     def __init__(self, resize: Optional[int] = 1024, precision: str = "fp32") -> None:
         super().__init__()
@@ -116,7 +122,7 @@ class Extractor(nn.Module):
             image = kornia.color.rgb_to_grayscale(image[None])[0]
         elif not self.grayscale and image.shape[0] == 1:
             image = image.expand(3, -1, -1)
-        return resize_for_network(image, self.resize)
+        return resize_for_network(image, self.resize, self.upsample)
 
     def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(C, H, W)`` float image in [0, 1] -> keypoints ``(N, 2)`` in its pixels, scores ``(N,)``,

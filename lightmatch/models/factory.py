@@ -69,10 +69,12 @@ def _drop_none(options: dict[str, Any]) -> dict[str, Any]:
 
 def load_extractor(name: str = "aliked", max_keypoints: Optional[int] = DEFAULT_MAX_KEYPOINTS,
                    resize: Optional[int] = DEFAULT_RESIZE,
-                   device: str | torch.device = "auto", weights: Optional[str] = None, **options: Any) -> Extractor:
+                   device: str | torch.device = "auto", weights: Optional[str] = None, upsample: bool = True,
+                   **options: Any) -> Extractor:
     """Build extractor ``name`` with its pretrained weights on ``device``.
 
-    ``options`` are passed to the extractor class (e.g. ``detection_threshold``, ``nms`` for ALIKED).
+    ``options`` are passed to the extractor class (e.g. ``detection_threshold``, ``nms`` for ALIKED). ``upsample``
+    False keeps images smaller than ``resize`` at their size (see :class:`~lightmatch.models.base.Extractor`).
     """
     if resize is not None and resize < 1:
         raise ConfigError(f"resize must be a long side of at least 1 px, or None for the original size; got {resize}")
@@ -102,7 +104,9 @@ def load_extractor(name: str = "aliked", max_keypoints: Optional[int] = DEFAULT_
                                        **options)
     if name not in builders:
         raise ConfigError(f"unknown extractor '{name}': choose from {', '.join(EXTRACTORS)}")
-    return builders[name]().to(device)
+    extractor = builders[name]()
+    extractor.upsample = upsample
+    return extractor.to(device)
 
 
 def load_matcher(name: str = "lightglue", features: str = "aliked", device: str | torch.device = "auto",

@@ -20,6 +20,7 @@ from ..types import Features, Matches
 from ..defaults import VIZ_MAX_MATCHES
 from .events import PairEvent
 from .loader import LoadedImage, extract_loaded, load_for_extractor
+from .rotation import chosen_turn
 
 CORRECT_PX = 3.0
 LOCK_WAIT_S = 600.0  # how long a single-pair run waits for another run writing to the same folder
@@ -41,8 +42,9 @@ class PairResult:
 
     def event(self, layers: Optional[int] = None) -> PairEvent:
         """This pair as a batch pair event (``layers``: how many the matcher has), so that single-pair and batch
-        output share their form."""
-        return PairEvent(self.name0, self.name1, "ok", len(self.features0), len(self.features1),
+        output share their form. A rotation search's pair counts the keypoints it compared (:func:`~lightmatch.pipeline.rotation.chosen_turn`)."""
+        compared0, compared1, _ = chosen_turn(self.features0, self.features1, self.matches)
+        return PairEvent(self.name0, self.name1, "ok", len(compared0), len(compared1),
                          self.matches.num_matches, stop_layer=self.matches.stop_layer or None, layers=layers,
                          correct=self.num_correct,
                          rotation_degrees=None if self.rotation is None else 90 * self.rotation,
@@ -103,6 +105,8 @@ def _settings(model) -> dict:
         settings["precision"] = model.precision
     if getattr(model, "backend", "torch") != "torch":  # so does another runtime (within 1 px)
         settings["backend"] = model.backend
+    if getattr(model, "upsample", True) is False:  # small images kept at their size
+        settings["upsample"] = False
     return settings
 
 
