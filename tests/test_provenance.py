@@ -88,3 +88,21 @@ def test_store_written_before_the_records_resumes(images, tmp_path):
     # a setting recorded all along still counts
     result = invoke(batch.replace("--max-keypoints 128", "--max-keypoints 100"))
     assert result.exit_code == 2 and "max_keypoints" in result.stderr
+
+
+def test_ray_driver_records_the_workers_device(tmp_path):
+    """A CPU driver with GPU workers checks the store against what the workers run: CUDA, LightGlue's auto
+    precision resolved there (fp16)."""
+    from lightmatch.io.store import OutputStore
+    from lightmatch.models.factory import load_extractor, load_matcher
+    from lightmatch.pipeline.match import store_attributes
+    from lightmatch.pipeline.ray_executor import RayOptions, _record_worker_device
+
+    extractor = load_extractor("sift", max_keypoints=64, device="cpu")
+    matcher = load_matcher("lightglue", features="aliked", device="cpu")
+    store = OutputStore(tmp_path, store_attributes(extractor), store_attributes(extractor, matcher))
+    assert store.match_attrs["lightmatch_precision"] == "fp32" and store.match_attrs["lightmatch_device"] == "cpu"
+    _record_worker_device(store, RayOptions(gpus=1.0), extractor, matcher)
+    assert store.match_attrs["lightmatch_precision"] == "fp16" and store.match_attrs["lightmatch_device"] == "cuda"
+    assert store.feature_attrs["lightmatch_precision"] == "fp32"  # extractors run fp32 unless asked
+    assert store.feature_attrs["lightmatch_device"] == "cuda"
