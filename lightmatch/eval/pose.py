@@ -367,7 +367,8 @@ def evaluate_pose(
     out = Path(output_dir) if output_dir is not None else None
 
     settings: dict[str, Any] = {"protocol": "superglue-relative-pose",
-                                "pairs_file": str(pairs_file) if from_file else None, "image_dir": str(image_dir), "resize": resize, "upsample": upsample, "interpolation": interpolation,
+                                "pairs_file": str(pairs_file) if from_file else None, "image_dir": str(image_dir),
+                                "resize": resize, "upsample": upsample, "interpolation": interpolation,
                                 "seed": seed, "estimator": estimator,
                                 "ransac_thresh": ransac_thresh, "epipolar_threshold": EPIPOLAR_CORRECT_THRESHOLD}
     if from_stores:

@@ -42,7 +42,8 @@ class PairResult:
 
     def event(self, layers: Optional[int] = None) -> PairEvent:
         """This pair as a batch pair event (``layers``: how many the matcher has), so that single-pair and batch
-        output share their form. A rotation search's pair counts the keypoints it compared (:func:`~lightmatch.pipeline.rotation.chosen_turn`)."""
+        output share their form. A rotation search's pair counts the keypoints it compared
+        (:func:`~lightmatch.pipeline.rotation.chosen_turn`)."""
         compared0, compared1, _ = chosen_turn(self.features0, self.features1, self.matches)
         return PairEvent(self.name0, self.name1, "ok", len(compared0), len(compared1),
                          self.matches.num_matches, stop_layer=self.matches.stop_layer or None, layers=layers,
