@@ -76,8 +76,10 @@ def test_eval_counts_the_chosen_turn_only(tmp_path):
     matcher = load_matcher("lightglue", features="aliked", device="cpu")
     plain = evaluate_homography(extractor, matcher, synthetic_images=ASSETS, num_pairs=1, resize=320, side="long",
                                 output_dir=tmp_path / "plain")
-    searching = evaluate_homography(*with_rotation_search(extractor, matcher), synthetic_images=ASSETS,
-                                    num_pairs=1, resize=320, side="long", output_dir=tmp_path / "search")
+    wrapped = with_rotation_search(extractor, matcher)
+    assert wrapped[1].weights_id == matcher.weights_id == "aliked_lightglue"  # stores name the wrapped weights
+    searching = evaluate_homography(*wrapped, synthetic_images=ASSETS, num_pairs=1, resize=320, side="long",
+                                    output_dir=tmp_path / "search")
     record = searching.pairs[0]
     assert record["rotation_degrees"] == 0  # synthetic homographies keep the images about upright
     assert record["num_keypoints0"] <= 128 and record["num_keypoints1"] <= 128

@@ -205,6 +205,10 @@ class RotationSearchMatcher(_Wrapper, Matcher):
     def name(self) -> str:  # type: ignore[override]
         return f"{self.base.name}+rotation-search"
 
+    @property
+    def weights_id(self) -> Optional[str]:  # type: ignore[override]
+        return self.base.weights_id
+
     def match(self, feats0: Features, feats1: Features) -> Matches:
         """Matches over the full feature sets: only image 0's turn-0 keypoints and image 1's kept turn match."""
         upright0 = torch.nonzero(keypoint_turns(feats0) == 0)[:, 0]
