@@ -21,7 +21,8 @@ class Preset:
     Attributes:
         name: what ``--preset`` takes. description: one line on when to use it.
         options: option name -> value: ``features``, ``max_keypoints``, ``detection_threshold``, ``resize`` (long
-            side given to the network, ``-1`` original size), ``interpolation`` (``eval pose`` only),
+            side given to the network, ``-1`` original size), ``upsample`` (False in every preset: ``resize`` is
+            an upper bound, smaller images keep their size), ``interpolation`` (``eval pose`` only),
             ``depth_confidence`` / ``width_confidence`` (``-1``: full LightGlue), ``rotation_search``,
             ``estimator`` and ``threshold``
             (robust estimation, pixels).
@@ -41,14 +42,14 @@ PRESETS: dict[str, Preset] = {
     for preset in (
         Preset("indoor", "blurry, weakly textured indoor images (measured on the ScanNet sample)",
                {"features": "aliked", "max_keypoints": 2048, "detection_threshold": 0.0, "resize": 640,
-                "interpolation": "area", "depth_confidence": -1.0, "width_confidence": -1.0,
+                "upsample": False, "interpolation": "area", "depth_confidence": -1.0, "width_confidence": -1.0,
                 "rotation_search": True, "estimator": "poselib", "threshold": 3.0}),
         Preset("outdoor", "textured outdoor scenes (measured on a COLMAP model of sacre_coeur)",
                {"features": "aliked", "max_keypoints": 2048, "detection_threshold": 0.0, "resize": 1024,
-                "estimator": "poselib", "threshold": 1.0}),
+                "upsample": False, "estimator": "poselib", "threshold": 1.0}),
         Preset("fast", "speed first: fewer keypoints, adaptive LightGlue, small images (measured on both sets)",
                {"features": "aliked", "max_keypoints": 1024, "detection_threshold": 0.0, "resize": 640,
-                "estimator": "poselib", "threshold": 2.0}),
+                "upsample": False, "estimator": "poselib", "threshold": 2.0}),
     )
 }
 

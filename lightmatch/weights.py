@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -288,3 +289,115 @@ def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], name: str
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise WeightsError(f"{path_hint or name}: checkpoint does not fit model '{name}': {first}") from exc
+
+
+# ------------------------------------------------------------------------------------ matcher weights contract ---
+
+# the feature family each official matcher file is trained on
+OFFICIAL_MATCHER_FEATURES = {"aliked_lightglue": "aliked", "disk_lightglue": "disk",
+                             "superpoint_lightglue": "superpoint", "sift_lightglue": "sift",
+                             "superglue_indoor": "superpoint", "superglue_outdoor": "superpoint",
+                             "xfeat_lighterglue": "xfeat"}
+
+_SHA256: dict[tuple[str, int, int], str] = {}
+
+
+def cached_sha256(path: Path) -> str:
+    """:func:`sha256_of` remembered per file (path, size, modification time) for this process."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256:
+        _SHA256[key] = sha256_of(path)
+    return _SHA256[key]
+
+
+def file_identity(path: str | os.PathLike) -> str:
+    """A weights file as a store records it: the registry name whose sha256 it has, else ``sha256:<hex>``."""
+    digest = cached_sha256(Path(path))
+    known = [spec.name for spec in REGISTRY.values() if spec.sha256 == digest]
+    return known[0] if known else f"sha256:{digest}"
+
+
+def identity(name: str, explicit: Optional[str | os.PathLike] = None) -> str:
+    """The weights of registry entry ``name`` as a store records them: ``name`` for the file the registry
+    resolves (checked against its digest when loaded), else :func:`file_identity` of the ``explicit`` file."""
+    return name if explicit is None else file_identity(explicit)
+
+
+def metadata_path(path: str | os.PathLike) -> Path:
+    """The metadata file ``lightmatch train`` writes beside a matcher's weights: ``matcher.json`` for
+    ``matcher.pth``."""
+    return Path(path).with_suffix(".json")
+
+
+@dataclass(frozen=True)
+class MatcherContract:
+    """What a matcher weights file takes, as far as is known (None: unknown): the matcher kind (``lightglue``,
+    ``superglue``), the feature family it was trained on, the descriptor size of its input, and whether it encodes
+    keypoint scale and orientation (SIFT). ``source`` says where the feature family came from, for messages."""
+
+    identity: str
+    matcher: Optional[str] = None
+    features: Optional[str] = None
+    descriptor_dim: Optional[int] = None
+    scale_ori: Optional[bool] = None
+    source: str = ""
+
+
+def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of a weights file (memory-mapped: the tensors are not read); LighterGlue's ``matcher.``
+    prefix removed. A file that does not load gives none: loading the model reports why."""
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # the legacy (non-zip) format cannot be memory-mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises many types for a bad file
+        return {}
+    if not isinstance(state, dict):
+        return {}
+    return {(k[len("matcher."):] if k.startswith("matcher.") else k): tuple(v.shape)
+            for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+
+
+def _read_metadata(path: Path) -> dict:
+    meta = metadata_path(path)
+    if not meta.is_file():
+        return {}
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{meta}: unreadable metadata of matcher weights {path.name} ({exc}); fix or remove "
+                           "it") from None
+    return data if isinstance(data, dict) else {}
+
+
+def matcher_contract(path: str | os.PathLike) -> MatcherContract:
+    """What the matcher weights file ``path`` matches: from ``matcher.json`` beside it (written by training),
+    from the registry when the file is an official one (by its sha256), and from the shapes of its input layers
+    (LightGlue's ``input_proj``, SuperGlue's ``final_proj``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found (given with --matcher-weights)")
+    ident = file_identity(path)
+    shapes = _shapes(path)
+    matcher = dim = scale_ori = None
+    if "kenc.encoder.0.weight" in shapes and "final_proj.weight" in shapes:
+        matcher, dim = "superglue", shapes["final_proj.weight"][0]
+    elif "input_proj.weight" in shapes:
+        matcher, dim = "lightglue", shapes["input_proj.weight"][1]
+    elif "log_assignment.0.final_proj.weight" in shapes:  # no input projection: descriptors are the tokens
+        matcher, dim = "lightglue", shapes["log_assignment.0.final_proj.weight"][1]
+    if "posenc.Wr.weight" in shapes:
+        scale_ori = shapes["posenc.Wr.weight"][1] == 4
+    features, source = None, ""
+    meta = _read_metadata(path)
+    if isinstance(meta.get("features"), str):
+        features, source = meta["features"], metadata_path(path).name
+    elif ident in OFFICIAL_MATCHER_FEATURES:
+        features, source = OFFICIAL_MATCHER_FEATURES[ident], f"official {ident}"
+    if matcher is None and isinstance(meta.get("matcher"), str):
+        matcher = meta["matcher"]
+    if dim is None and isinstance(meta.get("input_dim"), int):
+        dim = meta["input_dim"]
+    return MatcherContract(ident, matcher, features, dim, scale_ori, source)

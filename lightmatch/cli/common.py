@@ -223,6 +223,9 @@ def extractor_options(func):
                      show_default=True,
                      help="Long side of the image given to the network (-1: original size). Keypoints are "
                           "reported in original-image pixels."),
+        click.option("--upsample/--no-upsample", default=True,
+                     help="Enlarge images smaller than --resize to it, as LightGlue does (default), or keep them at "
+                          "their size (--resize is then an upper bound, as hloc's resize_max; presets do this)."),
         click.option("--detection-threshold", type=FiniteFloatRange(min=0), default=None,
                      help="Detection score threshold (extractor's default when omitted)."),
         click.option("--aliked-nms", type=click.Choice(["reference", "strict"]), default="reference",
@@ -297,7 +300,8 @@ def build_models(opts: dict):
         max_kp = default_max_keypoints(features)
     resize = opts.get("resize")
     extractor = load_extractor(features, max_keypoints=max_kp, resize=None if resize in (None, -1) else resize,
-                               device=opts.get("device", "auto"), weights=opts.get("extractor_weights"), **extra)
+                               device=opts.get("device", "auto"), weights=opts.get("extractor_weights"),
+                               upsample=opts.get("upsample", True), **extra)
     name = opts.get("matcher", "lightglue")
     mopts: dict[str, Any] = {}
     if name == "lightglue":

@@ -210,7 +210,7 @@ def eval_pose(ctx: click.Context, paths: tuple[str, ...], resize: list[int], int
         report = evaluate_pose(pairs_source, image_dir, extractor, matcher, resize=resize, seed=seed,
                                ransac_thresh=ransac_threshold, estimator=estimator, output_dir=output_dir, viz=viz,
                                features_h5=features_h5, matches_h5=matches_h5, interpolation=interpolation,
-                               progress=progress, overwrite=overwrite)
+                               progress=progress, overwrite=overwrite, upsample=opts["upsample"])
     finally:
         progress.close()
     report.settings.update(preset=preset, **model_settings)
@@ -323,7 +323,7 @@ def eval_homography(ctx: click.Context, dataset: Optional[str], synthetic_images
                                      num_pairs=num_pairs, output_dir=output_dir,
                                      resize=None if size == -1 else size, side=side, estimator=estimator,
                                      ransac_thresh=ransac_threshold, seed=seed, skip_large=not all_scenes, viz=viz,
-                                     progress=progress)
+                                     upsample=opts["upsample"], progress=progress)
     finally:
         progress.close()
     report.settings.update(preset=preset)

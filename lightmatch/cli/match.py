@@ -104,8 +104,10 @@ def format_pair_text(line: dict, model: str) -> str:
         text += f", inliers {line['inliers']}"
     if line.get("stop_layer") and line.get("layers"):
         text += f"; stopped at layer {line['stop_layer']} of {line['layers']}"
+    turn = ([f"rotation search: {line['image1']} matched turned by {line['rotation_degrees']} degrees "
+             "(counter-clockwise); keypoints of that turn"] if "rotation_degrees" in line else [])
     return "\n".join([model, f"{line['image0']}: {line['keypoints0']} keypoints",
-                      f"{line['image1']}: {line['keypoints1']} keypoints", text,
+                      f"{line['image1']}: {line['keypoints1']} keypoints", *turn, text,
                       "time: " + ", ".join(f"{k} {v:.0f} ms" for k, v in line.get("timings_ms", {}).items())])
 
 
@@ -379,11 +381,13 @@ def _match_two(images: tuple[str, ...], output_dir: Optional[str], viz_path: Opt
                viz_max_matches: int, homography: Optional[str], as_json: bool, overwrite: bool,
                opts: dict) -> None:
     from ..io.homography import read_homography
+    from ..models.factory import check_matcher_weights
     from ..pipeline.match import check_inputs, match_pair
 
     if len(images) != 2:
         raise click.UsageError("give exactly two images (IMAGE0 IMAGE1), or --image-dir for a batch")
     H = read_homography(homography) if homography else None
+    check_matcher_weights(opts.get("matcher", "lightglue"), opts["features"], opts.get("matcher_weights"))
     check_inputs(list(images), output_dir)
     extractor, matcher = build_models(opts)
     result = match_pair(images[0], images[1], extractor, matcher, output_dir=output_dir, viz_path=viz_path,
@@ -530,6 +534,11 @@ def export_colmap_command(image_dir: str, features_path: str, matches_path: str,
             break
     result = export_colmap(image_dir, features_path, matches_path, database, pairs=pairs_file,
                            camera_model=camera_model, single_camera=single_camera)
+    if result.num_verified_pairs < result.num_pairs:
+        click.echo(f"lightmatch: warning: {result.num_pairs - result.num_verified_pairs} of {result.num_pairs} "
+                   "pairs are not verified (no 'inliers'), and pycolmap's mapping uses verified matches only: match "
+                   "with --verify fundamental (or run pycolmap.verify_matches on the database; docs/colmap.md)",
+                   err=True)
     if as_json:
         click.echo(json.dumps({"type": "export", **result.__dict__}))
     else:

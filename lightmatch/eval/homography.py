@@ -28,6 +28,7 @@ from ..errors import ConfigError, InputError
 from ..estimators import check_estimator
 from ..io.images import image_to_tensor, is_image_path, read_image
 from ..models.base import Extractor, Matcher
+from ..pipeline.rotation import chosen_degrees, chosen_turn
 from ..types import Features, Matches
 from .homography_data import (HomographyPair, hpatches_resize, load_homography_pairs, make_synthetic_pairs,
                               rescale_homography)
@@ -85,11 +86,14 @@ def image_files_in(folder: str | os.PathLike) -> list[Path]:
     return images
 
 
-def _load_resized(path: Path, resize: Optional[int], side: str):
-    """``(C, H', W')`` float image resized as glue-factory's preprocessing, original and new ``(W, H)``."""
+def _load_resized(path: Path, resize: Optional[int], side: str, upsample: bool = True):
+    """``(C, H', W')`` float image resized as glue-factory's preprocessing (not enlarged unless ``upsample``),
+    original and new ``(W, H)``."""
     array = read_image(path)
     h, w = array.shape[:2]
     w_new, h_new = hpatches_resize(w, h, resize, side)
+    if not upsample and w_new * h_new > w * h:
+        w_new, h_new = w, h
     image = image_to_tensor(array)
     if (w_new, h_new) != (w, h):
         image = kornia.geometry.transform.resize(image[None], (h_new, w_new), antialias=True)[0]
@@ -111,6 +115,7 @@ def evaluate_homography(
     skip_large: bool = True,
     synthetic_size: Sequence[int] = (640, 480),
     viz: bool = False,
+    upsample: bool = True,
     progress: Optional[ProgressCallback] = None,
 ) -> HomographyEvalReport:
     """Evaluate homography estimation from matches.
@@ -121,6 +126,7 @@ def evaluate_homography(
         synthetic_images: instead of ``dataset``: a folder of images to make ``num_pairs`` synthetic pairs from;
             they are written to ``output_dir/synthetic`` (pass that folder as ``dataset`` to evaluate them again).
         resize: short-side length of the images given to the extractor (``None``: original size); see ``side``.
+            An image smaller than that keeps its size unless ``upsample`` (True: glue-factory's protocol).
         estimator, ransac_thresh: robust estimator (``opencv``, ``magsac``, ``poselib`` or ``colmap``;
             :func:`~lightmatch.estimators.estimate_homography`) and its threshold in pixels.
         seed: seeds the synthetic set and ``cv2.setRNGSeed`` before every robust estimate.
@@ -137,6 +143,7 @@ def evaluate_homography(
     estimator = check_estimator(estimator)
     out = Path(output_dir) if output_dir is not None else None
     settings: dict[str, Any] = {"protocol": "gluefactory-hpatches", "resize": resize, "side": side,
+                                "upsample": upsample,
                                 "estimator": estimator, "ransac_thresh": ransac_thresh, "seed": seed,
                                 "correct_thresh": HOMOGRAPHY_CORRECT_THRESHOLD,
                                 "extractor": extractor.name, "matcher": matcher.name}
@@ -158,7 +165,7 @@ def evaluate_homography(
         key = str(path)
         if key not in cache:
             t = time.perf_counter()
-            tensor, size, new_size = _load_resized(path, resize, side)
+            tensor, size, new_size = _load_resized(path, resize, side, upsample)
             t1 = time.perf_counter()
             feats = extractor.extract(tensor).to("cpu")
             timings["decode"] = timings.get("decode", 0.0) + t1 - t
@@ -187,6 +194,8 @@ def evaluate_homography(
             t = time.perf_counter()
             matches: Matches = matcher.match(f0, f1)
             timings["match"] = time.perf_counter() - t
+            degrees = chosen_degrees(matches)
+            f0, f1, matches = chosen_turn(f0, f1, matches)  # a rotation search's: the turn it kept
             m0 = matches.matches0.cpu().numpy()
             H = rescale_homography(pair.H_0to1, (new0[0] / size0[0], new0[1] / size0[1]),
                                    (new1[0] / size1[0], new1[1] / size1[1]))
@@ -201,6 +210,7 @@ def evaluate_homography(
                 "num_keypoints0": len(f0), "num_keypoints1": len(f1), "num_matches": result.num_matches,
                 "num_correct": result.num_correct, "num_matchable": result.num_matchable,
                 "num_inliers": result.num_inliers, "stop_layer": matches.stop_layer,
+                **({} if degrees is None else {"rotation_degrees": degrees}),
                 "timings_ms": {k: round(v * 1000, 2) for k, v in timings.items()}}))
             if viz:
                 from ..viz import plot_matches

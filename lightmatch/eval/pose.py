@@ -38,7 +38,7 @@ from ..estimators import check_estimator
 from ..io import h5
 from ..io.images import image_to_tensor, read_image
 from ..models.base import Extractor, Matcher
-from ..pipeline.rotation import rotate_keypoints
+from ..pipeline.rotation import chosen_degrees, chosen_turn, rotate_keypoints
 from ..types import Features, Matches
 from .report import EvalReport, ProgressCallback, finite, write_report
 from .metrics import EPIPOLAR_CORRECT_THRESHOLD, PoseResult, evaluate_pose_pair, relative_pose_summary
@@ -75,28 +75,30 @@ def unrotate_keypoints(kpts: np.ndarray, size: Sequence[int], rot: int) -> np.nd
     return rotate_keypoints(kpts, rotated_size, (4 - rot) % 4)
 
 
-def original_to_eval(kpts: np.ndarray, size: Sequence[int], resize: Sequence[int], rot: int) -> np.ndarray:
+def original_to_eval(kpts: np.ndarray, size: Sequence[int], resize: Sequence[int], rot: int,
+                     upsample: bool = True) -> np.ndarray:
     """Keypoints in original-image pixels (``size = (W, H)``) -> pixels of the resized, rotated evaluation image.
 
     Resizing follows the hloc convention ``(k + 0.5) * scale - 0.5``. -> ``(N, 2)`` float64.
     """
     w, h = int(size[0]), int(size[1])
-    w_new, h_new = resize_for_eval(w, h, resize)
+    w_new, h_new = resize_for_eval(w, h, resize, upsample)
     scale = np.array([w_new / w, h_new / h])
     k = (np.asarray(kpts, dtype=np.float64).reshape(-1, 2) + 0.5) * scale - 0.5
     return rotate_keypoints(k, (w_new, h_new), rot)
 
 
-def eval_to_original(kpts: np.ndarray, size: Sequence[int], resize: Sequence[int], rot: int) -> np.ndarray:
+def eval_to_original(kpts: np.ndarray, size: Sequence[int], resize: Sequence[int], rot: int,
+                     upsample: bool = True) -> np.ndarray:
     """Inverse of :func:`original_to_eval`. -> ``(N, 2)`` float64 original-image pixels."""
     w, h = int(size[0]), int(size[1])
-    w_new, h_new = resize_for_eval(w, h, resize)
+    w_new, h_new = resize_for_eval(w, h, resize, upsample)
     k = unrotate_keypoints(kpts, (w_new, h_new), rot)
     return (k + 0.5) * np.array([w / w_new, h / h_new]) - 0.5
 
 
 def load_eval_image(path: str | os.PathLike, resize: Sequence[int], rot: int, grayscale: bool = False,
-                    interpolation: str = "linear") -> tuple[np.ndarray, tuple[int, int]]:
+                    interpolation: str = "linear", upsample: bool = True) -> tuple[np.ndarray, tuple[int, int]]:
     """SuperGlue's ``read_image``: decode, ``cv2.resize`` to :func:`resize_for_eval`'s size, ``np.rot90``.
 
     ``interpolation`` is ``"linear"`` (``cv2.resize``'s default, what SuperGlue uses) or ``"area"``.
@@ -106,7 +108,7 @@ def load_eval_image(path: str | os.PathLike, resize: Sequence[int], rot: int, gr
         raise ConfigError(f"unknown interpolation '{interpolation}': choose {', '.join(INTERPOLATIONS)}")
     image = decode_image(path, grayscale)
     h, w = image.shape[:2]
-    w_new, h_new = resize_for_eval(w, h, resize)
+    w_new, h_new = resize_for_eval(w, h, resize, upsample)
     if (w_new, h_new) != (w, h):
         image = cv2.resize(image, (w_new, h_new), interpolation=INTERPOLATIONS[interpolation])
     if rot % 4:
@@ -184,6 +186,8 @@ def _pair_record(pair: PosePair, result: PoseResult, num_keypoints1: int, matche
     }
     if matches is not None:
         record["stop_layer"] = matches.stop_layer
+        if chosen_degrees(matches) is not None:
+            record["rotation_degrees"] = chosen_degrees(matches)
     if timings:
         record["timings_ms"] = {k: round(v * 1000, 2) for k, v in timings.items()}
     return finite(record)
@@ -205,9 +209,10 @@ class _ModelSource:
     """Extracts each (image, rotation) once, while a later pair still needs it, and matches pairs."""
 
     def __init__(self, image_dir: Path, extractor: Extractor, matcher: Matcher, resize: Sequence[int],
-                 interpolation: str, keep_images: bool, uses: Counter) -> None:
+                 interpolation: str, keep_images: bool, uses: Counter, upsample: bool = True) -> None:
         self.image_dir, self.extractor, self.matcher = image_dir, extractor, matcher
         self.resize, self.interpolation, self.keep_images = resize, interpolation, keep_images
+        self.upsample = upsample
         self.uses = uses
         self.cache: dict[tuple[str, int], _EvalImage] = {}
 
@@ -216,7 +221,7 @@ class _ModelSource:
         if key not in self.cache:
             t = time.perf_counter()
             array, size = load_eval_image(self.image_dir / name, self.resize, rot, self.extractor.grayscale,
-                                          self.interpolation)
+                                          self.interpolation, self.upsample)
             t1 = time.perf_counter()
             feats = self.extractor.extract(image_to_tensor(array)).to("cpu")
             timings["decode"] = timings.get("decode", 0.0) + t1 - t
@@ -245,23 +250,25 @@ class _StoreSource:
     """Reads features and matches of an earlier run and maps keypoints into the evaluation frame."""
 
     def __init__(self, image_dir: Path, features_h5: Path, matches_h5: Path, resize: Sequence[int],
-                 interpolation: str, keep_images: bool) -> None:
+                 interpolation: str, keep_images: bool, upsample: bool = True) -> None:
         self.image_dir, self.features_h5, self.matches_h5 = image_dir, features_h5, matches_h5
         self.resize, self.interpolation, self.keep_images = resize, interpolation, keep_images
+        self.upsample = upsample
 
     def image(self, name: str, rot: int) -> _EvalImage:
         feats = h5.read_features(self.features_h5, name)
         size = tuple(int(s) for s in feats.image_size)
         if size[0] <= 0 or size[1] <= 0:
             size = _image_size(self.image_dir / name)
-        kpts = original_to_eval(feats.keypoints.numpy(), size, self.resize, rot)
-        w_new, h_new = resize_for_eval(size[0], size[1], self.resize)
+        kpts = original_to_eval(feats.keypoints.numpy(), size, self.resize, rot, self.upsample)
+        w_new, h_new = resize_for_eval(size[0], size[1], self.resize, self.upsample)
         eval_size = (h_new, w_new) if rot % 2 else (w_new, h_new)
         feats = Features(torch.from_numpy(kpts.astype(np.float32)), feats.scores, feats.descriptors, eval_size,
                          feats.scales, feats.oris)
         array = None
         if self.keep_images:
-            array, _ = load_eval_image(self.image_dir / name, self.resize, rot, False, self.interpolation)
+            array, _ = load_eval_image(self.image_dir / name, self.resize, rot, False, self.interpolation,
+                                       self.upsample)
         return _EvalImage(feats, (size[0], size[1]), array)
 
     def release(self, name: str, rot: int) -> None:
@@ -310,6 +317,7 @@ def evaluate_pose(
     interpolation: str = "linear",
     progress: Optional[ProgressCallback] = None,
     overwrite: bool = False,
+    upsample: bool = True,
 ) -> PoseEvalReport:
     """Evaluate relative pose on a SuperGlue pairs file (see the module docstring for the protocol).
 
@@ -319,7 +327,8 @@ def evaluate_pose(
         image_dir: folder the image names are relative to.
         extractor, matcher: the models (not needed with ``features_h5``/``matches_h5``). The extractor's own
             resizing is switched off during the run: the images are resized here, as SuperGlue does.
-        resize: ``[W, H]``, ``[max_dim]`` or ``[-1]`` (:func:`~lightmatch.eval.pose_data.resize_for_eval`).
+        resize: ``[W, H]``, ``[max_dim]`` or ``[-1]`` (:func:`~lightmatch.eval.pose_data.resize_for_eval`);
+            not ``upsample``: an image smaller than ``[max_dim]`` keeps its size (SuperGlue enlarges it).
         seed: seed of the robust estimation of every pair (``opencv``: ``cv2.setRNGSeed(seed)`` first; ``None``:
             OpenCV's state as it is).
         ransac_thresh: inlier threshold in pixels of the evaluation images (SuperGlue: 1).
@@ -358,12 +367,14 @@ def evaluate_pose(
     out = Path(output_dir) if output_dir is not None else None
 
     settings: dict[str, Any] = {"protocol": "superglue-relative-pose",
-                                "pairs_file": str(pairs_file) if from_file else None, "image_dir": str(image_dir), "resize": resize, "interpolation": interpolation,
+                                "pairs_file": str(pairs_file) if from_file else None, "image_dir": str(image_dir),
+                                "resize": resize, "upsample": upsample, "interpolation": interpolation,
                                 "seed": seed, "estimator": estimator,
                                 "ransac_thresh": ransac_thresh, "epipolar_threshold": EPIPOLAR_CORRECT_THRESHOLD}
     if from_stores:
         settings.update({"features_h5": str(features_h5), "matches_h5": str(matches_h5)})
-        source: Any = _StoreSource(image_dir, Path(features_h5), Path(matches_h5), resize, interpolation, viz)
+        source: Any = _StoreSource(image_dir, Path(features_h5), Path(matches_h5), resize, interpolation, viz,
+                                   upsample)
     else:
         from ..pipeline.match import store_attributes
 
@@ -371,7 +382,7 @@ def evaluate_pose(
         attrs["lightmatch_resize"] = -1  # extraction runs on the evaluation image, resized here
         settings.update({"extractor": extractor.name, "matcher": matcher.name, "store_attributes": attrs})
         uses = Counter([(p.name0, p.rot0) for p in pairs] + [(p.name1, p.rot1) for p in pairs])
-        source = _ModelSource(image_dir, extractor, matcher, resize, interpolation, viz, uses)
+        source = _ModelSource(image_dir, extractor, matcher, resize, interpolation, viz, uses, upsample)
 
     records: list[dict[str, Any]] = []
     results: list[PoseResult] = []
@@ -392,26 +403,27 @@ def evaluate_pose(
         with store if store is not None else contextlib.nullcontext():
             for i, pair in enumerate(pairs):
                 im0, im1, matches, timings = source.pair(pair)
-                k0, k1 = im0.features.keypoints.numpy(), im1.features.keypoints.numpy()
-                K0, K1, T_0to1 = adapt_pair_to_images(pair, im0.size, im1.size, resize)
-                result = evaluate_pose_pair(k0, k1, matches.matches0.numpy(), K0, K1, T_0to1, ransac_thresh,
+                # a rotation search's pair: the keypoints of the turn it kept (the stores keep every turn)
+                f0, f1, compared = chosen_turn(im0.features, im1.features, matches)
+                k0, k1 = f0.keypoints.numpy(), f1.keypoints.numpy()
+                K0, K1, T_0to1 = adapt_pair_to_images(pair, im0.size, im1.size, resize, upsample)
+                result = evaluate_pose_pair(k0, k1, compared.matches0.numpy(), K0, K1, T_0to1, ransac_thresh,
                                             seed=seed, estimator=estimator)
                 results.append(result)
-                records.append(_pair_record(pair, result, len(im1.features),
-                                            None if from_stores else matches, timings))
+                records.append(_pair_record(pair, result, len(f1), None if from_stores else compared, timings))
                 if store is not None:
-                    features = {name: _original_features(im, resize, rot)
+                    features = {name: _original_features(im, resize, rot, upsample)
                                 for name, rot, im in ((pair.name0, pair.rot0, im0), (pair.name1, pair.rot1, im1))}
                     store.commit(features=features, matches={(pair.name0, pair.name1): (matches, None)})
                 if viz:
                     from ..viz import plot_matches
 
-                    index_pairs = matches.pairs()
+                    index_pairs = compared.pairs()
                     stem = f"{Path(pair.name0).stem}_{Path(pair.name1).stem}_evaluation.png"
                     title = "stores" if from_stores else f"{extractor.name} + {matcher.name}"
                     plot_matches(im0.image, im1.image, k0, k1, index_pairs, out / "viz" / stem,
                                  correct=result.epipolar_errors < EPIPOLAR_CORRECT_THRESHOLD,
-                                 text=_viz_text(title, result, len(im1.features)))
+                                 text=_viz_text(title, result, len(f1)))
                 source.release(pair.name0, pair.rot0)
                 source.release(pair.name1, pair.rot1)
                 if progress is not None:
@@ -435,12 +447,12 @@ def evaluate_pose(
     return report
 
 
-def _original_features(im: "_EvalImage", resize: Sequence[int], rot: int) -> Features:
+def _original_features(im: "_EvalImage", resize: Sequence[int], rot: int, upsample: bool = True) -> Features:
     """Features of an evaluation image with keypoints (and SIFT scales) back in original-image pixels."""
-    kpts = eval_to_original(im.features.keypoints.numpy(), im.size, resize, rot)
+    kpts = eval_to_original(im.features.keypoints.numpy(), im.size, resize, rot, upsample)
     scales = im.features.scales
     if scales is not None:
-        w_new, h_new = resize_for_eval(im.size[0], im.size[1], resize)
+        w_new, h_new = resize_for_eval(im.size[0], im.size[1], resize, upsample)
         scales = scales * float((im.size[0] / w_new + im.size[1] / h_new) / 2)
     return Features(torch.from_numpy(kpts.astype(np.float32)), im.features.scores, im.features.descriptors,
                     im.size, scales, im.features.oris)

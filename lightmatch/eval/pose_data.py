@@ -105,17 +105,20 @@ def read_pose_pairs(path: str | os.PathLike) -> list[PosePair]:
     return pairs
 
 
-def resize_for_eval(w: int, h: int, resize: Sequence[int]) -> tuple[int, int]:
+def resize_for_eval(w: int, h: int, resize: Sequence[int], upsample: bool = True) -> tuple[int, int]:
     """Target size ``(w_new, h_new)`` of SuperGlue's ``process_resize``.
 
     ``resize`` is ``[W, H]`` (exact size), ``[max_dim]`` (longer side scaled to ``max_dim``, rounded) or ``[-1]``
-    (no resizing). ``[max_dim, -1]`` means ``[max_dim]``, as in ``match_pairs.py``.
+    (no resizing). ``[max_dim, -1]`` means ``[max_dim]``, as in ``match_pairs.py``. Not ``upsample``: an image
+    smaller than ``[max_dim]`` keeps its size (a preset's bound; SuperGlue enlarges it).
     """
     resize = [int(r) for r in resize]
     if len(resize) == 2 and resize[1] == -1:
         resize = resize[:1]
     if len(resize) == 1 and resize[0] > 0:
         scale = resize[0] / max(h, w)
+        if scale > 1 and not upsample:
+            return int(w), int(h)
         return int(round(w * scale)), int(round(h * scale))
     if len(resize) == 1 and resize[0] == -1:
         return int(w), int(h)
@@ -175,13 +178,14 @@ def rotate_pose_inplane(i_T_w: np.ndarray, rot: int) -> np.ndarray:
     return _INPLANE[int(rot) % 4] @ np.asarray(i_T_w, dtype=np.float64)
 
 
-def eval_image_scales(w: int, h: int, resize: Sequence[int], rot: int) -> tuple[tuple[int, int], tuple[float, float]]:
+def eval_image_scales(w: int, h: int, resize: Sequence[int], rot: int,
+                      upsample: bool = True) -> tuple[tuple[int, int], tuple[float, float]]:
     """SuperGlue's ``read_image`` bookkeeping: ``((w_new, h_new), scales)`` for an original ``w x h`` image.
 
     ``scales = (w / w_new, h / h_new)``, swapped when ``rot`` is odd (SuperGlue does so before scaling the
     un-rotated intrinsics; it only matters for non-uniform resizing, and is kept for identical numbers).
     """
-    w_new, h_new = resize_for_eval(w, h, resize)
+    w_new, h_new = resize_for_eval(w, h, resize, upsample)
     scales = (float(w) / float(w_new), float(h) / float(h_new))
     if rot % 2:
         scales = scales[::-1]
@@ -189,19 +193,19 @@ def eval_image_scales(w: int, h: int, resize: Sequence[int], rot: int) -> tuple[
 
 
 def adapt_pair_to_images(
-    pair: PosePair, size0: Sequence[int], size1: Sequence[int], resize: Sequence[int] = (-1,)
+    pair: PosePair, size0: Sequence[int], size1: Sequence[int], resize: Sequence[int] = (-1,), upsample: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Calibration and pose for keypoints detected on the resized, then rotated, images (``match_pairs.py``).
 
     Args:
         pair: the ground truth. size0, size1: ``(W, H)`` of the original images (before resize and rotation).
         resize: as :func:`resize_for_eval`; image ``i`` is resized to ``resize_for_eval(W, H, resize)`` and then
-            rotated with ``np.rot90(image, pair.rot_i)``.
+            rotated with ``np.rot90(image, pair.rot_i)``. upsample: as :func:`resize_for_eval`.
     Returns:
         ``(K0, K1, T_0to1)``: ``(3, 3)``, ``(3, 3)``, ``(4, 4)`` float64.
     """
-    (w0, h0), scales0 = eval_image_scales(int(size0[0]), int(size0[1]), resize, pair.rot0)
-    (w1, h1), scales1 = eval_image_scales(int(size1[0]), int(size1[1]), resize, pair.rot1)
+    (w0, h0), scales0 = eval_image_scales(int(size0[0]), int(size0[1]), resize, pair.rot0, upsample)
+    (w1, h1), scales1 = eval_image_scales(int(size1[0]), int(size1[1]), resize, pair.rot1, upsample)
     K0 = scale_intrinsics(pair.K0, scales0)
     K1 = scale_intrinsics(pair.K1, scales1)
     T_0to1 = np.asarray(pair.T_0to1, dtype=np.float64)

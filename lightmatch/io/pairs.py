@@ -9,7 +9,6 @@ contain whitespace in this format.
 from __future__ import annotations
 
 import os
-import posixpath
 import sys
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -55,22 +54,21 @@ def list_images(image_dir: str | os.PathLike) -> list[str]:
 def normalise_name(name: str, image_dir: str | os.PathLike) -> str:
     """``name`` as a clean path relative to ``image_dir`` with ``/`` separators (``./a//b.jpg`` -> ``a/b.jpg``).
 
-    An absolute path inside ``image_dir`` becomes relative to it. Raises :class:`ValueError` with the reason for
-    a name outside ``image_dir`` (absolute elsewhere, or climbing out with ``..``) or naming the folder itself:
-    every image of a store must live under its image root, so that names identify images.
+    An absolute path becomes relative to ``image_dir``; an image outside it (another folder of a pairs file that
+    spans folders) keeps a relative name climbing out with ``..`` (``/data/other/x.jpg`` with ``--image-dir
+    /data/imgs`` is ``../other/x.jpg``): stores never hold absolute paths, and ``image_dir / name`` is the image.
+    Raises :class:`ValueError` with the reason for a name of the folder itself, or one that no relative path
+    reaches (another drive).
     """
-    if os.path.isabs(name):
-        root = os.path.normpath(os.path.abspath(image_dir))
-        path = os.path.normpath(name)
-        if os.path.commonpath([root, path]) != root:
-            raise ValueError(f"{name} is outside the image folder {image_dir}")
-        name = os.path.relpath(path, root)
-    clean = posixpath.normpath(name.replace(os.sep, "/"))
-    if clean == ".":
+    root = os.path.normpath(os.path.abspath(image_dir))
+    path = os.path.normpath(os.path.join(root, name))  # an absolute name replaces the root
+    if path == root:
         raise ValueError(f"{name!r} names the image folder itself, not an image")
-    if clean == ".." or clean.startswith("../"):
-        raise ValueError(f"{name} leaves the image folder {image_dir} (names are relative to it)")
-    return clean
+    try:
+        relative = os.path.relpath(path, root)
+    except ValueError:  # Windows: another drive
+        raise ValueError(f"{name} has no path relative to the image folder {image_dir}") from None
+    return relative.replace(os.sep, "/")
 
 
 def _unique(names: Iterable[str]) -> list[str]:

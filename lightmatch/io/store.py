@@ -7,8 +7,9 @@ Single-pair ``match``, batch ``match``, ``extract``, ``eval pose -o`` and traini
 either waits for it (``wait`` seconds) or fails at once with a one-line :class:`OutputError`. Two runs can
 therefore never lose each other's writes.
 
-**Settings.** A store made with other extractor/matcher settings (file attributes) is refused
-(:class:`ConfigError`) unless ``overwrite`` discards it.
+**Settings.** A store made with other extractor/matcher settings (file attributes: the models and their
+settings, the matcher's weights, the precision run; the device is recorded too) is refused (:class:`ConfigError`)
+unless ``overwrite`` discards it.
 
 **Parts.** HDF5 files can be corrupted by a process killed while writing. Every completed piece of work (the
 features of one image, the matches of one pair) is written to a small HDF5 *part* file under ``OUTDIR/.parts/``:
@@ -46,6 +47,10 @@ FEATURES_FILE = "features.h5"
 MATCHES_FILE = "matches.h5"
 PARTS_DIR = ".parts"
 MATCH_DEFAULTS = {"lightmatch_verify": "none"}  # attributes a store written before they existed is read with
+# recorded since stores name their weights, precision and device: compared only when both sides have them (a store
+# written before is still resumed); the device is only recorded (the same precision gives the same results)
+COMPARED_WHEN_RECORDED = ("lightmatch_matcher_weights", "lightmatch_precision")
+RECORDED_ONLY = ("lightmatch_device",)
 
 
 class OutputStore:
@@ -387,7 +392,8 @@ def compare_attrs(path: Path, stored: dict, wanted: dict, what: str, defaults: O
                   source: Optional[Path] = None) -> None:
     """Raise :class:`ConfigError` naming the first setting where ``stored`` and ``wanted`` differ."""
     s, w = normalise_attrs(stored, defaults), normalise_attrs(wanted, defaults)
-    diffs = [k for k in sorted(set(s) | set(w)) if s.get(k) != w.get(k)]
+    diffs = [k for k in sorted(set(s) | set(w)) if s.get(k) != w.get(k) and k not in RECORDED_ONLY
+             and (k not in COMPARED_WHEN_RECORDED or (k in s and k in w))]
     if not diffs:
         return
     key = diffs[0]

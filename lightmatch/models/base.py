@@ -16,13 +16,20 @@ from ..types import Features, Matches
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
-def resize_for_network(image: torch.Tensor, long_side: Optional[int]) -> tuple[torch.Tensor, tuple[float, float]]:
+def _dtype_name(dtype: Optional[torch.dtype]) -> str:
+    """``fp16`` / ``bf16`` for an autocast dtype, ``fp32`` for None (no autocast)."""
+    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+
+
+def resize_for_network(image: torch.Tensor, long_side: Optional[int],
+                       upsample: bool = True) -> tuple[torch.Tensor, tuple[float, float]]:
     """Resize ``(C, H, W)`` so its long side is ``long_side`` (antialiased bilinear, as LightGlue's preprocessing).
 
-    Returns the resized image and the scale ``(sx, sy) = (new / old)`` per axis. ``None`` keeps the size.
+    Returns the resized image and the scale ``(sx, sy) = (new / old)`` per axis. ``None`` keeps the size; so does
+    a smaller image when not ``upsample`` (``long_side`` is then an upper bound, as hloc's ``resize_max``).
     """
     h, w = image.shape[-2:]
-    if long_side is not None and max(h, w) != long_side:
+    if long_side is not None and max(h, w) != long_side and (upsample or max(h, w) > long_side):
         image = kornia.geometry.transform.resize(image[None], long_side, side="long", antialias=True)[0]
     return image, (image.shape[-1] / w, image.shape[-2] / h)
 
@@ -44,11 +51,15 @@ class Extractor(nn.Module):
     ``precision``: ``fp32`` (default; the reference's numbers), ``bf16`` or ``fp16`` (autocast of the network;
     subclasses keep the layers that have no such kernel in fp32), or ``auto`` (fp32 until a lower precision is
     validated for the extractor on the device).
+
+    ``upsample``: whether an image smaller than ``resize`` is enlarged to it (True, as LightGlue's preprocessing)
+    or kept at its size (False: ``resize`` is an upper bound, as hloc's ``resize_max``).
     """
 
     name: str = "extractor"
     descriptor_dim: int = 0
     grayscale: bool = False
+    upsample: bool = True
 
     def __init__(self, resize: Optional[int] = 1024, precision: str = "fp32") -> None:
         super().__init__()
@@ -65,6 +76,10 @@ class Extractor(nn.Module):
     def compute_dtype(self) -> Optional[torch.dtype]:
         """The autocast dtype of the network, or None for fp32."""
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def run_precision(self) -> str:
+        """The arithmetic the network runs in: :attr:`precision` with ``auto`` resolved."""
+        return _dtype_name(self.compute_dtype)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast to :attr:`compute_dtype` on the extractor's device (a no-op in fp32)."""
@@ -107,7 +122,7 @@ class Extractor(nn.Module):
             image = kornia.color.rgb_to_grayscale(image[None])[0]
         elif not self.grayscale and image.shape[0] == 1:
             image = image.expand(3, -1, -1)
-        return resize_for_network(image, self.resize)
+        return resize_for_network(image, self.resize, self.upsample)
 
     def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(C, H, W)`` float image in [0, 1] -> keypoints ``(N, 2)`` in its pixels, scores ``(N,)``,
@@ -136,9 +151,20 @@ class Extractor(nn.Module):
 
 
 class Matcher(nn.Module):
-    """Matches the features of two images."""
+    """Matches the features of two images.
+
+    ``weights_id``: the weights loaded, as stores record them (a registry name, ``sha256:<hex>`` of a file,
+    ``none``); set by :func:`~lightmatch.models.factory.load_matcher`, None when not known.
+    """
 
     name: str = "matcher"
+    weights_id: Optional[str] = None
+
+    def run_precision(self, device: Optional[torch.device] = None) -> str:
+        """The arithmetic the matcher runs in on ``device`` (default: its own): its precision with ``auto``
+        resolved (``fp32`` for matchers without a precision setting)."""
+        autocast = getattr(self, "_autocast_dtype", None)
+        return _dtype_name(autocast(device or self.device) if autocast is not None else None)
 
     @property
     def device(self) -> torch.device:

@@ -6,8 +6,9 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from .. import weights as registry
 from ..defaults import DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE
-from ..errors import ConfigError
+from ..errors import ConfigError, WeightsError
 from .aliked import MODELS as ALIKED_MODELS
 from .base import Extractor, Matcher
 
@@ -33,16 +34,47 @@ def feature_family(name: str) -> str:
     return "aliked" if name.startswith("aliked") and name != "aliked-t16" else name
 
 
+def descriptor_size(features: str) -> int:
+    """Size of the descriptors extractor ``features`` gives (with its official weights)."""
+    return {"aliked-t16": 64, "superpoint": 256, "xfeat": 64}.get(features, 128)
+
+
+def check_matcher_weights(name: str, features: str, path: Optional[str]) -> None:
+    """Refuse matcher weights made for other features than ``features`` (a :class:`WeightsError` naming both),
+    before any image is read: the family recorded in ``matcher.json`` beside the file (training writes it) or
+    known for an official file, else the descriptor size of the weights' input layer. ``path`` None (the
+    registry's file for the features) and the nearest-neighbour matcher always pass."""
+    if path is None or name == "nn":
+        return
+    contract = registry.matcher_contract(path)
+    family, size = feature_family(features), descriptor_size(features)
+    if contract.matcher is not None and contract.matcher != name:
+        raise WeightsError(f"{path}: {contract.matcher} weights, not {name} weights (--matcher {name}); use "
+                           f"--matcher {contract.matcher}")
+    if contract.features is not None and contract.features != family:
+        raise WeightsError(f"{path}: matcher weights for {contract.features} features ({contract.source}), not "
+                           f"for --features {features}; use --features {contract.features} or weights trained on "
+                           f"{family}")
+    if contract.descriptor_dim is not None and contract.descriptor_dim != size:
+        raise WeightsError(f"{path}: matcher weights for {contract.descriptor_dim}-d descriptors (their input "
+                           f"layer), but --features {features} gives {size}-d; use weights trained on {family}")
+    if contract.scale_ori and family != "sift":
+        raise WeightsError(f"{path}: matcher weights that encode keypoint scale and orientation (trained on SIFT), "
+                           f"which --features {features} does not give; use --features sift")
+
+
 def _drop_none(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
 def load_extractor(name: str = "aliked", max_keypoints: Optional[int] = DEFAULT_MAX_KEYPOINTS,
                    resize: Optional[int] = DEFAULT_RESIZE,
-                   device: str | torch.device = "auto", weights: Optional[str] = None, **options: Any) -> Extractor:
+                   device: str | torch.device = "auto", weights: Optional[str] = None, upsample: bool = True,
+                   **options: Any) -> Extractor:
     """Build extractor ``name`` with its pretrained weights on ``device``.
 
-    ``options`` are passed to the extractor class (e.g. ``detection_threshold``, ``nms`` for ALIKED).
+    ``options`` are passed to the extractor class (e.g. ``detection_threshold``, ``nms`` for ALIKED). ``upsample``
+    False keeps images smaller than ``resize`` at their size (see :class:`~lightmatch.models.base.Extractor`).
     """
     if resize is not None and resize < 1:
         raise ConfigError(f"resize must be a long side of at least 1 px, or None for the original size; got {resize}")
@@ -72,7 +104,9 @@ def load_extractor(name: str = "aliked", max_keypoints: Optional[int] = DEFAULT_
                                        **options)
     if name not in builders:
         raise ConfigError(f"unknown extractor '{name}': choose from {', '.join(EXTRACTORS)}")
-    return builders[name]().to(device)
+    extractor = builders[name]()
+    extractor.upsample = upsample
+    return extractor.to(device)
 
 
 def load_matcher(name: str = "lightglue", features: str = "aliked", device: str | torch.device = "auto",
@@ -84,6 +118,7 @@ def load_matcher(name: str = "lightglue", features: str = "aliked", device: str 
     device = resolve_device(device) if isinstance(device, str) else device
     options = _drop_none(options)
     family = feature_family(features)
+    check_matcher_weights(name, features, weights)
     if name == "lightglue":
         from .lightglue import VARIANTS, LightGlue
         if family == "xfeat":
@@ -105,4 +140,9 @@ def load_matcher(name: str = "lightglue", features: str = "aliked", device: str 
         matcher = NearestNeighborMatcher(**options)
     else:
         raise ConfigError(f"unknown matcher '{name}': choose from {', '.join(MATCHERS)}")
+    if name == "nn":
+        matcher.weights_id = "none"
+    else:  # the registry entry the matcher loads by default, or the explicit file
+        default = matcher.variant.weights if name == "lightglue" else matcher.weights_name(matcher.variant)
+        matcher.weights_id = registry.identity(default, weights)
     return matcher.to(device)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import torch
 
 from ..errors import OutputError
 from ..io import h5
@@ -19,6 +20,7 @@ from ..types import Features, Matches
 from ..defaults import VIZ_MAX_MATCHES
 from .events import PairEvent
 from .loader import LoadedImage, extract_loaded, load_for_extractor
+from .rotation import chosen_turn
 
 CORRECT_PX = 3.0
 LOCK_WAIT_S = 600.0  # how long a single-pair run waits for another run writing to the same folder
@@ -40,8 +42,10 @@ class PairResult:
 
     def event(self, layers: Optional[int] = None) -> PairEvent:
         """This pair as a batch pair event (``layers``: how many the matcher has), so that single-pair and batch
-        output share their form."""
-        return PairEvent(self.name0, self.name1, "ok", len(self.features0), len(self.features1),
+        output share their form. A rotation search's pair counts the keypoints it compared
+        (:func:`~lightmatch.pipeline.rotation.chosen_turn`)."""
+        compared0, compared1, _ = chosen_turn(self.features0, self.features1, self.matches)
+        return PairEvent(self.name0, self.name1, "ok", len(compared0), len(compared1),
                          self.matches.num_matches, stop_layer=self.matches.stop_layer or None, layers=layers,
                          correct=self.num_correct,
                          rotation_degrees=None if self.rotation is None else 90 * self.rotation,
@@ -76,14 +80,21 @@ def count_correct(kpts0: np.ndarray, kpts1: np.ndarray, pairs: np.ndarray, H: np
     return np.linalg.norm(projected - kpts1[pairs[:, 1]], axis=1) < threshold
 
 
-def store_attributes(extractor: Extractor, matcher: Optional[Matcher] = None, verify: Any = None) -> dict:
-    """File attributes recording what produced a store: the extractor, and the matcher and the verification
-    settings (a dataclass such as :class:`~lightmatch.pipeline.batch.VerifyOptions`, or None) when matching."""
+def store_attributes(extractor: Extractor, matcher: Optional[Matcher] = None, verify: Any = None,
+                     device: Optional[torch.device] = None) -> dict:
+    """File attributes recording what produced a store: the extractor, and the matcher, its weights and the
+    verification settings (a dataclass such as :class:`~lightmatch.pipeline.batch.VerifyOptions`, or None) when
+    matching; each with the device (``device``, default the model's) and the precision run there (``auto``
+    resolved)."""
+    device = device or extractor.device
     attrs = {"lightmatch_extractor": extractor.name, "lightmatch_resize": extractor.resize or -1,
-             "lightmatch_extractor_settings": _settings(extractor)}
+             "lightmatch_extractor_settings": _settings(extractor),
+             "lightmatch_precision": extractor.run_precision(), "lightmatch_device": device.type}
     if matcher is not None:
         attrs.update({"lightmatch_matcher": matcher.name, "lightmatch_matcher_settings": _settings(matcher),
-                      "lightmatch_verify": asdict(verify) if verify is not None else "none"})
+                      "lightmatch_matcher_weights": matcher.weights_id or "unrecorded",
+                      "lightmatch_verify": asdict(verify) if verify is not None else "none",
+                      "lightmatch_precision": matcher.run_precision(device), "lightmatch_device": device.type})
     return attrs
 
 
@@ -95,6 +106,8 @@ def _settings(model) -> dict:
         settings["precision"] = model.precision
     if getattr(model, "backend", "torch") != "torch":  # so does another runtime (within 1 px)
         settings["backend"] = model.backend
+    if getattr(model, "upsample", True) is False:  # small images kept at their size
+        settings["upsample"] = False
     return settings
 
 

@@ -468,6 +468,7 @@ def ray_match_batch(
     extractor, matcher = make_models()
     run = MatchRun.prepare(image_dir, pairs, output_dir, extractor, matcher, verify, overwrite, workers, "ray")
     store, summary = run.store, run.summary
+    _record_worker_device(store, options, extractor, matcher, verify)
     del extractor, matcher
     config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), verify, viz_dir, viz_max_matches,
                      workers, prefetch, cache_images, matching=True)
@@ -494,6 +495,19 @@ def ray_match_batch(
 
                     pool.run("match", chunks, lambda i, result: _forward(summary, result, on_event), failed)
     return summary
+
+
+def _record_worker_device(store, options: RayOptions, extractor: Extractor, matcher: Optional[Matcher] = None,
+                          verify: Optional[VerifyOptions] = None) -> None:
+    """The driver's models are built where it runs; the workers run on CUDA when given GPUs: the settings the
+    store is checked against (device, precision resolved there) are the workers'."""
+    if options.gpus and extractor.device.type != "cuda":
+        import torch
+
+        cuda = torch.device("cuda")
+        store.feature_attrs = store_attributes(extractor, device=cuda)
+        if matcher is not None:
+            store.match_attrs = store_attributes(extractor, matcher, verify, device=cuda)
 
 
 def _extract_all(pool: _Pool, names: list[str], summary: BatchSummary, on_event: Optional[EventCallback]) -> None:
@@ -527,6 +541,7 @@ def ray_extract_batch(
     extractor, _ = make_models()
     run = ExtractRun.prepare(image_dir, names, output_dir, extractor, overwrite, workers, "ray")
     store, summary = run.store, run.summary
+    _record_worker_device(store, options, extractor)
     del extractor
     config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), None, None, None, workers, prefetch, 1,
                      matching=False)

@@ -77,6 +77,30 @@ def _select(feats: Features, index: torch.Tensor, turns: int) -> Features:
     return Features(kpts.contiguous(), feats.scores[pick], feats.descriptors[pick], size, scales, None)
 
 
+def chosen_turn(feats0: Features, feats1: Features, matches: Matches) -> tuple[Features, Features, Matches]:
+    """The keypoints a rotation search compared for a pair: image 0's upright ones and image 1's at the turn it
+    kept (both in the upright images' pixels), and ``matches`` indexing them. Keypoint counts, matching score and
+    recall count these, not the four turns. A pair matched without a search (no ``turns`` in ``matches.info``)
+    comes back unchanged."""
+    turns = matches.info.get("turns")
+    if turns is None:
+        return feats0, feats1, matches
+    index0 = torch.nonzero(keypoint_turns(feats0) == 0)[:, 0]
+    index1 = torch.nonzero(keypoint_turns(feats1) == turns)[:, 0]
+    position = torch.full((len(feats1),), -1, dtype=torch.long)
+    position[index1] = torch.arange(len(index1))
+    m0 = matches.matches0.cpu()[index0]
+    m0 = torch.where(m0 > -1, position[m0.clamp(min=0)], m0)
+    return (_select(feats0, index0, 0), _select(feats1, index1, 0),
+            Matches(m0, matches.scores0.cpu()[index0], matches.stop_layer, matches.info))
+
+
+def chosen_degrees(matches: Matches) -> Optional[int]:
+    """Image 1's turn kept by a rotation search, in degrees counter-clockwise; None without a search."""
+    turns = matches.info.get("turns")
+    return None if turns is None else 90 * int(turns)
+
+
 class _Wrapper:
     """Attribute access that falls through to the wrapped model (``self.base``): settings such as
     ``max_keypoints`` or ``depth_confidence`` read as the base model's."""
@@ -123,6 +147,14 @@ class RotationSearchExtractor(_Wrapper, Extractor):
     @property
     def precision(self) -> str:  # type: ignore[override]
         return self.base.precision
+
+    @property
+    def upsample(self) -> bool:  # type: ignore[override]
+        return self.base.upsample
+
+    @upsample.setter
+    def upsample(self, value: bool) -> None:
+        self.base.upsample = value
 
     def budget_settings(self, n: int) -> tuple[dict[str, Any], bool]:
         return self.base.budget_settings(n)
@@ -172,6 +204,10 @@ class RotationSearchMatcher(_Wrapper, Matcher):
     @property
     def name(self) -> str:  # type: ignore[override]
         return f"{self.base.name}+rotation-search"
+
+    @property
+    def weights_id(self) -> Optional[str]:  # type: ignore[override]
+        return self.base.weights_id
 
     def match(self, feats0: Features, feats1: Features) -> Matches:
         """Matches over the full feature sets: only image 0's turn-0 keypoints and image 1's kept turn match."""
