@@ -61,6 +61,14 @@ def test_trained_weights_refuse_other_features(trained, tmp_path):
     assert result.exit_code == 0, result.output
 
 
+def _broken_images(folder) -> str:
+    """Two files that exist (so the options parse) but are no images: an error about them means they were read."""
+    paths = [folder / "missing0.jpg", folder / "missing1.jpg"]
+    for path in paths:
+        path.write_bytes(b"not an image")
+    return " ".join(map(str, paths))
+
+
 @pytest.mark.parametrize("features", ["disk", "superpoint"])
 def test_official_weights_checked_before_any_image(features, tmp_path):
     official = weights.find("aliked_lightglue")
@@ -68,8 +76,8 @@ def test_official_weights_checked_before_any_image(features, tmp_path):
         pytest.skip("aliked_lightglue.pth not installed")
     copy = tmp_path / "mine.pth"  # an official file under another name, without metadata: known by its digest
     shutil.copyfile(official, copy)
-    result = invoke(f"match {tmp_path}/missing0.jpg {tmp_path}/missing1.jpg --features {features} "
-                    f"--matcher-weights {copy}")
+    broken = _broken_images(tmp_path)
+    result = invoke(f"match {broken} --features {features} --matcher-weights {copy}")
     assert result.exit_code == 1
     line = error_line(result)
     assert str(copy) in line and "aliked_lightglue" in line and f"--features {features}" in line
@@ -79,8 +87,7 @@ def test_official_weights_checked_before_any_image(features, tmp_path):
 def test_own_weights_checked_by_their_input_layer(tmp_path):
     own = tmp_path / "own.pth"  # no metadata, not an official file: the input projection takes 128-d descriptors
     torch.save(small_lightglue("disk").state_dict(), own)
-    result = invoke(f"match {tmp_path}/missing0.jpg {tmp_path}/missing1.jpg --features superpoint "
-                    f"--matcher-weights {own}")
+    result = invoke(f"match {_broken_images(tmp_path)} --features superpoint --matcher-weights {own}")
     assert result.exit_code == 1
     line = error_line(result)
     assert "128-d" in line and "256-d" in line and "missing0" not in line
