@@ -219,3 +219,35 @@ def test_runner_without_torch(tmp_path, exported, models, sample_pair):
     assert np.abs(result["keypoints0"] - f0.keypoints.numpy()).max() < 1e-2
     reference = matcher.match(f0, extractor.extract(lm.load_image(sample_pair[1])))
     assert (result["matches0"] == reference.matches0.numpy()).mean() >= 0.98
+
+
+def test_disk_parity(tmp_path, sample_pair):
+    """DISK's graph: kornia's strict maxima in raster order, capped or not, on a size the U-Net pads."""
+    extractor = lm.load_extractor("disk", max_keypoints=256, resize=200, device="cpu")
+    nn_matcher = lm.load_matcher("nn", device="cpu")
+    export_onnx(extractor, nn_matcher, tmp_path)
+    onnx_extractor, _ = onnx_models(extractor, nn_matcher, tmp_path)
+    image, _ = resize_for_network(lm.load_image(sample_pair[0]), 200)
+    for cap in (256, None):
+        extractor.max_keypoints = onnx_extractor.max_keypoints = cap
+        (kpts, scores, desc), (okpts, oscores, odesc) = (m.detect_and_describe(image)
+                                                         for m in (extractor, onnx_extractor))
+        assert len(kpts) >= (256 if cap else 257) and okpts.shape == kpts.shape
+        assert (okpts - kpts).abs().max() < 1e-3
+        assert ((oscores - scores).abs() / scores.abs()).max() < 1e-3  # logits up to ~100: fp32 relative
+        assert (odesc - desc).abs().max() < 1e-4
+
+
+def test_benchmark_cli_backend(exported, cache, monkeypatch):
+    """`benchmark --backend onnxruntime`: torch and ONNX Runtime rows from one run, extraction included."""
+    from lightmatch.benchmark import parse_benchmark_tables
+
+    monkeypatch.setenv("LIGHTMATCH_CACHE_DIR", str(cache))
+    result = CliRunner().invoke(main, ["benchmark", "--backend", "onnxruntime", "--num-keypoints", "256",
+                                       "--repeat", "1", "--warmup", "0", "--resize", str(RESIZE)])
+    assert result.exit_code == 0, result.output
+    tables = parse_benchmark_tables(result.stdout)
+    assert set(tables["sample [ms]"]) == {f"{b} {c}" for b in ("torch", "onnxruntime")
+                                          for c in ("extract", "full", "adaptive")}
+    assert tables["sample same matches [%]"] == {"onnxruntime full": [100.0], "onnxruntime adaptive": [100.0]}
+    assert tables["sample stop layer"]["onnxruntime adaptive"] == tables["sample stop layer"]["torch adaptive"]

@@ -24,6 +24,7 @@ from torch import nn
 from torchvision.ops import deform_conv2d
 
 from ..models.aliked import ALIKED, DIVISOR
+from ..models.disk import DISK, PAD_MULTIPLE
 from ..models.lightglue import LightGlue, TransformerLayer, apply_rotary
 from ..models.superpoint import simple_nms
 
@@ -222,6 +223,52 @@ class AlikedGraph(nn.Module):
         features = torch.selu(F.linear(features, head.sf_conv.weight.flatten(1)))
         descriptors = features.reshape(n, -1) @ head.agg_weights.reshape(-1, head.agg_weights.shape[-1])
         return F.normalize(descriptors, p=2.0, dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------- DISK
+def strict_maxima(x: torch.Tensor, window: int) -> torch.Tensor:
+    """kornia's ``nms2d(mask_only=True)`` for an odd ``window`` on an ``(H, W)`` map: True where a value is greater
+    than every other in its window; never within ``window // 2`` of the edge."""
+    r = window // 2
+    h, w = _size(x, 0), _size(x, 1)
+    padded = F.pad(x[None, None], (r, r, r, r), value=float("-inf"))[0, 0]
+    keep = border_mask(h, w, r)
+    for dy in range(window):
+        for dx in range(window):
+            if (dy, dx) != (r, r):
+                keep = keep & (x > padded[dy:dy + h, dx:dx + w])
+    return keep
+
+
+class DiskGraph(nn.Module):
+    """:meth:`DISK.detect_and_describe` in fp32 (kornia's U-Net on the image zero-padded at the bottom and right,
+    ``heatmap_to_keypoints``: strict maxima above the threshold in raster order, the ``max_keypoints`` strongest when
+    there are more, ties taken in raster order) as one graph."""
+
+    def __init__(self, extractor: DISK) -> None:
+        super().__init__()
+        if extractor.nms_window % 2 == 0:
+            raise ValueError("DISK exports with an odd NMS window only")
+        self.net = extractor.net
+        self.window = extractor.nms_window
+
+    def forward(self, image: torch.Tensor, max_keypoints: torch.Tensor, detection_threshold: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h, w = _size(image, 2), _size(image, 3)
+        pad_h, pad_w = (PAD_MULTIPLE - h % PAD_MULTIPLE) % PAD_MULTIPLE, (PAD_MULTIPLE - w % PAD_MULTIPLE) % PAD_MULTIPLE
+        out = self.net.unet(F.pad(image, [0, pad_w, 0, pad_h]))
+        dim = self.net.desc_dim
+        heatmap = out[0, dim, :h, :w]
+        mask = strict_maxima(heatmap, self.window) & (heatmap > detection_threshold)
+        flat = heatmap.reshape(-1)
+        indices = mask.reshape(-1).nonzero()[:, 0]
+        count = _size(indices, 0)
+        k = torch.where(max_keypoints > 0, torch.minimum(max_keypoints, count), count)
+        indices = indices[torch.topk(flat[indices], k).indices].sort().values  # ONNX TopK: ties, lower index first
+        ys, xs = torch.div(indices, w, rounding_mode="trunc"), indices % w
+        table = out[0, :dim].reshape(dim, -1).T
+        descriptors = F.normalize(gather_rows(table, ys * _size(out, 3) + xs), dim=-1)
+        return torch.stack([xs, ys], 1).float(), flat[indices], descriptors
 
 
 # ---------------------------------------------------------------------------------------------------- LightGlue

@@ -56,15 +56,20 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, inputs: list[str],
 def refuse_extractor(extractor: Extractor) -> Optional[str]:
     """Why ``extractor`` cannot be exported, or None."""
     from ..models.aliked import ALIKED
+    from ..models.disk import DISK
 
     if isinstance(extractor, ALIKED):
         if extractor.nms != "reference":
             return "ALIKED exports with the reference NMS only (--aliked-nms reference)"
         return None
+    if isinstance(extractor, DISK):
+        if extractor.nms_window % 2 == 0:
+            return "DISK exports with an odd NMS window only"
+        return None
     if extractor.name == "sift":
         return "SIFT runs in OpenCV, not a network: there is no graph to export (cv2.SIFT_create runs anywhere)"
-    return (f"extractor '{extractor.name}' has no ONNX export yet (ALIKED has: --features aliked, aliked-n16rot, "
-            "aliked-n32, aliked-t16)")
+    return (f"extractor '{extractor.name}' has no ONNX export yet (ALIKED and DISK have: --features aliked, "
+            "aliked-n16rot, aliked-n32, aliked-t16, disk)")
 
 
 def extractor_graph(extractor: Extractor) -> torch.nn.Module:
@@ -72,9 +77,10 @@ def extractor_graph(extractor: Extractor) -> torch.nn.Module:
     reason = refuse_extractor(extractor)
     if reason:
         raise ConfigError(f"export onnx: {reason}")
-    from .graphs import AlikedGraph
+    from ..models.disk import DISK
+    from .graphs import AlikedGraph, DiskGraph
 
-    return AlikedGraph(extractor)
+    return DiskGraph(extractor) if isinstance(extractor, DISK) else AlikedGraph(extractor)
 
 
 def export_extractor(extractor: Extractor, folder: Path) -> dict:
