@@ -110,16 +110,20 @@ def test_trained_matcher_parity(tmp_path, features):
     export_matcher(trained, TrainConfig(features="aliked"), path)
     matcher = lm.load_matcher("lightglue", features="aliked", device="cpu", weights=str(path))
     assert len(matcher.transformers) == 3
-    folder = tmp_path / "onnx"
-    export_onnx(None, matcher, folder)
-    assert "extractor" not in json.loads((folder / MANIFEST).read_text())
-    _, onnx_matcher = onnx_models(lm.load_extractor("aliked", device="cpu"), matcher, folder)
-    for depth, width in ((-1.0, -1.0), (0.95, 0.99)):
-        for model in (matcher, onnx_matcher):
-            model.depth_confidence, model.width_confidence = depth, width
-        reference, result = matcher.match(*features), onnx_matcher.match(*features)
-        assert same_matches(result.matches0, reference.matches0) >= 0.99
-        assert (result.stop_layer, result.info) == (reference.stop_layer, reference.info)
+    extractor = lm.load_extractor("aliked", device="cpu")
+    for precision in ("fp32", "fp16"):  # fp16: LightGlue's layers only
+        folder = tmp_path / precision
+        export_onnx(None, matcher, folder, precision=precision)
+        manifest = json.loads((folder / MANIFEST).read_text())
+        assert "extractor" not in manifest and manifest["matcher"]["precision"] == precision
+        _, onnx_matcher = onnx_models(extractor, matcher, folder)
+        for depth, width in ((-1.0, -1.0), (0.95, 0.99)):
+            for model in (matcher, onnx_matcher):
+                model.depth_confidence, model.width_confidence = depth, width
+            reference, result = matcher.match(*features), onnx_matcher.match(*features)
+            assert same_matches(result.matches0, reference.matches0) >= 0.99
+            if precision == "fp32":
+                assert (result.stop_layer, result.info) == (reference.stop_layer, reference.info)
 
 
 def test_colmap_layout(tmp_path, models, features):
