@@ -84,26 +84,32 @@ def bilinear_corners(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, to
 
 
 # ---------------------------------------------------------------------------------------------------- ALIKED
-def _conv(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
+def export_conv(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
     """``conv(x)``; a kornia ``DeformableConv2d`` (no modulation) as torchvision's ``deform_conv2d`` (ONNX
     ``DeformConv``), its offsets clamped to a quarter of the long side as ours."""
     if not isinstance(conv, DeformableConv2d):
         return conv(x)
-    limit = torch.maximum(_size(x, 2), _size(x, 3)).float() / 4.0
-    offset = torch.clamp(conv.offset_conv(x), -limit, limit)
+    if torch.jit.is_tracing():  # TorchScript tracing: from the traced shape (a Python max would be baked in)
+        limit = torch.maximum(_size(x, 2), _size(x, 3)).float() / 4.0
+        offset = torch.clamp(conv.offset_conv(x), -limit, limit)
+    else:  # eager, or torch.export (scripts/bench_runtimes.py's dynamo export), where shapes are symbolic
+        limit = max(x.shape[-2:]) / 4.0
+        offset = conv.offset_conv(x).clamp(-limit, limit)
     regular = conv.regular_conv
     return deform_conv2d(x, offset, regular.weight, regular.bias, stride=conv.stride, padding=conv.padding,
                          dilation=conv.dilation)
 
 
-def _conv_block(x: torch.Tensor, block: nn.Module) -> torch.Tensor:
-    x = torch.selu(block.bn1(_conv(x, block.conv1)))
-    return torch.selu(block.bn2(_conv(x, block.conv2)))
+def conv_block(x: torch.Tensor, block: nn.Module) -> torch.Tensor:
+    """kornia's ``ConvBlock`` in eval mode, in exportable operations."""
+    x = torch.selu(block.bn1(export_conv(x, block.conv1)))
+    return torch.selu(block.bn2(export_conv(x, block.conv2)))
 
 
-def _res_block(x: torch.Tensor, block: nn.Module) -> torch.Tensor:
-    out = torch.selu(block.bn1(_conv(x, block.conv1)))
-    out = block.bn2(_conv(out, block.conv2))
+def res_block(x: torch.Tensor, block: nn.Module) -> torch.Tensor:
+    """kornia's ``ResBlock`` in eval mode, in exportable operations."""
+    out = torch.selu(block.bn1(export_conv(x, block.conv1)))
+    out = block.bn2(export_conv(out, block.conv2))
     return torch.selu(out + block.downsample(x))
 
 
@@ -125,10 +131,10 @@ class AlikedGraph(nn.Module):
         pad_h, pad_w = (DIVISOR - h % DIVISOR) % DIVISOR, (DIVISOR - w % DIVISOR) % DIVISOR
         left, top = pad_w // 2, pad_h // 2
         x = F.pad(image, [left, pad_w - left, top, pad_h - top], mode="replicate")
-        x1 = _conv_block(x, net.block1)
-        x2 = _res_block(F.avg_pool2d(x1, 2), net.block2)
-        x3 = _res_block(F.avg_pool2d(x2, 4), net.block3)
-        x4 = _res_block(F.avg_pool2d(x3, 4), net.block4)
+        x1 = conv_block(x, net.block1)
+        x2 = res_block(F.avg_pool2d(x1, 2), net.block2)
+        x3 = res_block(F.avg_pool2d(x2, 4), net.block3)
+        x4 = res_block(F.avg_pool2d(x3, 4), net.block4)
         levels = [torch.selu(conv(level)) for conv, level in zip((net.conv2, net.conv3, net.conv4), (x2, x3, x4))]
         project = net.conv1.weight.flatten(1)
         head = net.score_head
