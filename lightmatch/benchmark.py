@@ -10,8 +10,8 @@ no pruning) and ``adaptive`` (the matcher's own settings, by default LightGlue's
 as they are.
 
 With ``reference`` models (``lightmatch benchmark --backend onnxruntime``: the torch models the measured ones were
-exported from) both run in the same loop, ``torch`` first, each on its own features: every configuration, and the
-extraction of each image (config ``extract``, mean per image, ``repeat`` timed calls) since the backends differ
+exported from) both run in the same loop, alternating call by call, each on its own features: every
+configuration, and the extraction of each image (config ``extract``, mean per image) since the backends differ
 there too. The rows of the measured backend give the share of matches identical to torch's (``same_matches``).
 
 Pairs: LightGlue's ``easy`` (``DSC_0411.JPG``, ``DSC_0410.JPG``) and ``difficult`` (``sacre_coeur1.jpg``,
@@ -21,6 +21,7 @@ folder; the bundled sample pair (``assets/sample0.jpg``, ``sample1.jpg``) is alw
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -163,24 +164,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def measure_many(calls: dict[str, Callable[[], Any]], repeat: int, warmup: int,
+                 device: torch.device) -> dict[str, tuple[list[float], Any]]:
+    """Time several calls alternately, call by call (so that a change of machine load hits them alike):
+    ``warmup`` untimed rounds, then ``repeat`` timed ones. Returns each call's times (ms) and last result."""
+    results: dict[str, Any] = {}
+    for _ in range(warmup):
+        for name, call in calls.items():
+            results[name] = call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeat):
+        for name, call in calls.items():
+            _sync(device)
+            start = time.perf_counter()
+            results[name] = call()
+            _sync(device)
+            times[name].append((time.perf_counter() - start) * 1000.0)
+    return {name: (times[name], results[name]) for name in calls}
+
+
 def measure(matcher: Matcher, feats0: Features, feats1: Features, repeat: int, warmup: int,
             device: torch.device) -> tuple[list[float], Matches]:
     """Time ``matcher.match(feats0, feats1)``: ``warmup`` untimed calls, then ``repeat`` timed ones.
 
     Returns the times in milliseconds and the last result.
     """
-    result = None
-    for _ in range(warmup):
-        result = matcher.match(feats0, feats1)
-    times = []
-    for _ in range(repeat):
-        _sync(device)
-        start = time.perf_counter()
-        result = matcher.match(feats0, feats1)
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1000.0)
-    assert result is not None
-    return times, result
+    return measure_many({"": lambda: matcher.match(feats0, feats1)}, repeat, warmup, device)[""]
 
 
 def _cpu_name() -> str:
@@ -191,23 +200,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def time_extraction(extractor: Extractor, images: Sequence[torch.Tensor], repeat: int, warmup: int,
-                    device: torch.device) -> list[float]:
-    """Mean time (ms) per image of ``extractor.extract`` over ``images``, once per timed repetition."""
-    for _ in range(warmup):
-        for image in images:
-            extractor.extract(image)
-    times = []
-    for _ in range(repeat):
-        _sync(device)
-        start = time.perf_counter()
-        for image in images:
-            extractor.extract(image)
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1000.0 / len(images))
-    return times
 
 
 def run_benchmark(
@@ -249,43 +241,52 @@ def run_benchmark(
     backends = {"": (extractor, matcher)} if reference is None else {
         "torch": reference, getattr(matcher, "backend", "other"): (extractor, matcher)}
     records: list[BenchmarkRecord] = []
-    total = len(num_keypoints) * (len(configs) + (reference is not None)) * len(pairs) * len(backends)
+    total = len(num_keypoints) * (len(configs) + (reference is not None)) * len(pairs)
     done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
     exact = True
     for n in num_keypoints:
-        found: dict[tuple[str, str, str], torch.Tensor] = {}  # (pair, config, backend) -> matches0
-        for backend, (ext, mat) in backends.items():
-            with ext.keypoint_budget(n) as exact_n:
-                feats = {path: ext.extract(image) for path, image in images.items()}  # not timed
-                exact = exact and exact_n
-                for pair in pairs if reference is not None else ():
-                    times = time_extraction(ext, [images[pair.path0], images[pair.path1]], repeat, warmup,
-                                            ext.device)
-                    f0, f1 = feats[pair.path0], feats[pair.path1]
+        feats: dict[str, dict[Path, Features]] = {}
+        with contextlib.ExitStack() as budgets:
+            for backend, (ext, _) in backends.items():
+                exact = budgets.enter_context(ext.keypoint_budget(n)) and exact
+                feats[backend] = {path: ext.extract(image) for path, image in images.items()}  # not timed
+            for pair in pairs if reference is not None else ():  # extraction, per image
+                timed = measure_many({b: lambda ext=ext, pair=pair: [ext.extract(images[p]) for p in
+                                                                     (pair.path0, pair.path1)]
+                                      for b, (ext, _) in backends.items()}, repeat, warmup, device)
+                for backend, (times, _) in timed.items():
+                    f0, f1 = feats[backend][pair.path0], feats[backend][pair.path1]
+                    per_image = [t / 2 for t in times]
                     records.append(BenchmarkRecord(pair.name, "extract", n, len(f0), len(f1),
-                                                   statistics.fmean(times), statistics.pstdev(times), 0, 0,
-                                                   [round(t, 3) for t in times], backend))
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-            for config, settings in configs.items():
-                saved = _configure(mat, settings)
-                try:
-                    for pair in pairs:
-                        f0, f1 = feats[pair.path0], feats[pair.path1]
-                        times, result = measure(mat, f0, f1, repeat, warmup, mat.device)
-                        first = found.setdefault((pair.name, config, ""), result.matches0.cpu())
-                        same = None if backend in ("", "torch") else float(
-                            (result.matches0.cpu() == first).double().mean()) if len(first) == len(f0) else 0.0
+                                                   statistics.fmean(per_image), statistics.pstdev(per_image), 0, 0,
+                                                   [round(t, 3) for t in per_image], backend))
+                step()
+        for config, settings in configs.items():
+            saved = {backend: _configure(mat, settings) for backend, (_, mat) in backends.items()}
+            try:
+                for pair in pairs:
+                    timed = measure_many({b: lambda mat=mat, b=b: mat.match(feats[b][pair.path0], feats[b][pair.path1])
+                                          for b, (_, mat) in backends.items()}, repeat, warmup, device)
+                    first = next(iter(timed.values()))[1].matches0.cpu()  # torch's, when compared
+                    for backend, (times, result) in timed.items():
+                        f0, f1 = feats[backend][pair.path0], feats[backend][pair.path1]
+                        same = None if backend in ("", "torch") else (
+                            float((result.matches0.cpu() == first).double().mean()) if len(first) == len(f0) else 0.0)
                         records.append(BenchmarkRecord(
                             pair.name, config, n, len(f0), len(f1), statistics.fmean(times),
                             statistics.pstdev(times), result.num_matches, result.stop_layer,
                             [round(t, 3) for t in times], backend, same))
-                        done += 1
-                        if progress is not None:
-                            progress(done, total)
-                finally:
-                    _configure(mat, saved)
+                    step()
+            finally:
+                for backend, (_, mat) in backends.items():
+                    _configure(mat, saved[backend])
     return BenchmarkReport(
         device=str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})",
         threads=torch.get_num_threads(), torch_version=torch.__version__, features=extractor.name,
