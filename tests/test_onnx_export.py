@@ -190,7 +190,7 @@ def test_refusals(models, sample_pair):
     with pytest.raises(ConfigError, match="reference NMS"):
         export_onnx(lm.load_extractor("aliked", device="cpu", nms="strict"), None, "/nonexistent/never-made")
     result = CliRunner().invoke(main, ["match", str(sample_pair[0]), str(sample_pair[1]), "--backend", "onnxruntime",
-                                       "--features", "disk", "--matcher", "nn"])
+                                       "--features", "xfeat"])
     assert result.exit_code == 2 and "no ONNX export" in result.output
 
 
@@ -238,7 +238,7 @@ def test_disk_parity(tmp_path, sample_pair):
                                                          for m in (extractor, onnx_extractor))
         assert len(kpts) >= (256 if cap else 257) and okpts.shape == kpts.shape
         assert (okpts - kpts).abs().max() < 1e-3
-        assert ((oscores - scores).abs() / scores.abs()).max() < 1e-3  # logits up to ~100: fp32 relative
+        assert torch.allclose(oscores, scores, rtol=1e-3, atol=1e-3)  # logits up to ~120 from a deep U-Net
         assert (odesc - desc).abs().max() < 1e-4
 
 
