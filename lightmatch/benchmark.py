@@ -9,6 +9,11 @@ around each call on CUDA. LightGlue runs in two configurations, ``full`` (depth 
 no pruning) and ``adaptive`` (the matcher's own settings, by default LightGlue's 0.95 / 0.99); other matchers run once
 as they are.
 
+With ``reference`` models (``lightmatch benchmark --backend onnxruntime``: the torch models the measured ones were
+exported from) both run in the same loop, alternating call by call, each on its own features: every
+configuration, and the extraction of each image (config ``extract``, mean per image) since the backends differ
+there too. The rows of the measured backend give the share of matches identical to torch's (``same_matches``).
+
 Pairs: LightGlue's ``easy`` (``DSC_0411.JPG``, ``DSC_0410.JPG``) and ``difficult`` (``sacre_coeur1.jpg``,
 ``sacre_coeur2.jpg``) pairs when a folder holding them is given, otherwise consecutive sorted images of that
 folder; the bundled sample pair (``assets/sample0.jpg``, ``sample1.jpg``) is always included when present.
@@ -16,6 +21,7 @@ folder; the bundled sample pair (``assets/sample0.jpg``, ``sample1.jpg``) is alw
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -62,6 +68,13 @@ class BenchmarkRecord:
     matches: int
     stop_layer: int
     times_ms: list[float] = field(default_factory=list)
+    backend: str = ""  # set when backends are compared (``reference``)
+    same_matches: Optional[float] = None  # share of matches0 equal to the reference backend's
+
+    @property
+    def row(self) -> str:
+        """The record's row name in the tables: the config, after the backend when backends are compared."""
+        return f"{self.backend} {self.config}" if self.backend else self.config
 
 
 @dataclass
@@ -89,7 +102,7 @@ class BenchmarkReport:
         """Mean latency (ms) per ``"<pair> <config>"``, ordered as :attr:`num_keypoints` (for plots)."""
         out: dict[str, list[float]] = {}
         for r in self.records:
-            out.setdefault(f"{r.pair} {r.config}", []).append(r.mean_ms)
+            out.setdefault(f"{r.pair} {r.row}", []).append(r.mean_ms)
         return out
 
 
@@ -151,24 +164,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def measure_many(calls: dict[str, Callable[[], Any]], repeat: int, warmup: int,
+                 device: torch.device) -> dict[str, tuple[list[float], Any]]:
+    """Time several calls alternately, call by call (so that a change of machine load hits them alike):
+    ``warmup`` untimed rounds, then ``repeat`` timed ones. Returns each call's times (ms) and last result."""
+    results: dict[str, Any] = {}
+    for _ in range(warmup):
+        for name, call in calls.items():
+            results[name] = call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeat):
+        for name, call in calls.items():
+            _sync(device)
+            start = time.perf_counter()
+            results[name] = call()
+            _sync(device)
+            times[name].append((time.perf_counter() - start) * 1000.0)
+    return {name: (times[name], results[name]) for name in calls}
+
+
 def measure(matcher: Matcher, feats0: Features, feats1: Features, repeat: int, warmup: int,
             device: torch.device) -> tuple[list[float], Matches]:
     """Time ``matcher.match(feats0, feats1)``: ``warmup`` untimed calls, then ``repeat`` timed ones.
 
     Returns the times in milliseconds and the last result.
     """
-    result = None
-    for _ in range(warmup):
-        result = matcher.match(feats0, feats1)
-    times = []
-    for _ in range(repeat):
-        _sync(device)
-        start = time.perf_counter()
-        result = matcher.match(feats0, feats1)
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1000.0)
-    assert result is not None
-    return times, result
+    return measure_many({"": lambda: matcher.match(feats0, feats1)}, repeat, warmup, device)[""]
 
 
 def _cpu_name() -> str:
@@ -190,6 +211,7 @@ def run_benchmark(
     repeat: int = 100,
     warmup: int = 10,
     progress: Optional[ProgressCallback] = None,
+    reference: Optional[tuple[Extractor, Matcher]] = None,
 ) -> BenchmarkReport:
     """Time ``matcher`` on features of ``extractor`` at each keypoint count (see the module docstring).
 
@@ -201,6 +223,7 @@ def run_benchmark(
         pairs: the pairs to time; default: :func:`benchmark_pairs` of ``pairs_dir``.
         repeat: timed calls per measurement (LightGlue: 100). warmup: untimed calls first (LightGlue: 10).
         progress: ``progress(done, total)`` after each measurement.
+        reference: the torch extractor and matcher to compare against in the same run (see the module docstring).
     """
     num_keypoints = [int(n) for n in num_keypoints]
     if not num_keypoints or any(n <= 0 for n in num_keypoints):
@@ -215,28 +238,55 @@ def run_benchmark(
         for path in (pair.path0, pair.path1):
             if path not in images:
                 images[path] = load_image(path)
+    backends = {"": (extractor, matcher)} if reference is None else {
+        "torch": reference, getattr(matcher, "backend", "other"): (extractor, matcher)}
     records: list[BenchmarkRecord] = []
-    total, done = len(num_keypoints) * len(configs) * len(pairs), 0
+    total = len(num_keypoints) * (len(configs) + (reference is not None)) * len(pairs)
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
     exact = True
     for n in num_keypoints:
-        with extractor.keypoint_budget(n) as exact_n:
-            feats = {path: extractor.extract(image) for path, image in images.items()}  # not timed
-        exact = exact and exact_n
+        feats: dict[str, dict[Path, Features]] = {}
+        with contextlib.ExitStack() as budgets:
+            for backend, (ext, _) in backends.items():
+                exact = budgets.enter_context(ext.keypoint_budget(n)) and exact
+                feats[backend] = {path: ext.extract(image) for path, image in images.items()}  # not timed
+            for pair in pairs if reference is not None else ():  # extraction, per image
+                timed = measure_many({b: lambda ext=ext, pair=pair: [ext.extract(images[p]) for p in
+                                                                     (pair.path0, pair.path1)]
+                                      for b, (ext, _) in backends.items()}, repeat, warmup, device)
+                for backend, (times, _) in timed.items():
+                    f0, f1 = feats[backend][pair.path0], feats[backend][pair.path1]
+                    per_image = [t / 2 for t in times]
+                    records.append(BenchmarkRecord(pair.name, "extract", n, len(f0), len(f1),
+                                                   statistics.fmean(per_image), statistics.pstdev(per_image), 0, 0,
+                                                   [round(t, 3) for t in per_image], backend))
+                step()
         for config, settings in configs.items():
-            saved = _configure(matcher, settings)
+            saved = {backend: _configure(mat, settings) for backend, (_, mat) in backends.items()}
             try:
                 for pair in pairs:
-                    f0, f1 = feats[pair.path0], feats[pair.path1]
-                    times, result = measure(matcher, f0, f1, repeat, warmup, device)
-                    records.append(BenchmarkRecord(
-                        pair.name, config, n, len(f0), len(f1), statistics.fmean(times),
-                        statistics.pstdev(times), result.num_matches, result.stop_layer,
-                        [round(t, 3) for t in times]))
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
+                    timed = measure_many({b: lambda mat=mat, b=b: mat.match(feats[b][pair.path0], feats[b][pair.path1])
+                                          for b, (_, mat) in backends.items()}, repeat, warmup, device)
+                    first = next(iter(timed.values()))[1].matches0.cpu()  # torch's, when compared
+                    for backend, (times, result) in timed.items():
+                        f0, f1 = feats[backend][pair.path0], feats[backend][pair.path1]
+                        same = None if backend in ("", "torch") else (
+                            float((result.matches0.cpu() == first).double().mean()) if len(first) == len(f0) else 0.0)
+                        records.append(BenchmarkRecord(
+                            pair.name, config, n, len(f0), len(f1), statistics.fmean(times),
+                            statistics.pstdev(times), result.num_matches, result.stop_layer,
+                            [round(t, 3) for t in times], backend, same))
+                    step()
             finally:
-                _configure(matcher, saved)
+                for backend, (_, mat) in backends.items():
+                    _configure(mat, saved[backend])
     return BenchmarkReport(
         device=str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})",
         threads=torch.get_num_threads(), torch_version=torch.__version__, features=extractor.name,
@@ -265,23 +315,33 @@ def format_benchmark_tables(report: BenchmarkReport) -> str:
     lines = [f"Running benchmark on device: {report.device}, {report.threads} threads (torch {report.torch_version}"
              + (f", {report.cpu}" if report.cpu else "") + ")",
              f"features: {report.features} ({kind}), matcher: {report.matcher}, warm-up {report.warmup}, "
-             f"mean over {report.repeat} repetitions; matcher only (extraction not timed)",
+             f"mean over {report.repeat} repetitions; "
+             + ("matcher and extraction" if any(r.backend for r in report.records)
+                else "matcher only (extraction not timed)"),
+             *([f"backends: {', '.join(dict.fromkeys(r.backend for r in report.records))}, each on its own "
+                "features; extract: mean per image; same matches: share of matches0 equal to torch's"]
+               if any(r.backend for r in report.records) else []),
              "configs: " + "; ".join(f"{name} " + (" ".join(f"{k}={v:g}" for k, v in s.items()) or "(as built)")
                                     for name, s in report.configs.items())]
     cols = report.num_keypoints
     for pair in report.pairs:
         recs = [r for r in report.records if r.pair == pair["name"]]
 
-        def rows(attr: str) -> dict[str, list[float]]:
+        def rows(attr: str, kept=lambda r: r.config != "extract") -> dict[str, list[float]]:
             out: dict[str, list[float]] = {}
             for r in recs:
-                out.setdefault(r.config, []).append(getattr(r, attr))
+                if kept(r):
+                    out.setdefault(r.row, []).append(getattr(r, attr))
             return out
 
-        lines += _table(f"{pair['name']} [ms]", cols, rows("mean_ms"), ".1f")
+        lines += _table(f"{pair['name']} [ms]", cols, rows("mean_ms", lambda r: True), ".1f")
         lines += _table(f"{pair['name']} matches", cols, rows("matches"), "d")
         lines += _table(f"{pair['name']} stop layer", cols, rows("stop_layer"), "d")
-        first = [r for r in recs if r.config == recs[0].config] if recs else []
+        same = rows("same_matches", lambda r: r.same_matches is not None)
+        if same:
+            lines += _table(f"{pair['name']} same matches [%]", cols,
+                            {k: [100 * x for x in v] for k, v in same.items()}, ".1f")
+        first = [r for r in recs if r.row == recs[0].row] if recs else []
         lines += _table(f"{pair['name']} keypoints", cols, {Path(pair["image0"]).name: [r.keypoints0 for r in first],
                                                            Path(pair["image1"]).name: [r.keypoints1 for r in first]},
                         "d")

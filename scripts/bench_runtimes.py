@@ -39,12 +39,11 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from kornia.feature.aliked.aliked import DeformableConv2d
 from kornia.feature.disk.detector import heatmap_to_keypoints
 from torch import nn
-from torchvision.ops import deform_conv2d
 
 import lightmatch as lm
+from lightmatch.export.graphs import conv_block, res_block
 from lightmatch.models.aliked import ALIKED, DIVISOR, DenseMaps
 from lightmatch.models.base import Extractor, resize_for_network
 from lightmatch.models.disk import PAD_MULTIPLE
@@ -84,30 +83,6 @@ class Row:
 
 
 # ---------------------------------------------------------------------- the extractors' dense parts
-def _conv(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
-    """``conv(x)``, a kornia ``DeformableConv2d`` (no modulation) run as torchvision's ``deform_conv2d``."""
-    if not isinstance(conv, DeformableConv2d):
-        return conv(x)
-    limit = max(x.shape[-2:]) / 4.0
-    offset = conv.offset_conv(x).clamp(-limit, limit)
-    regular = conv.regular_conv
-    return deform_conv2d(x, offset, regular.weight, regular.bias, stride=conv.stride, padding=conv.padding,
-                         dilation=conv.dilation)
-
-
-def _conv_block(x: torch.Tensor, block: nn.Module) -> torch.Tensor:
-    """kornia's ``ConvBlock`` in eval mode."""
-    x = torch.selu(block.bn1(_conv(x, block.conv1)))
-    return torch.selu(block.bn2(_conv(x, block.conv2)))
-
-
-def _res_block(x: torch.Tensor, block: nn.Module) -> torch.Tensor:
-    """kornia's ``ResBlock`` in eval mode."""
-    out = torch.selu(block.bn1(_conv(x, block.conv1)))
-    out = block.bn2(_conv(out, block.conv2))
-    return torch.selu(out + block.downsample(x))
-
-
 class AlikedDense(nn.Module):
     """What ``ALIKED.dense_maps`` computes, from the padded image, in ops that export (torchvision's deformable
     convolution, batch norms as modules). Returns the score map ``(1, 1, H, W)`` cropped to the image at ``crop``
@@ -125,10 +100,10 @@ class AlikedDense(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Outputs:
         net = self.net
-        x1 = _conv_block(x, net.block1)
-        x2 = _res_block(F.avg_pool2d(x1, 2), net.block2)
-        x3 = _res_block(F.avg_pool2d(x2, 4), net.block3)
-        x4 = _res_block(F.avg_pool2d(x3, 4), net.block4)
+        x1 = conv_block(x, net.block1)
+        x2 = res_block(F.avg_pool2d(x1, 2), net.block2)
+        x3 = res_block(F.avg_pool2d(x2, 4), net.block3)
+        x4 = res_block(F.avg_pool2d(x3, 4), net.block4)
         levels = [torch.selu(conv(level)) for conv, level in zip((net.conv2, net.conv3, net.conv4), (x2, x3, x4))]
         score = F.conv2d(torch.selu(net.conv1(x1)), self.head_part0)
         for level, weight in zip(levels, (self.head_part1, self.head_part2, self.head_part3)):

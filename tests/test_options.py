@@ -69,6 +69,8 @@ BAD: dict[str, list[str]] = {
     "--matches": [MISSING, "{dir}"],
     "--database": ["{dir}"],
     "--camera-model": ["FISHEYE"],
+    # export onnx
+    "--layout": ["flat", ""],
     # eval
     "--interpolation": ["cubic"],
     "--ransac-threshold": ["0", "-1", "nan", "inf", "abc"],
@@ -93,6 +95,7 @@ BAD: dict[str, list[str]] = {
 EXTRA = {  # command-specific values of options that mean something else elsewhere
     ("eval pose", "--resize"): ["0", "640 0", "640 480 320", "99999", "abc", "-5"],
     ("eval homography", "--num-pairs"): ["0", "-5", str(10 ** 6)],
+    ("export onnx", "--precision"): ["fp8", "bf16"],
 }
 ARGUMENTS = {  # positional arguments that must exist: (command, bad arguments, name in the message)
     "match": [([MISSING + ".jpg", "{file}"], "IMAGES"), (["{dir}", "{file}"], "IMAGES")],
@@ -130,6 +133,7 @@ def _base(command: str, out: Path, folder: Path, file: Path) -> list[str]:
         "extract": ["extract", str(folder), "-o", str(out)],
         "export colmap": ["export", "colmap", "--image-dir", str(folder), "--features", str(file), "--matches",
                           str(file), "--database", str(out / "db.db")],
+        "export onnx": ["export", "onnx", "-o", str(out / "onnx")],
         "eval pose": ["eval", "pose", str(file), str(folder), "-o", str(out)],
         "eval homography": ["eval", "homography", "--synthetic", str(folder), "-o", str(out)],
         "benchmark": ["benchmark", "--plot", str(out / "latency.png")],

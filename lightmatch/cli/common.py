@@ -235,9 +235,12 @@ def extractor_options(func):
         click.option("--weights", "extractor_weights", type=ExistingPath("weights file", dir_okay=False), default=None,
                      help="Extractor weights file (default: resolved from the registry)."),
         click.option("--device", type=Device(), default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-        click.option("--backend", type=click.Choice(["torch", "openvino"]), default="torch", show_default=True,
+        click.option("--backend", type=click.Choice(["torch", "openvino", "onnxruntime"]), default="torch",
+                     show_default=True,
                      help="Runtime of DISK's network: openvino (CPU, pip install \"lightmatch[openvino]\") is 1.4x "
-                          "faster in fp32 and 2.3x with --precision bf16 (docs/benchmarks.md)."),
+                          "faster in fp32 and 2.3x with --precision bf16 (docs/benchmarks.md). onnxruntime (pip "
+                          "install \"lightmatch[onnx]\"): extractor and matcher exported to ONNX (once, cached) and "
+                          "run by ONNX Runtime (ALIKED or DISK; LightGlue or nn; docs/onnx.md)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -290,7 +293,7 @@ def build_models(opts: dict):
     if features.startswith("aliked"):
         extra["nms"] = opts.get("aliked_nms")
     backend = opts.get("backend") or "torch"
-    if backend != "torch":
+    if backend == "openvino":
         if features != "disk":
             raise ConfigError(f"--backend {backend}: only DISK has one (the other extractors run faster in torch; "
                               "docs/benchmarks.md)")
@@ -316,6 +319,10 @@ def build_models(opts: dict):
                  "distance_threshold": opts.get("distance_threshold")}
     matcher = load_matcher(name, features=features, device=extractor.device, weights=opts.get("matcher_weights"),
                            **mopts)
+    if backend == "onnxruntime":
+        from ..models.onnx_backend import onnx_models
+
+        extractor, matcher = onnx_models(extractor, matcher)
     if opts.get("rotation_search"):
         from ..pipeline.rotation import with_rotation_search
 

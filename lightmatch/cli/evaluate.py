@@ -355,7 +355,8 @@ def benchmark(num_keypoints: list[int], repeat: int, warmup: int, pairs_dir: Opt
 
     Each image gets exactly N keypoints (detection threshold disabled), features are extracted once per N (not
     timed), the matcher alone is timed: warm-up, then the mean over --repeat calls. LightGlue runs `full` (no
-    early exit, no pruning) and `adaptive` (--depth-confidence/--width-confidence).
+    early exit, no pruning) and `adaptive` (--depth-confidence/--width-confidence). --backend onnxruntime times
+    the exported graphs against torch in the same run, extraction per image included.
 
     \b
     lightmatch benchmark --pairs-dir data/lightglue_bench --num-keypoints 512 1024 2048 --repeat 10
@@ -366,11 +367,18 @@ def benchmark(num_keypoints: list[int], repeat: int, warmup: int, pairs_dir: Opt
 
     if threads is not None:
         torch.set_num_threads(threads)
-    extractor, matcher = build_models({**opts, "max_keypoints": max(num_keypoints)})
+    reference = None
+    if opts.get("backend") == "onnxruntime":  # timed against the torch models it runs, in the same run
+        from ..models.onnx_backend import onnx_models
+
+        reference = build_models({**opts, "max_keypoints": max(num_keypoints), "backend": "torch"})
+        extractor, matcher = onnx_models(*reference)
+    else:
+        extractor, matcher = build_models({**opts, "max_keypoints": max(num_keypoints)})
     progress = _Progress("benchmark")
     try:
         report = run_benchmark(extractor, matcher, num_keypoints, pairs_dir=pairs_dir, repeat=repeat, warmup=warmup,
-                               progress=progress)
+                               progress=progress, reference=reference)
     finally:
         progress.close()
     if plot_path:

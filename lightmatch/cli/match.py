@@ -545,3 +545,6 @@ def export_colmap_command(image_dir: str, features_path: str, matches_path: str,
         click.echo(f"{result.database}: {result.num_images} images, {result.num_cameras} cameras, "
                    f"{result.num_pairs} pairs ({result.num_verified_pairs} verified), {result.num_matches} matches "
                    f"({result.num_inlier_matches} inliers)")
+
+
+from . import export_onnx  # noqa: E402,F401  (registers `export onnx` on the group above)

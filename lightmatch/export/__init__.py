@@ -1,0 +1,1 @@
+"""Export of our models to other runtimes."""

@@ -1,0 +1,143 @@
+"""ONNX Runtime as the runtime of a whole extractor and matcher (``--backend onnxruntime``, the extra
+``pip install "lightmatch[onnx]"``): our torch models exported once (:mod:`lightmatch.export.onnx`, cached by their
+weights) and run through :mod:`lightmatch.runtime.onnx_runner` behind the :class:`Extractor` / :class:`Matcher`
+contract, so every feature of ``match`` (batches, resume, verification, rotation search) works unchanged.
+
+Preprocessing (colour, resize) stays torch's, so the network sees the image the torch extractor sees; the stores
+record ``backend: onnxruntime`` in the extractor's and the matcher's settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..runtime.onnx_runner import (FORMAT_VERSION, NumpyFeatures, OnnxPipeline, import_onnxruntime)
+from ..types import Features, Matches
+from .base import Extractor, Matcher
+
+BACKEND = "onnxruntime"
+
+
+def cache_root() -> Path:
+    """Where exports for ``--backend onnxruntime`` are kept: ``$LIGHTMATCH_CACHE_DIR/onnx`` or
+    ``~/.cache/lightmatch/onnx``."""
+    env = os.environ.get("LIGHTMATCH_CACHE_DIR")
+    return (Path(env) if env else Path.home() / ".cache" / "lightmatch") / "onnx"
+
+
+def export_key(extractor: Extractor, matcher: Matcher) -> str:
+    """A digest of what the graphs depend on: the models' classes, weights and baked-in settings."""
+    digest = hashlib.sha256(f"v{FORMAT_VERSION} {torch.__version__}".encode())
+    for model in (extractor, matcher):
+        fixed = {k: getattr(model, k, None) for k in ("name", "nms", "nms_radius", "variant")}
+        digest.update(f"{type(model).__name__} {fixed}".encode())
+        for key, value in model.state_dict().items():
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+def cached_export(extractor: Extractor, matcher: Matcher, root: Optional[Path] = None) -> Path:
+    """The export folder of these models, made the first time (in a temporary folder renamed into place, so
+    concurrent runs never see half an export)."""
+    from ..export.onnx import export_onnx
+
+    folder = (root or cache_root()) / export_key(extractor, matcher)
+    if folder.is_dir():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+    try:
+        export_onnx(extractor, matcher, tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another run finished the same export first
+            if not folder.is_dir():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def numpy_features(feats: Features) -> NumpyFeatures:
+    def array(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
+        return None if t is None else t.detach().float().cpu().numpy()
+
+    return NumpyFeatures(array(feats.keypoints), array(feats.scores), array(feats.descriptors), feats.image_size,
+                         array(feats.scales), array(feats.oris))
+
+
+class OnnxExtractor(Extractor):
+    """An exported extractor graph run by ONNX Runtime; settings (``max_keypoints``, ``detection_threshold``,
+    ``resize``) act as on the torch extractor it was exported from."""
+
+    backend = BACKEND
+
+    def __init__(self, base: Extractor, pipeline: OnnxPipeline) -> None:
+        super().__init__(resize=base.resize, precision="fp32")
+        self.runner = pipeline.extractor
+        self.name, self.descriptor_dim, self.grayscale = base.name, base.descriptor_dim, base.grayscale
+        for key in ("max_keypoints", "detection_threshold", "nms", "nms_radius"):
+            if hasattr(base, key):
+                setattr(self, key, getattr(base, key))
+        self._budget = type(base).budget_settings
+
+    def budget_settings(self, n: int) -> tuple[dict, bool]:
+        return self._budget(self, n)
+
+    def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.runner.max_keypoints = int(self.max_keypoints) if self.max_keypoints else -1
+        self.runner.detection_threshold = float(self.detection_threshold)
+        keypoints, scores, descriptors = self.runner.run(image.detach().float().cpu().numpy())
+        return torch.from_numpy(keypoints), torch.from_numpy(scores), torch.from_numpy(descriptors)
+
+
+class OnnxMatcher(Matcher):
+    """An exported matcher run by ONNX Runtime (LightGlue: its layers driven one by one, early exit and pruning as
+    in torch); ``depth_confidence``, ``width_confidence`` and ``filter_threshold`` act as on the torch matcher."""
+
+    backend = BACKEND
+
+    def __init__(self, base: Matcher, pipeline: OnnxPipeline) -> None:
+        super().__init__()
+        self.runner = pipeline.matcher
+        self.name = base.name
+        self.precision = "fp32"
+        self.settings = [k for k in ("depth_confidence", "width_confidence", "filter_threshold", "ratio_threshold",
+                                     "distance_threshold") if hasattr(self.runner, k)]
+        for key in self.settings:
+            setattr(self, key, getattr(base, key))
+        if "layers" in pipeline.manifest["matcher"]:  # the layer graphs: "stopped at layer k of L"
+            self.transformers = tuple(pipeline.manifest["matcher"]["layers"])
+
+    def match(self, feats0: Features, feats1: Features) -> Matches:
+        for key in self.settings:
+            setattr(self.runner, key, getattr(self, key))
+        out = self.runner.match(numpy_features(feats0), numpy_features(feats1))
+        return Matches(torch.from_numpy(out.matches0), torch.from_numpy(out.scores0), stop_layer=out.stop_layer,
+                       info=out.info)
+
+
+def onnx_models(extractor: Extractor, matcher: Matcher, folder: Optional[str | os.PathLike] = None,
+                providers: Optional[list[str]] = None) -> tuple[OnnxExtractor, OnnxMatcher]:
+    """``extractor`` and ``matcher`` run by ONNX Runtime: from the export ``folder``, or from one made (and cached)
+    now. The graphs use torch's CPU thread count."""
+    import_onnxruntime()
+    from ..export.onnx import refuse_extractor, refuse_matcher
+
+    for reason in (refuse_extractor(extractor), refuse_matcher(matcher, "lightmatch")):
+        if reason:
+            raise ConfigError(f"--backend {BACKEND}: {reason}")
+    path = Path(folder) if folder is not None else cached_export(extractor, matcher)
+    pipeline = OnnxPipeline(path, providers, threads=torch.get_num_threads())
+    return OnnxExtractor(extractor, pipeline), OnnxMatcher(matcher, pipeline)

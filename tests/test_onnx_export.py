@@ -1,0 +1,258 @@
+"""ONNX export and the onnxruntime backend against our torch models: same weights, same images, same results.
+
+One export (ALIKED at 320 px + LightGlue) serves the module; a trained-like LightGlue (3 layers, perturbed weights,
+written by the training export) is exported on its own. The torch-free runner runs in a subprocess where
+``import torch`` fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import onnxruntime  # noqa: F401  (the extra is installed in CI: a missing one fails here, never skips)
+import pytest
+import torch
+from click.testing import CliRunner
+
+import lightmatch as lm
+from lightmatch.cli import main
+from lightmatch.errors import ConfigError
+from lightmatch.models.base import resize_for_network
+from lightmatch.export.onnx import export_onnx
+from lightmatch.models.onnx_backend import cached_export, onnx_models
+from lightmatch.runtime.onnx_runner import MANIFEST
+
+REPO = Path(__file__).resolve().parents[1]
+RESIZE, KEYPOINTS = 320, 512
+
+
+@pytest.fixture(scope="module")
+def models():
+    extractor = lm.load_extractor("aliked", max_keypoints=KEYPOINTS, resize=RESIZE, device="cpu")
+    matcher = lm.load_matcher("lightglue", features="aliked", device="cpu")
+    return extractor, matcher
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """A cache folder holding the export of :func:`models` (as ``--backend onnxruntime`` makes it)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def exported(models, cache):
+    extractor, matcher = models
+    folder = cached_export(extractor, matcher, root=cache / "onnx")
+    return folder, *onnx_models(extractor, matcher, folder)
+
+
+@pytest.fixture(scope="module")
+def features(models, sample_pair):
+    extractor = models[0]
+    return extractor.extract(lm.load_image(sample_pair[0])), extractor.extract(lm.load_image(sample_pair[1]))
+
+
+def same_matches(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a == b).double().mean())
+
+
+@pytest.mark.parametrize("threshold,size", [(0.2, RESIZE), (-1.0, RESIZE), (0.2, 257)])
+def test_extractor_parity(models, exported, sample_pair, threshold, size):
+    """Threshold mode (row-major order) and top-k mode; 257 px needs padding inside the graph."""
+    extractor, onnx_extractor = models[0], exported[1]
+    image, _ = resize_for_network(lm.load_image(sample_pair[0]), size)
+    for model in (extractor, onnx_extractor):
+        model.detection_threshold = threshold
+    kpts, scores, desc = extractor.detect_and_describe(image)
+    okpts, oscores, odesc = onnx_extractor.detect_and_describe(image)
+    for model in (extractor, onnx_extractor):
+        model.detection_threshold = 0.2
+    assert len(kpts) > 100 and okpts.shape == kpts.shape
+    assert (okpts - kpts).abs().max() < 1e-3
+    assert (oscores - scores).abs().max() < 1e-4
+    assert (odesc - desc).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("depth,width", [(-1.0, -1.0), (0.95, 0.99)])
+def test_matcher_parity(models, exported, features, depth, width):
+    matcher, onnx_matcher = models[1], exported[2]
+    for model in (matcher, onnx_matcher):
+        model.depth_confidence, model.width_confidence = depth, width
+    reference, result = matcher.match(*features), onnx_matcher.match(*features)
+    assert same_matches(result.matches0, reference.matches0) >= 0.99
+    assert result.stop_layer == reference.stop_layer
+    assert result.info == reference.info
+    assert reference.num_matches > 100
+    if depth > 0:
+        assert reference.stop_layer < 9 and reference.info["pruned0"] > 0  # adaptivity was exercised
+    matcher.depth_confidence, matcher.width_confidence = 0.95, 0.99
+
+
+def test_trained_matcher_parity(tmp_path, features):
+    """A matcher as `lightmatch train` writes it (3 layers, weights moved off the official ones)."""
+    from lightmatch.models.lightglue import LightGlue
+    from lightmatch.train.loop import TrainConfig, export_matcher
+
+    torch.manual_seed(0)
+    official = lm.load_matcher("lightglue", features="aliked", device="cpu")
+    depth = {"transformers": 3, "log_assignment": 3, "token_confidence": 2}  # the first layers' keys only
+    state = {k: v for k, v in official.state_dict().items()
+             if k.split(".")[0] not in depth or int(k.split(".")[1]) < depth[k.split(".")[0]]}
+    state = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
+    trained = LightGlue("aliked", state_dict=state)
+    path = tmp_path / "matcher.pth"
+    export_matcher(trained, TrainConfig(features="aliked"), path)
+    matcher = lm.load_matcher("lightglue", features="aliked", device="cpu", weights=str(path))
+    assert len(matcher.transformers) == 3
+    extractor = lm.load_extractor("aliked", device="cpu")
+    for precision in ("fp32", "fp16"):  # fp16: LightGlue's layers only
+        folder = tmp_path / precision
+        export_onnx(None, matcher, folder, precision=precision)
+        manifest = json.loads((folder / MANIFEST).read_text())
+        assert "extractor" not in manifest and manifest["matcher"]["precision"] == precision
+        _, onnx_matcher = onnx_models(extractor, matcher, folder)
+        for depth, width in ((-1.0, -1.0), (0.95, 0.99)):
+            for model in (matcher, onnx_matcher):
+                model.depth_confidence, model.width_confidence = depth, width
+            reference, result = matcher.match(*features), onnx_matcher.match(*features)
+            assert same_matches(result.matches0, reference.matches0) >= 0.99
+            if precision == "fp32":
+                assert (result.stop_layer, result.info) == (reference.stop_layer, reference.info)
+
+
+def test_colmap_layout(tmp_path, models, features):
+    """`export onnx --layout colmap`: COLMAP 4's input and output names and shapes, the full-depth matches."""
+    import onnxruntime as ort
+
+    out = tmp_path / "colmap"
+    result = CliRunner().invoke(main, ["export", "onnx", "-o", str(out), "--layout", "colmap", "--no-extractor"])
+    assert result.exit_code == 0, result.output
+    session = ort.InferenceSession(str(out / "matcher.onnx"), providers=["CPUExecutionProvider"])
+    shapes = {i.name: i.shape for i in session.get_inputs()}
+    assert list(shapes) == ["kpts0", "kpts1", "desc0", "desc1", "image_size0", "image_size1"]
+    assert shapes["kpts0"][0] == 1 and shapes["kpts0"][2] == 2 and shapes["image_size0"] == [1, 2]
+    assert [o.name for o in session.get_outputs()] == ["matches0", "mscores0"]
+    f0, f1 = features
+    matches0, mscores0 = session.run(None, {
+        "kpts0": f0.keypoints[None].numpy(), "kpts1": f1.keypoints[None].numpy(),
+        "desc0": f0.descriptors[None].numpy(), "desc1": f1.descriptors[None].numpy(),
+        "image_size0": np.array([f0.image_size], np.float32), "image_size1": np.array([f1.image_size], np.float32)})
+    matcher = models[1]
+    matcher.depth_confidence, matcher.width_confidence = -1.0, -1.0
+    reference = matcher.match(f0, f1)
+    matcher.depth_confidence, matcher.width_confidence = 0.95, 0.99
+    assert matches0.shape == (len(f0),)
+    assert same_matches(torch.from_numpy(matches0), reference.matches0) >= 0.99
+    assert np.abs(mscores0 - reference.scores0.numpy()).max() < 1e-4
+
+
+def test_match_cli_backend(tmp_path, exported, cache, sample_pair, monkeypatch):
+    """`match --backend onnxruntime` (the cached export), single pair and batch: the torch path's matches, and
+    the stores say which backend made them."""
+    monkeypatch.setenv("LIGHTMATCH_CACHE_DIR", str(cache))
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in sample_pair[:2]:
+        (images / path.name).write_bytes(path.read_bytes())
+    common = ["--resize", str(RESIZE), "--max-keypoints", str(KEYPOINTS)]
+    runs = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        result = CliRunner().invoke(main, ["match", "--image-dir", str(images), "--pairs-mode", "exhaustive",
+                                           "-o", str(out), "--backend", backend, "-q", *common])
+        assert result.exit_code == 0, result.output
+        runs[backend] = out
+    with h5py.File(runs["onnxruntime"] / "matches.h5") as f:
+        assert json.loads(f.attrs["lightmatch_matcher_settings"])["backend"] == "onnxruntime"
+        assert json.loads(f.attrs["lightmatch_extractor_settings"])["backend"] == "onnxruntime"
+        name = next(iter(f))
+        group = f[name][next(iter(f[name]))]
+        onnx_matches = group["matches0"][()]
+    with h5py.File(runs["torch"] / "matches.h5") as f:
+        assert "backend" not in json.loads(f.attrs["lightmatch_matcher_settings"])
+        torch_matches = f[name][next(iter(f[name]))]["matches0"][()]
+    assert (onnx_matches == torch_matches).mean() >= 0.99
+    assert not list((cache / "onnx").glob(".export-*"))  # no leftover of a partial export
+
+
+def test_refusals(models, sample_pair):
+    """Every extractor and matcher without an export is refused with the reason, before any work."""
+    extractor, matcher = models
+    sift = lm.load_extractor("sift", device="cpu")
+    with pytest.raises(ConfigError, match="OpenCV"):
+        onnx_models(sift, matcher)
+    with pytest.raises(ConfigError, match="reference NMS"):
+        export_onnx(lm.load_extractor("aliked", device="cpu", nms="strict"), None, "/nonexistent/never-made")
+    result = CliRunner().invoke(main, ["match", str(sample_pair[0]), str(sample_pair[1]), "--backend", "onnxruntime",
+                                       "--features", "xfeat"])
+    assert result.exit_code == 2 and "no ONNX export" in result.output
+
+
+def test_runner_without_torch(tmp_path, exported, models, sample_pair):
+    """scripts/onnx_match.py with `import torch` made to fail: it runs, imports no torch, and finds the torch
+    path's matches (its OpenCV resize is kornia's within 3e-5)."""
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ImportError('torch is blocked in this test')\n"
+        "sys.meta_path.insert(0, NoTorch())\n")
+    env = dict(os.environ, PYTHONPATH=f"{blocker}{os.pathsep}{REPO}")
+    probe = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "blocked" in probe.stderr
+    out = tmp_path / "result.npz"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "onnx_match.py"), str(exported[0]),
+                           str(sample_pair[0]), str(sample_pair[1]), "--threads", "1", "--output", str(out)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["torch_imported"] is False and summary["matches"] > 100
+    result = np.load(out)
+    extractor, matcher = models
+    f0 = extractor.extract(lm.load_image(sample_pair[0]))
+    assert result["keypoints0"].shape == tuple(f0.keypoints.shape)
+    assert np.abs(result["keypoints0"] - f0.keypoints.numpy()).max() < 1e-2
+    reference = matcher.match(f0, extractor.extract(lm.load_image(sample_pair[1])))
+    assert (result["matches0"] == reference.matches0.numpy()).mean() >= 0.98
+
+
+def test_disk_parity(tmp_path, sample_pair):
+    """DISK's graph: kornia's strict maxima in raster order, capped or not, on a size the U-Net pads."""
+    extractor = lm.load_extractor("disk", max_keypoints=256, resize=200, device="cpu")
+    nn_matcher = lm.load_matcher("nn", device="cpu")
+    export_onnx(extractor, nn_matcher, tmp_path)
+    onnx_extractor, _ = onnx_models(extractor, nn_matcher, tmp_path)
+    image, _ = resize_for_network(lm.load_image(sample_pair[0]), 200)
+    for cap in (256, None):
+        extractor.max_keypoints = onnx_extractor.max_keypoints = cap
+        (kpts, scores, desc), (okpts, oscores, odesc) = (m.detect_and_describe(image)
+                                                         for m in (extractor, onnx_extractor))
+        assert len(kpts) >= (256 if cap else 257) and okpts.shape == kpts.shape
+        assert (okpts - kpts).abs().max() < 1e-3
+        # logits up to ~120 from a deep U-Net (other convolution algorithms): relative, 1 for the small ones
+        assert ((oscores - scores).abs() / scores.abs().clamp(min=1)).max() < 5e-3  # measured 2.2e-3
+        assert (odesc - desc).abs().max() < 1e-4
+
+
+def test_benchmark_cli_backend(exported, cache, monkeypatch):
+    """`benchmark --backend onnxruntime`: torch and ONNX Runtime rows from one run, extraction included."""
+    from lightmatch.benchmark import parse_benchmark_tables
+
+    monkeypatch.setenv("LIGHTMATCH_CACHE_DIR", str(cache))
+    result = CliRunner().invoke(main, ["benchmark", "--backend", "onnxruntime", "--num-keypoints", "256",
+                                       "--repeat", "1", "--warmup", "0", "--resize", str(RESIZE)])
+    assert result.exit_code == 0, result.output
+    tables = parse_benchmark_tables(result.stdout)
+    assert set(tables["sample [ms]"]) == {f"{b} {c}" for b in ("torch", "onnxruntime")
+                                          for c in ("extract", "full", "adaptive")}
+    assert tables["sample same matches [%]"] == {"onnxruntime full": [100.0], "onnxruntime adaptive": [100.0]}
+    assert tables["sample stop layer"]["onnxruntime adaptive"] == tables["sample stop layer"]["torch adaptive"]
