@@ -34,7 +34,7 @@ def top_k(queries: np.ndarray, db: np.ndarray, k: int, exclude_self: bool = Fals
         db: (M, D) float array, the same dimension D.
         k: neighbours per query; at most M (M - 1 with ``exclude_self``).
         exclude_self: ``queries`` and ``db`` are the same set: row i is never its own neighbour.
-        backend: ``exact`` (chunked matrix products in torch) or ``faiss`` (exact flat index, the ``faiss`` extra).
+        backend: ``exact`` (chunked matrix products) or ``faiss`` (exact flat index, the ``faiss`` extra).
         block: most scores computed at once (``exact``).
 
     Returns:
@@ -53,34 +53,41 @@ def top_k(queries: np.ndarray, db: np.ndarray, k: int, exclude_self: bool = Fals
         return _faiss(queries, db, k, exclude_self)
     if backend != "exact":
         raise ConfigError(f"unknown top-K backend {backend!r}; choose exact or faiss")
-    return _exact(torch.from_numpy(queries), torch.from_numpy(db), k, exclude_self, block)
+    return _exact(queries, db, k, exclude_self, block)
 
 
-def _exact(queries: torch.Tensor, db: torch.Tensor, k: int, exclude_self: bool,
+def _exact(queries: np.ndarray, db: np.ndarray, k: int, exclude_self: bool,
            block: int) -> tuple[np.ndarray, np.ndarray]:
     q_chunk, d_chunk = chunk_sizes(len(queries), len(db), k, block)
     indices = np.empty((len(queries), k), np.int64)
     scores = np.empty((len(queries), k), np.float32)
     for q0 in range(0, len(queries), q_chunk):
         q = queries[q0:q0 + q_chunk]
-        best_s = torch.full((len(q), k), -math.inf)
-        best_i = torch.full((len(q), k), -1, dtype=torch.long)
+        best_s = np.empty((len(q), 0), np.float32)
+        best_i = np.empty((len(q), 0), np.int64)
         for d0 in range(0, len(db), d_chunk):
             s = q @ db[d0:d0 + d_chunk].T
-            if exclude_self and d0 < q0 + len(q) and q0 < d0 + s.shape[1]:  # the block holds part of the diagonal
-                rows = torch.arange(len(q))
+            if exclude_self:  # the block may hold part of the diagonal
+                rows = np.arange(len(q))
                 cols = rows + q0 - d0
                 inside = (cols >= 0) & (cols < s.shape[1])
-                s[rows[inside], cols[inside]] = -math.inf
-            kk = min(k, s.shape[1])
-            bs, bi = torch.topk(s, kk, dim=1)
-            merged_s = torch.cat([best_s, bs], 1)
-            merged_i = torch.cat([best_i, bi + d0], 1)
-            best_s, order = torch.topk(merged_s, k, dim=1)
-            best_i = torch.gather(merged_i, 1, order)
-        indices[q0:q0 + len(q)] = best_i.numpy()
-        scores[q0:q0 + len(q)] = best_s.numpy()
+                s[rows[inside], cols[inside]] = -np.inf
+            top = _largest(s, k)
+            best_s = np.concatenate([best_s, np.take_along_axis(s, top, 1)], 1)
+            best_i = np.concatenate([best_i, top + d0], 1)
+            keep = _largest(best_s, k)
+            best_s, best_i = np.take_along_axis(best_s, keep, 1), np.take_along_axis(best_i, keep, 1)
+        order = np.lexsort((best_i, -best_s), axis=1)  # best first; equal scores: lower index first
+        indices[q0:q0 + len(q)] = np.take_along_axis(best_i, order, 1)
+        scores[q0:q0 + len(q)] = np.take_along_axis(best_s, order, 1)
     return indices, scores
+
+
+def _largest(s: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``k`` largest entries of each row (unordered; all of them when a row is shorter)."""
+    if s.shape[1] <= k:
+        return np.broadcast_to(np.arange(s.shape[1]), s.shape).copy()
+    return np.argpartition(s, s.shape[1] - k, axis=1)[:, s.shape[1] - k:]
 
 
 def _faiss(queries: np.ndarray, db: np.ndarray, k: int, exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
