@@ -59,6 +59,7 @@ def top_k(queries: np.ndarray, db: np.ndarray, k: int, exclude_self: bool = Fals
 def _exact(queries: np.ndarray, db: np.ndarray, k: int, exclude_self: bool,
            block: int) -> tuple[np.ndarray, np.ndarray]:
     q_chunk, d_chunk = chunk_sizes(len(queries), len(db), k, block)
+    db_t = np.ascontiguousarray(db.T)  # (D, M): BLAS is several times faster on it than on a transposed view
     indices = np.empty((len(queries), k), np.int64)
     scores = np.empty((len(queries), k), np.float32)
     for q0 in range(0, len(queries), q_chunk):
@@ -66,7 +67,7 @@ def _exact(queries: np.ndarray, db: np.ndarray, k: int, exclude_self: bool,
         best_s = np.empty((len(q), 0), np.float32)
         best_i = np.empty((len(q), 0), np.int64)
         for d0 in range(0, len(db), d_chunk):
-            s = q @ db[d0:d0 + d_chunk].T
+            s = q @ db_t[:, d0:d0 + d_chunk]
             if exclude_self:  # the block may hold part of the diagonal
                 rows = np.arange(len(q))
                 cols = rows + q0 - d0
