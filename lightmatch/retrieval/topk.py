@@ -8,9 +8,7 @@ with the one so far). The largest array alive is one ``block`` of ``query_chunk 
 
 from __future__ import annotations
 
-import math
 import numpy as np
-import torch
 
 from ..errors import ConfigError
 
