@@ -2,9 +2,10 @@
 (:func:`lightmatch.eval.retrieval_data.build_mixed_folder`), for docs/reconstruction.md.
 
     python scripts/retrieval_study.py ../shared/data out/study --resize 640 --max-keypoints 1024
+    python scripts/retrieval_study.py ../shared/data out/small --freiburg-step 3 --scannet-scenes 5 --from-scratch 10
 
 1. ``reconstruct`` with exhaustive pairs (wall time; its verified matches are the ground truth: pairs with at least
-   ``--min-inliers`` inliers).
+   ``--min-inliers`` inliers); ``--reuse``: the stores of an earlier run, mapped again.
 2. From its features (no second extraction): VLAD vectors with several codebook sizes; recall@5/10/20 of the
    verified pairs by the pairs retrieval proposes, against random pairs (the same number per image, mean of 20
    draws); recall of same-group images.
@@ -31,7 +32,7 @@ from lightmatch.io.pairs import list_images
 from lightmatch.models.factory import load_extractor, load_matcher
 from lightmatch.retrieval.pairs import pairs_from_neighbours, read_descriptors
 from lightmatch.retrieval.topk import top_k
-from lightmatch.retrieval.vlad import sample_descriptors, train_codebook, vlad
+from lightmatch.retrieval.vlad import CODEBOOK_SIZE, sample_descriptors, train_codebook, vlad
 from lightmatch.sfm.mapper import run_mapper
 from lightmatch.sfm.reconstruct import ReconstructOptions, reconstruct
 
@@ -81,10 +82,11 @@ def main() -> None:
     parser.add_argument("--freiburg-step", type=int, default=1)
     parser.add_argument("--scannet-scenes", type=int, default=10)
     parser.add_argument("--min-inliers", type=int, default=100)
-    parser.add_argument("--codebook-sizes", default="16,32,64,128")
-    parser.add_argument("--from-scratch", default="5,10", help="K values reconstructed from scratch (wall time)")
-    parser.add_argument("--recall-only", action="store_true",
-                        help="only step 2, on the stores of an earlier run into the same folder")
+    parser.add_argument("--codebook-sizes", default="16,32,64,128")  # must hold CODEBOOK_SIZE
+    parser.add_argument("--from-scratch", default="10", help="K values reconstructed from scratch (wall time)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="use the exhaustive stores of an earlier run into the same folder (step 1 maps them "
+                             "again, untimed)")
     args = parser.parse_args()
 
     folder = args.output / "images"
@@ -100,7 +102,12 @@ def main() -> None:
 
     runs = {}
     exhaustive_dir = args.output / "exhaustive"
-    if not args.recall_only:
+    if args.reuse:
+        found = run_mapper(exhaustive_dir / "database.db", folder, exhaustive_dir / "sparse")
+        registered_exhaustive = sum(m.num_reg_images() for m in found.values())
+        show({"type": "reconstruct", "pairs_mode": "exhaustive (stores reused)", "registered": registered_exhaustive,
+              "models": len(found)})
+    else:
         t = time.perf_counter()
         result = reconstruct(folder, exhaustive_dir, *models(), ReconstructOptions(pairs_mode="exhaustive"))
         runs["exhaustive"] = time.perf_counter() - t
@@ -125,8 +132,8 @@ def main() -> None:
         codebook = train_codebook(sample_descriptors(descriptors.values()), "aliked", size=size)
         vectors = np.stack([vlad(descriptors[n], codebook) for n in names])
         variants = {f"vlad-{size}": vectors}
-        if size == 64:
-            variants["vlad-64+pca-whitening"] = pca_whiten(vectors)
+        if size == CODEBOOK_SIZE:
+            variants[f"vlad-{size}+pca-whitening"] = pca_whiten(vectors)
         for method, x in variants.items():
             indices, _ = top_k(x, x, 20, exclude_self=True)
             neighbours = {n: [names[j] for j in row] for n, row in zip(names, indices)}
@@ -135,10 +142,8 @@ def main() -> None:
                 show({"type": "recall", "method": method, "K": k, "pairs": len(pairs),
                       "recall_verified": round(pair_recall(pairs, truth), 3),
                       "recall_same_group": round(recall_at_k(neighbours, relevant, k), 3)})
-                if method == "vlad-64":
+                if method == f"vlad-{CODEBOOK_SIZE}":  # the default codebook size
                     chosen[k] = pairs
-    if args.recall_only:
-        return
 
     for k, pairs in chosen.items():  # mapping from the retrieval pairs alone, on the exhaustive matches
         sub = args.output / f"subset_k{k}"
@@ -157,7 +162,8 @@ def main() -> None:
                              ReconstructOptions(pairs_mode="retrieval", num_matched=k))
         runs[f"retrieval_k{k}"] = time.perf_counter() - t
         show({"type": "reconstruct", "pairs_mode": f"retrieval K={k}", "wall_s": round(runs[f"retrieval_k{k}"], 1),
-              "speedup_vs_exhaustive": round(runs["exhaustive"] / runs[f"retrieval_k{k}"], 2),
+              "speedup_vs_exhaustive": round(runs["exhaustive"] / runs[f"retrieval_k{k}"], 2) if runs.get(
+                  "exhaustive") else None,
               **{key: v for key, v in result.to_json().items() if key in ("registered", "models", "points", "pairs",
                                                                          "mean_reprojection_error", "time_s")}})
     show({"type": "summary", "wall_s": {k: round(v, 1) for k, v in runs.items()}})

@@ -219,3 +219,21 @@ def test_match_with_retrieval_pairs(tmp_path):
     assert summary["images_extracted"] == 0 and summary["images_reused"] == 6
     assert 6 <= summary["pairs_matched"] <= 12 and summary["failed_images"].keys() == {"broken.png"}
     assert (tmp_path / "out" / "global-feats.h5").is_file() and (tmp_path / "out" / "codebook.npz").is_file()
+
+
+@pytest.mark.parametrize("features", ["sift", "disk", "xfeat"])
+def test_every_extractor_aggregates(features, tmp_path):
+    """The other extractors' descriptors (dimensions 128, 128, 64) make a codebook and unit VLAD vectors; a
+    codebook of another extractor is refused."""
+    from lightmatch.models.factory import load_extractor
+
+    make_images(tmp_path / "imgs", 3, size=(256, 192))
+    extractor = load_extractor(features, max_keypoints=128, resize=256, device="cpu")
+    result = retrieval_pairs(tmp_path / "imgs", tmp_path / "store", extractor, 2)
+    assert len(result.pairs) == 3 and len(result.images) == 3
+    vectors = read_global(result.global_path)
+    assert all(np.isclose(np.linalg.norm(v), 1.0) for v in vectors.values())
+    if features == "sift":
+        other = load_extractor("aliked", max_keypoints=64, resize=256, device="cpu")
+        with pytest.raises(ConfigError, match="codebook made for sift"):
+            retrieval_pairs(tmp_path / "imgs", tmp_path / "other", other, 2, codebook=result.codebook_path)

@@ -70,6 +70,8 @@ def format_reconstruction(result) -> str:
               help="COLMAP camera model, initialised with focal 1.2 * max(W, H).")
 @click.option("--single-camera", is_flag=True, help="One camera shared by all images (same size).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of RANSAC and of the mapper.")
+@click.option("--mapper-log", is_flag=True, help="Show COLMAP's own log lines (each image registered, solver "
+              "warnings) on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="End with the summary as one JSON line on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary text (warnings remain).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
@@ -79,7 +81,7 @@ def format_reconstruction(result) -> str:
 def reconstruct_command(image_dir: str, output_dir: str, pairs_mode: str, num_matched: Optional[int],
                         window: Optional[int], retrieval: Optional[int], codebook: Optional[str],
                         global_features: Optional[str], mapper: str, camera_model: str, single_camera: bool,
-                        seed: int, as_json: bool, quiet: bool, workers: int, **opts: Any) -> None:
+                        seed: int, mapper_log: bool, as_json: bool, quiet: bool, workers: int, **opts: Any) -> None:
     """Reconstruct the scene(s) of IMAGE_DIR (recursive) into COLMAP models under OUTDIR/sparse/.
 
     \b
@@ -104,7 +106,8 @@ def reconstruct_command(image_dir: str, output_dir: str, pairs_mode: str, num_ma
     options = ReconstructOptions(pairs_mode=pairs_mode, num_matched=num_matched or NUM_MATCHED, window=window or 5,
                                  retrieval=retrieval, codebook=codebook, global_features=global_features,
                                  mapper=mapper, camera_model=camera_model, single_camera=single_camera,
-                                 verify=VerifyOptions(VERIFY_MODEL, seed=seed), seed=seed, workers=workers)
+                                 verify=VerifyOptions(VERIFY_MODEL, seed=seed), seed=seed, workers=workers,
+                                 mapper_log=mapper_log)
     extractor, matcher = build_models(opts)
     reporter = _StageReporter(False, quiet, "pair")
 

@@ -68,11 +68,13 @@ def build_mixed_folder(shared: str | os.PathLike, out: str | os.PathLike, freibu
         size = (round(w * scale), round(h * scale))
         for i in range(warps_per_source):
             H = synthetic_homography(rng, w, h, out_size=size, difficulty=difficulty)
-            warped = cv2.warpPerspective(image, H, size, flags=cv2.INTER_AREA)
             name = f"warps/{Path(source).stem}_warp{i}.jpg"
+            groups[name] = groups[source]
+            if (out / name).exists():  # made by an earlier call (the same warp: same seed)
+                continue
+            warped = cv2.warpPerspective(image, H, size, flags=cv2.INTER_AREA)
             (out / "warps").mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(out / name), cv2.cvtColor(warped, cv2.COLOR_RGB2BGR) if warped.ndim == 3 else warped)
-            groups[name] = groups[source]
     return dict(sorted(groups.items()))
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import ConfigError, InputError, OutputError
 from ..io.atomic import atomic_output
 
-CODEBOOK_SIZE = 64  # centroids (measured: docs/reconstruction.md)
+CODEBOOK_SIZE = 32  # centroids (measured: docs/reconstruction.md; 16 to 128 within a few points, 32 best)
 CODEBOOK_SAMPLE = 100_000  # local descriptors k-means runs on at most
 CODEBOOK_FORMAT = 1
 

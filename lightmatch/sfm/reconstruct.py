@@ -53,6 +53,7 @@ class ReconstructOptions:
     verify: VerifyOptions = field(default_factory=lambda: VerifyOptions(VERIFY_MODEL))
     seed: int = 0
     workers: int = 2
+    mapper_log: bool = False  # COLMAP's own log lines on stderr
 
 
 @dataclass
@@ -171,7 +172,8 @@ def reconstruct(image_dir: str | os.PathLike, output_dir: str | os.PathLike, ext
 
     stage(f"mapper: {options.mapper}")
     t = time.perf_counter()
-    models = run_mapper(out / "database.db", image_dir, out / "sparse", options.mapper, options.seed)
+    models = run_mapper(out / "database.db", image_dir, out / "sparse", options.mapper, options.seed,
+                        options.mapper_log)
     result.times["mapper"] = time.perf_counter() - t
     for picture in out.glob("top_view_*.png"):  # an earlier run's pictures of models that may be gone
         picture.unlink()
