@@ -57,6 +57,7 @@ def test_reconstruct_registers_every_photo(reference):
     assert not (out / "sparse" / "1").exists()
 
 
+@pytest.mark.slow  # a second full run (about 50 s on 2 idle cores)
 def test_killed_run_resumes_without_redoing_work(scene, reference, tmp_path):
     """SIGKILL during matching, rerun: the images and pairs finished before the kill are not redone, and the
     stores equal those of the uninterrupted run."""
