@@ -195,6 +195,15 @@ def test_retrieval_usage_errors(tmp_path, args, message):
     assert out.exit_code == 2 and message in out.output
 
 
+def test_match_retrieval_usage_errors(tmp_path):
+    runner = CliRunner()
+    out = runner.invoke(main, ["match", "--image-dir", str(tmp_path), "--pairs-mode", "retrieval", "--json"])
+    assert out.exit_code == 2 and "retrieval pairs need -o OUTDIR" in out.output
+    out = runner.invoke(main, ["match", "--image-dir", str(tmp_path), "--pairs-mode", "retrieval", "-o",
+                               str(tmp_path / "o"), "--rotation-search"])
+    assert out.exit_code == 2 and "--rotation-search does not go with retrieval pairs" in out.output
+
+
 def test_global_features_missing_an_image(tmp_path):
     make_images(tmp_path / "imgs", 3)
     write_global(tmp_path / "g.h5", {"img00.png": np.ones(4), "img01.png": np.ones(4)}, {})

@@ -84,6 +84,8 @@ def retrieval_pairs_for(image_dir: str, store_dir: Optional[str], mode: str, win
     from .common import build_models
     from .match import _Reporter
 
+    if model_opts.get("rotation_search"):
+        raise click.UsageError("--rotation-search does not go with retrieval pairs (their features are upright)")
     if not Path(image_dir).is_dir():
         raise InputError(f"{image_dir}: no such image directory")
     names, queries = None, None
@@ -92,7 +94,7 @@ def retrieval_pairs_for(image_dir: str, store_dir: Optional[str], mode: str, win
     k = retrieval["retrieval"] if mode == "sequential" else (retrieval["num_matched"] or NUM_MATCHED)
     extractor = None
     if retrieval["global_features"] is None:  # the extractor exactly as `match` builds it (matcher unused)
-        extractor = build_models(dict(model_opts, matcher="nn", rotation_search=False))[0]
+        extractor = build_models(dict(model_opts, matcher="nn"))[0]
     reporter = _Reporter(False, quiet, "image")
     with contextlib.ExitStack() as stack:
         if store_dir is None:
