@@ -195,6 +195,16 @@ def test_retrieval_usage_errors(tmp_path, args, message):
     assert out.exit_code == 2 and message in out.output
 
 
+def test_pairs_retrieval_skips_a_broken_image(tmp_path):
+    make_images(tmp_path / "imgs", 3)
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"not a png")
+    out = CliRunner().invoke(main, ["pairs", str(tmp_path / "imgs"), "--mode", "retrieval", "--num-matched", "2",
+                                    "-o", str(tmp_path / "pairs.txt"), *MODEL])
+    assert out.exit_code == 3 and "broken.png" in out.output
+    assert {frozenset(p) for p in read_pairs(tmp_path / "pairs.txt")} == {
+        frozenset(p) for p in [("img00.png", "img01.png"), ("img00.png", "img02.png"), ("img01.png", "img02.png")]}
+
+
 def test_match_retrieval_usage_errors(tmp_path):
     runner = CliRunner()
     out = runner.invoke(main, ["match", "--image-dir", str(tmp_path), "--pairs-mode", "retrieval", "--json"])

@@ -453,11 +453,12 @@ def pairs_command(image_dir: str, mode: str, window: Optional[int], loop: bool, 
     if (window is not None or loop) and mode != "sequential":
         raise click.UsageError("--window and --loop go with --mode sequential")
     retrieval = pop_retrieval_options(opts)
+    failed: dict[str, str] = {}  # images retrieval could not read
     if wants_retrieval(mode, retrieval):
         result = retrieval_pairs_for(image_dir, store_dir, mode, window, loop, retrieval, opts, quiet, 2)
         if not quiet:
             click.echo(f"lightmatch: {describe(result)}", err=True)
-        pairs = result.pairs
+        pairs, failed = result.pairs, result.failed_images
     elif store_dir is not None:
         raise click.UsageError("--store is for the retrieval mode")
     else:
@@ -468,8 +469,8 @@ def pairs_command(image_dir: str, mode: str, window: Optional[int], loop: bool, 
         write_pairs(output, pairs)
     else:
         click.echo(format_pairs(pairs), nl=False)  # `| head` closing stdout is handled by the command group
-    if retrieval["retrieval"] is not None or mode == "retrieval":
-        sys.exit(EXIT_PARTIAL if result.failed_images else EXIT_OK)
+    if failed:
+        sys.exit(EXIT_PARTIAL)
 
 
 # ----------------------------------------------------------------------------------------------- extract ---
