@@ -1,9 +1,11 @@
-"""Exact top-K by inner product, in blocks: memory O(n·K) plus one fixed-size block, never the n×m matrix.
+"""Exact top-K by inner product, in blocks: memory O(n·K) plus one fixed-size block (and a transposed copy of the
+database, the size of the input), never the n×m matrix.
 
 The similarity of L2-normalised global descriptors is their inner product. :func:`top_k` walks the queries in
 chunks and, for each, the database in chunks, keeping a running top-K per query (the block's own top-K merged
-with the one so far). The largest array alive is one ``block`` of ``query_chunk × db_chunk`` scores, whatever n.
-``backend="faiss"`` uses faiss's exact ``IndexFlatIP`` instead (the ``faiss`` extra); the results are the same.
+with the one so far). The largest array of scores alive is one ``block`` of ``query_chunk × db_chunk``, whatever n.
+``backend="faiss"`` uses faiss's exact ``IndexFlatIP`` instead (the ``faiss`` extra): the same neighbours, not
+faster (docs/reconstruction.md).
 """
 
 from __future__ import annotations
