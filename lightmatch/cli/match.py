@@ -20,12 +20,13 @@ from ..defaults import (BATCH_PAIRS, VERIFY_CONFIDENCE, VERIFY_ESTIMATOR, VERIFY
 from ..presets import apply_preset_split
 from .common import (ESTIMATOR_CHOICES, EXIT_OK, EXIT_PARTIAL, SEED, ExistingPath, FiniteFloatRange, build_models,
                      extractor_options, given_options, main, matcher_options, plot_path, preset_option)
+from .retrieval import describe, pop_retrieval_options, retrieval_options, retrieval_pairs_for, wants_retrieval
 
 EXIT_INTERRUPTED = 130
 MAX_WORKERS = 64  # decoding threads, each holding images ahead of the network
 MAX_RAY_WORKERS = 1024  # actors, each holding a loaded model
 MAX_BATCH_PAIRS = 64  # pairs padded into one matcher call (its memory grows with them)
-PAIR_MODES = ("exhaustive", "sequential")
+PAIR_MODES = ("exhaustive", "sequential", "retrieval")
 VERIFY_MODELS = ("homography", "fundamental", "essential")
 
 
@@ -278,6 +279,7 @@ def batch_options(func):
 @click.option("--viz-max-matches", type=click.IntRange(min=-1), default=VIZ_MAX_MATCHES, show_default=True,
               help="Most match lines in a plot (--viz, --viz-dir); beyond, a random subset with every wrong match "
                    "(-1: all).")
+@retrieval_options
 @batch_options
 @extractor_options
 @matcher_options
@@ -302,6 +304,7 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     """
     ctx = click.get_current_context()
     given = given_options(ctx)
+    retrieval = pop_retrieval_options(opts)
     if verify is None:
         for name, value in (("--verify-threshold", verify_threshold), ("--verify-confidence", verify_confidence),
                             ("--seed", seed), ("--estimator", estimator)):
@@ -337,14 +340,23 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     if output_dir is None and not (viz_dir or as_json):
         raise click.UsageError("batches need an output folder: -o OUTDIR (or --viz-dir / --json to only look)")
     if (pairs_file is None) == (pairs_mode is None):
-        raise click.UsageError("give the pairs: --pairs FILE (or - for stdin) or --pairs-mode exhaustive|sequential")
+        raise click.UsageError("give the pairs: --pairs FILE (or - for stdin) or --pairs-mode "
+                               "exhaustive|sequential|retrieval")
     if (window is not None or loop) and pairs_mode != "sequential":
         raise click.UsageError("--window and --loop go with --pairs-mode sequential")
 
     from ..pipeline.batch import VerifyOptions, match_batch
     from ..pipeline.ray_executor import ray_match_batch
 
-    pairs = _pairs_for(image_dir, pairs_file, pairs_mode, window, loop)
+    retrieved = None
+    if wants_retrieval(pairs_mode, retrieval):
+        if output_dir is None:
+            raise click.UsageError("retrieval pairs need -o OUTDIR (features and global descriptors are kept there)")
+        retrieved = retrieval_pairs_for(image_dir, output_dir, pairs_mode, window, loop, retrieval, opts, quiet,
+                                        workers)
+        if not quiet:
+            click.echo(f"lightmatch: {describe(retrieved)}", err=True)
+    pairs = retrieved.pairs if retrieved is not None else _pairs_for(image_dir, pairs_file, pairs_mode, window, loop)
     verify_options = None
     if verify is not None:
         settings = {"threshold": verify_threshold, "confidence": verify_confidence, "seed": seed,
@@ -374,6 +386,9 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
             reporter.close()
         if temporary:  # the stores are gone after this block
             summary.features_path = summary.matches_path = None
+    if retrieved is not None:  # images that failed before pairing count as failed images of the run
+        summary.failed_images.update(retrieved.failed_images)
+        summary.images_failed = len(summary.failed_images)
     _finish(summary, reporter, as_json, quiet)
 
 
@@ -420,30 +435,51 @@ def _pairs_for(image_dir: str, pairs_file: Optional[str], mode: Optional[str], w
 @main.command("pairs")
 @click.argument("image_dir", type=ExistingPath("image folder", file_okay=False))
 @click.option("--mode", type=click.Choice(PAIR_MODES), default="exhaustive", show_default=True,
-              help="exhaustive: every pair; sequential: each image with the next --window images (sorted names).")
+              help="exhaustive: every pair; sequential: each image with the next --window images (sorted names); "
+                   "retrieval: each image with its --num-matched most similar images (VLAD of its features).")
 @click.option("--window", type=click.IntRange(min=1), default=None,
               help="--mode sequential: pair each image with the next K.  [default: 5]")
 @click.option("--loop", is_flag=True, help="--mode sequential: the sequence is closed (last pairs with first).")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default=None,
               help="Write the pairs file here (default: stdout).")
-def pairs_command(image_dir: str, mode: str, window: Optional[int], loop: bool, output: Optional[str]) -> None:
+@click.option("--store", "store_dir", type=click.Path(file_okay=False), default=None,
+              help="Retrieval: folder for features.h5, global-feats.h5 and codebook.npz, reused by a later "
+                   "'match -o' into it (default: a temporary folder).")
+@click.option("-q", "--quiet", is_flag=True, help="Retrieval: no progress bar.")
+@retrieval_options
+@extractor_options
+def pairs_command(image_dir: str, mode: str, window: Optional[int], loop: bool, output: Optional[str],
+                  store_dir: Optional[str], quiet: bool, **opts: Any) -> None:
     """List image pairs of IMAGE_DIR (recursive) as an hloc pairs file: one 'name0 name1' line per pair.
 
     \b
     lightmatch pairs imgs --mode sequential --window 3 -o pairs.txt
     lightmatch pairs imgs | lightmatch match --image-dir imgs --pairs - -o out
+    lightmatch pairs imgs --mode retrieval --num-matched 10 --store out -o pairs.txt
     """
     from ..io.pairs import format_pairs, write_pairs
 
     if (window is not None or loop) and mode != "sequential":
         raise click.UsageError("--window and --loop go with --mode sequential")
-    pairs = _pairs_for(image_dir, None, mode, window, loop)
+    retrieval = pop_retrieval_options(opts)
+    failed: dict[str, str] = {}  # images retrieval could not read
+    if wants_retrieval(mode, retrieval):
+        result = retrieval_pairs_for(image_dir, store_dir, mode, window, loop, retrieval, opts, quiet, 2)
+        if not quiet:
+            click.echo(f"lightmatch: {describe(result)}", err=True)
+        pairs, failed = result.pairs, result.failed_images
+    elif store_dir is not None:
+        raise click.UsageError("--store is for the retrieval mode")
+    else:
+        pairs = _pairs_for(image_dir, None, mode, window, loop)
     if not pairs:
         click.echo(f"lightmatch: warning: no pairs (found fewer than two images in {image_dir})", err=True)
     if output is not None:
         write_pairs(output, pairs)
-        return
-    click.echo(format_pairs(pairs), nl=False)  # `| head` closing stdout is handled by the command group
+    else:
+        click.echo(format_pairs(pairs), nl=False)  # `| head` closing stdout is handled by the command group
+    if failed:
+        sys.exit(EXIT_PARTIAL)
 
 
 # ----------------------------------------------------------------------------------------------- extract ---
