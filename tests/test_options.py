@@ -72,8 +72,6 @@ BAD: dict[str, list[str]] = {
     # retrieval and reconstruct
     "--num-matched": ["0", "-1", "abc", HUGE],
     "--retrieval": ["0", "abc", HUGE],
-    "--query-dir": [MISSING],
-    "--db-dir": [MISSING],
     "--global-features": [MISSING, "{dir}"],
     "--codebook": ["{dir}"],
     "--store": ["{file}"],
@@ -119,7 +117,8 @@ ARGUMENTS = {  # positional arguments that must exist: (command, bad arguments, 
 }
 NOT_CHECKED = {"--json", "--loop", "--overwrite", "-q", "--quiet", "--compile", "--rotation-search", "--viz-dir",
                "--ray-address", "-o", "--output", "--all-scenes", "--single-camera", "--force", "--trust-unverified",
-               "--help", "-h"}  # flags, and places that are created (or, --ray-address, connected to) when used
+               "--help", "-h",  # flags, and places that are created (or, --ray-address, connected to) when used
+               "--query-dir", "--db-dir"}  # folders under the image folder: the command checks them before any work
 
 
 def _commands() -> dict[str, click.Command]:

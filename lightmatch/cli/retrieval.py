@@ -30,10 +30,10 @@ def retrieval_options(func):
                           f"[default: {NUM_MATCHED}]"),
         click.option("--retrieval", type=NUM_MATCHED_RANGE, default=None, metavar="K",
                      help="Sequential mode: add each image's K most similar images to its window (loop closures)."),
-        click.option("--query-dir", type=ExistingPath("query folder", file_okay=False), default=None,
+        click.option("--query-dir", type=click.Path(file_okay=False), default=None,
                      help="Retrieval for localisation: the query images (a folder under the image folder); each is "
                           "paired with its K nearest --db-dir images."),
-        click.option("--db-dir", type=ExistingPath("database folder", file_okay=False), default=None,
+        click.option("--db-dir", type=click.Path(file_okay=False), default=None,
                      help="Retrieval for localisation: the database images (a folder under the image folder)."),
         click.option("--codebook", type=click.Path(dir_okay=False), default=None,
                      help="Retrieval: VLAD codebook (.npz): used when the file exists, else learned from the "
