@@ -188,6 +188,7 @@ def test_query_against_database(mixed):
     (["--mode", "exhaustive", "--num-matched", "5"], "--num-matched needs the retrieval mode"),
     (["--mode", "retrieval", "--retrieval", "5"], "--retrieval K adds retrieval to a sequential mode"),
     (["--mode", "retrieval", "--query-dir", "q"], "--query-dir and --db-dir go together"),
+    (["--mode", "retrieval", "--query-dir", "q", "--db-dir", "d"], "--query-dir: q: no such folder under"),
     (["--mode", "exhaustive", "--store", "s"], "--store is for the retrieval mode"),
 ])
 def test_retrieval_usage_errors(tmp_path, args, message):

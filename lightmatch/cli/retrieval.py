@@ -94,6 +94,10 @@ def retrieval_pairs_for(image_dir: str, store_dir: Optional[str], mode: str, win
         raise InputError(f"{image_dir}: no such image directory")
     names, queries = None, None
     if retrieval["query_dir"] is not None:
+        for key in ("query_dir", "db_dir"):
+            if not (Path(image_dir) / retrieval[key]).is_dir():
+                raise click.BadParameter(f"{retrieval[key]}: no such folder under {image_dir}",
+                                         param_hint=OPTION_NAMES[key])
         names, queries = names_under(image_dir, retrieval["db_dir"]), names_under(image_dir, retrieval["query_dir"])
     k = retrieval["retrieval"] if mode == "sequential" else (retrieval["num_matched"] or NUM_MATCHED)
     extractor = None
