@@ -341,7 +341,7 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     if (window is not None or loop) and pairs_mode != "sequential":
         raise click.UsageError("--window and --loop go with --pairs-mode sequential")
 
-    from ..pipeline.batch import VerifyOptions, match_batch
+    from ..pipeline.batch import BatchOptions, VerifyOptions, match_batch
     from ..pipeline.ray_executor import ray_match_batch
 
     pairs = _pairs_for(image_dir, pairs_file, pairs_mode, window, loop)
@@ -353,11 +353,11 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     if not pairs:
         click.echo(f"lightmatch: warning: no pairs to match (found no images in {image_dir})"
                    if pairs_mode else f"lightmatch: warning: no pairs in {pairs_file}", err=True)
+    options = BatchOptions(verify_options, viz_dir, viz_max_matches, overwrite, workers, batch_pairs=batch_pairs)
     if ray is None:
-        run_batch, models = match_batch, dict(zip(("extractor", "matcher"), build_models(opts)),
-                                              batch_pairs=batch_pairs)
+        run_batch, models = match_batch, build_models(opts)
     else:  # the workers build the models; the driver too, for the stores' settings
-        run_batch, models = ray_match_batch, dict(make_models=functools.partial(build_models, opts), options=ray)
+        run_batch, models = ray_match_batch, (functools.partial(build_models, opts), ray)
     reporter = _Reporter(as_json, quiet, "pair")
     temporary = output_dir is None
     with contextlib.ExitStack() as stack:
@@ -367,9 +367,7 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
             if not quiet:
                 click.echo("lightmatch: note: no -o OUTDIR, features and matches are not kept", err=True)
         try:
-            summary = run_batch(image_dir, pairs, output_dir, verify=verify_options, viz_dir=viz_dir,
-                                viz_max_matches=viz_max_matches, overwrite=overwrite, workers=workers,
-                                on_event=reporter, **models)
+            summary = run_batch(image_dir, pairs, output_dir, *models, options, on_event=reporter)
         finally:
             reporter.close()
         if temporary:  # the stores are gone after this block
@@ -466,7 +464,7 @@ def extract(image_dir: str, output_dir: str, as_json: bool, overwrite: bool, qui
     the old keypoints). Unreadable files are reported and skipped (exit status 3).
     """
     from ..io.pairs import list_images
-    from ..pipeline.batch import extract_batch
+    from ..pipeline.batch import BatchOptions, extract_batch
     from ..pipeline.ray_executor import ray_extract_batch
 
     ray = _ray_options(opts)
@@ -476,14 +474,14 @@ def extract(image_dir: str, output_dir: str, as_json: bool, overwrite: bool, qui
     # the extractor exactly as `match` builds it; the nearest-neighbour matcher is free and unused
     opts = dict(opts, matcher="nn")
     if ray is None:
-        run_batch, models = extract_batch, dict(extractor=build_models(opts)[0])
+        run_batch, models = extract_batch, build_models(opts)[:1]
     else:
-        run_batch, models = ray_extract_batch, dict(make_models=functools.partial(build_models, opts), options=ray)
+        run_batch, models = ray_extract_batch, (functools.partial(build_models, opts), ray)
     reporter = _Reporter(as_json, quiet, "image")
     try:
         with _batch_run():
-            summary = run_batch(image_dir, names, output_dir, overwrite=overwrite, workers=workers,
-                                on_event=reporter, **models)
+            summary = run_batch(image_dir, names, output_dir, *models, BatchOptions(overwrite=overwrite,
+                                workers=workers), on_event=reporter)
     finally:
         reporter.close()
     _finish(summary, reporter, as_json, quiet)

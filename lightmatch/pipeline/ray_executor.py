@@ -36,16 +36,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
-from ..defaults import VIZ_MAX_MATCHES
 from ..errors import ConfigError, InputError, LightmatchError
 from ..io.store import PartWriter
 from ..models.base import Extractor, Matcher
-from .batch import (ClosingRun, ExtractRun, MatchRun, VerifyOptions, _Clock, _error_text, _load_image, _run_load,
-                    _run_pairs, fail_pair)
+from .batch import BatchOptions, BatchRun, ClosingRun, ExtractRun, MatchRun, error_text, fail_pair
 from .events import BatchSummary, EventCallback, ImageEvent, emit
-from .loader import PrefetchLoader
 from .match import store_attributes
-from .plan import Job, Load, plan_pairs
+from .verify import VerifyOptions
 
 ModelFactory = Callable[[], tuple[Extractor, Matcher]]
 
@@ -137,12 +134,7 @@ class _Config:
     make_models: ModelFactory
     image_dir: Path
     output_dir: Path
-    verify: Optional[VerifyOptions]
-    viz_dir: Optional[Path]
-    viz_max_matches: Optional[int]
-    threads: int
-    prefetch: int
-    cache_images: int
+    options: BatchOptions
     matching: bool
 
 
@@ -162,49 +154,34 @@ class Worker:
     def __init__(self, index: int, config: _Config) -> None:
         self.config = config
         self.extractor, self.matcher = config.make_models()
-        match_attrs = (store_attributes(self.extractor, self.matcher, config.verify) if config.matching else None)
+        match_attrs = (store_attributes(self.extractor, self.matcher, config.options.verify) if config.matching
+                       else None)
         self.writer = PartWriter(config.output_dir, store_attributes(self.extractor), match_attrs, f"w{index}")
+
+    def _run(self, command: str, events: list) -> BatchRun:
+        c = self.config
+        return BatchRun(c.image_dir, self.extractor, self.matcher, c.options, self.writer, BatchSummary(command, ""),
+                        events.append)
 
     def extract(self, names: list[str]) -> _Result:
         """Extract ``names``; one part file per image."""
         start = time.perf_counter()
-        c = self.config
-        summary = BatchSummary("extract", "")
-        clock = _Clock(summary)
         events: list = []
-        jobs = [Job(name, True) for name in names]
-        with PrefetchLoader(jobs, _load_image(c.image_dir, self.extractor, False), c.threads, c.prefetch) as loader:
-            for i, job in enumerate(jobs):
-                _run_load(Load(job.name, i, True), loader, self.extractor, self.writer, {}, set(), summary, clock,
-                          events.append)
-                clock.take()
-        return _Result(events, summary, time.perf_counter() - start)
+        run = self._run("extract", events)
+        run.extract(names)
+        return _Result(events, run.summary, time.perf_counter() - start)
 
     def match(self, pairs: list[tuple[str, str]], failed_images: dict[str, str]) -> _Result:
         """Match ``pairs`` with features read from ``features.h5``; pairs of ``failed_images`` fail as locally."""
         start = time.perf_counter()
-        c = self.config
-        summary = BatchSummary("match", "")
-        summary.failed_images = dict(failed_images)
-        clock = _Clock(summary)
         events: list = []
-        steps, jobs = plan_pairs(pairs, lambda name: True, c.viz_dir is not None, c.cache_images)
-        cache: dict = {}
-        seen: set[str] = set()
+        run = self._run("match", events)
+        run.summary.failed_images = dict(failed_images)
         try:
-            with PrefetchLoader(jobs, _load_image(c.image_dir, self.extractor, c.viz_dir is not None), c.threads,
-                                c.prefetch) as loader:
-                for step in steps:
-                    for load in step.loads:
-                        _run_load(load, loader, self.extractor, self.writer, cache, seen, summary, clock,
-                                  events.append)
-                    _run_pairs([step], cache, self.extractor, self.matcher, c.verify, c.viz_dir, c.viz_max_matches,
-                               self.writer, summary, clock, events.append)
-                    for name in step.evict:
-                        cache.pop(name, None)
+            run.match(*run.plan(pairs, lambda name: True))
         finally:
             self.writer.close()  # features.h5 is replaced between runs: never keep it open across chunks
-        return _Result(events, summary, time.perf_counter() - start)
+        return _Result(events, run.summary, time.perf_counter() - start)
 
 
 # ----------------------------------------------------------------------------------------------- driver ---
@@ -251,7 +228,7 @@ class _Pool:
             except ray.exceptions.RayTaskError as exc:  # the method raised: a real error, not a lost worker
                 if isinstance(exc.cause, LightmatchError) and not isinstance(exc.cause, InputError):
                     raise exc.cause from None
-                on_failed(i, _error_text(exc.cause or exc))
+                on_failed(i, error_text(exc.cause or exc))
                 continue
             except ray.exceptions.RayError as exc:  # the actor died for good (restarts used up) or is unreachable
                 if a in self.alive:
@@ -278,11 +255,13 @@ class _Pool:
         return {f"worker-{i}": {k: round(v, 3) for k, v in s.items()} for i, s in self.stats.items()}
 
 
-def _chunks(items: list, workers: int, largest: int) -> list[list]:
-    """``items`` in consecutive chunks: about four per worker, at most ``largest`` items each."""
+def _chunks(items: list, workers: int, largest: int, multiple: int = 1) -> list[list]:
+    """``items`` in consecutive chunks: about four per worker, at most ``largest`` items each, rounded up to a
+    ``multiple`` (so that a chunk holds whole groups of ``--batch-pairs``, the groups of a local run)."""
     if not items:
         return []
     size = max(1, min(largest, math.ceil(len(items) / (4 * workers))))
+    size = math.ceil(size / multiple) * multiple
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
@@ -443,35 +422,29 @@ def ray_match_batch(
     pairs: Iterable[tuple[str, str]],
     output_dir: str | os.PathLike,
     make_models: ModelFactory,
-    options: RayOptions,
-    verify: Optional[VerifyOptions] = None,
-    viz_dir: Optional[str | os.PathLike] = None,
-    viz_max_matches: Optional[int] = VIZ_MAX_MATCHES,
-    overwrite: bool = False,
-    workers: int = 2,
-    prefetch: int = 8,
-    cache_images: int = 256,
+    ray: RayOptions,
+    options: Optional[BatchOptions] = None,
     on_event: Optional[EventCallback] = None,
 ) -> BatchSummary:
     """:func:`lightmatch.pipeline.batch.match_batch` on Ray workers: the same files and events (pair events come
-    in the order chunks complete).
+    in the order chunks complete), each worker running the same :class:`~lightmatch.pipeline.batch.BatchRun`.
 
     ``make_models`` builds the extractor and matcher (called once on the driver, for the stores' settings, and
     once in each worker; it must be picklable, e.g. a :func:`functools.partial` of a module-level function).
-    ``workers`` and ``prefetch`` are decoding threads and read-ahead per Ray worker. The summary's ``per_worker``
-    holds each worker's pairs, images and busy seconds.
+    ``options.workers``, ``prefetch`` and ``cache_images`` hold per Ray worker; chunks of pairs hold whole groups
+    of ``options.batch_pairs``, so the groups matched together are those of a local run. The summary's
+    ``per_worker`` holds each worker's pairs, images and busy seconds.
     """
     start = time.perf_counter()
-    import_ray(embedded=options.address is None)
+    options = options or BatchOptions()
+    import_ray(embedded=ray.address is None)
     image_dir = Path(image_dir)
-    viz_dir = Path(viz_dir).resolve() if viz_dir is not None else None
     extractor, matcher = make_models()
-    run = MatchRun.prepare(image_dir, pairs, output_dir, extractor, matcher, verify, overwrite, workers, "ray")
+    run = MatchRun.prepare(image_dir, pairs, output_dir, extractor, matcher, options, "ray")
     store, summary = run.store, run.summary
-    _record_worker_device(store, options, extractor, matcher, verify)
+    _record_worker_device(store, ray, extractor, matcher, options.verify)
     del extractor, matcher
-    config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), verify, viz_dir, viz_max_matches,
-                     workers, prefetch, cache_images, matching=True)
+    config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), options, matching=True)
     with ClosingRun(store, summary, start) as closing:
         todo = run.todo()
         needed = list(dict.fromkeys(n for pair in todo for n in pair))
@@ -480,14 +453,14 @@ def ray_match_batch(
         run.announce(todo, len(missing), on_event)
         with closing.interruptible():
             if todo:
-                with _workers(options, config, summary) as pool:
+                with _workers(ray, config, summary) as pool:
                     _extract_all(pool, missing, summary, on_event)
                     t = time.perf_counter()
                     store.consolidate()  # the workers read features from features.h5
                     summary.times["consolidate"] += time.perf_counter() - t
                     chunks = [(chunk, {n: summary.failed_images[n] for pair in chunk for n in pair
                                        if n in summary.failed_images})
-                              for chunk in _chunks(todo, len(pool.actors), MAX_CHUNK_PAIRS)]
+                              for chunk in _chunks(todo, len(pool.actors), MAX_CHUNK_PAIRS, options.batch_pairs)]
 
                     def failed(i: int, error: str) -> None:
                         for a, b in chunks[i][0]:
@@ -528,27 +501,25 @@ def ray_extract_batch(
     names: Iterable[str],
     output_dir: str | os.PathLike,
     make_models: ModelFactory,
-    options: RayOptions,
-    overwrite: bool = False,
-    workers: int = 2,
-    prefetch: int = 8,
+    ray: RayOptions,
+    options: Optional[BatchOptions] = None,
     on_event: Optional[EventCallback] = None,
 ) -> BatchSummary:
     """:func:`lightmatch.pipeline.batch.extract_batch` on Ray workers (see :func:`ray_match_batch`)."""
     start = time.perf_counter()
-    import_ray(embedded=options.address is None)
+    options = options or BatchOptions()
+    import_ray(embedded=ray.address is None)
     image_dir = Path(image_dir)
     extractor, _ = make_models()
-    run = ExtractRun.prepare(image_dir, names, output_dir, extractor, overwrite, workers, "ray")
+    run = ExtractRun.prepare(image_dir, names, output_dir, extractor, options, "ray")
     store, summary = run.store, run.summary
-    _record_worker_device(store, options, extractor)
+    _record_worker_device(store, ray, extractor)
     del extractor
-    config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), None, None, None, workers, prefetch, 1,
-                     matching=False)
+    config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), options, matching=False)
     with ClosingRun(store, summary, start) as closing:
         todo = run.todo(on_event)
         with closing.interruptible():
             if todo:
-                with _workers(options, config, summary) as pool:
+                with _workers(ray, config, summary) as pool:
                     _extract_all(pool, todo, summary, on_event)
     return summary
