@@ -208,6 +208,15 @@ def _ray_options(opts: dict):
     return options
 
 
+def _executor(ray, opts: dict):
+    """Where a batch runs: None (this process) or Ray workers building the models of ``opts``."""
+    if ray is None:
+        return None
+    from ..pipeline.ray_executor import RayExecutor
+
+    return RayExecutor(functools.partial(build_models, opts), ray)
+
+
 def batch_options(func):
     """Options of the batch forms of ``match`` and of ``extract``."""
     options = [
@@ -342,7 +351,6 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
         raise click.UsageError("--window and --loop go with --pairs-mode sequential")
 
     from ..pipeline.batch import BatchOptions, VerifyOptions, match_batch
-    from ..pipeline.ray_executor import ray_match_batch
 
     pairs = _pairs_for(image_dir, pairs_file, pairs_mode, window, loop)
     verify_options = None
@@ -354,10 +362,7 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
         click.echo(f"lightmatch: warning: no pairs to match (found no images in {image_dir})"
                    if pairs_mode else f"lightmatch: warning: no pairs in {pairs_file}", err=True)
     options = BatchOptions(verify_options, viz_dir, viz_max_matches, overwrite, workers, batch_pairs=batch_pairs)
-    if ray is None:
-        run_batch, models = match_batch, build_models(opts)
-    else:  # the workers build the models; the driver too, for the stores' settings
-        run_batch, models = ray_match_batch, (functools.partial(build_models, opts), ray)
+    extractor, matcher = build_models(opts)
     reporter = _Reporter(as_json, quiet, "pair")
     temporary = output_dir is None
     with contextlib.ExitStack() as stack:
@@ -367,7 +372,8 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
             if not quiet:
                 click.echo("lightmatch: note: no -o OUTDIR, features and matches are not kept", err=True)
         try:
-            summary = run_batch(image_dir, pairs, output_dir, *models, options, on_event=reporter)
+            summary = match_batch(image_dir, pairs, output_dir, extractor, matcher, options, reporter,
+                                  _executor(ray, opts))
         finally:
             reporter.close()
         if temporary:  # the stores are gone after this block
@@ -465,7 +471,6 @@ def extract(image_dir: str, output_dir: str, as_json: bool, overwrite: bool, qui
     """
     from ..io.pairs import list_images
     from ..pipeline.batch import BatchOptions, extract_batch
-    from ..pipeline.ray_executor import ray_extract_batch
 
     ray = _ray_options(opts)
     names = list_images(image_dir)
@@ -473,15 +478,12 @@ def extract(image_dir: str, output_dir: str, as_json: bool, overwrite: bool, qui
         click.echo(f"lightmatch: warning: no images found in {image_dir}", err=True)
     # the extractor exactly as `match` builds it; the nearest-neighbour matcher is free and unused
     opts = dict(opts, matcher="nn")
-    if ray is None:
-        run_batch, models = extract_batch, build_models(opts)[:1]
-    else:
-        run_batch, models = ray_extract_batch, (functools.partial(build_models, opts), ray)
+    extractor = build_models(opts)[0]
     reporter = _Reporter(as_json, quiet, "image")
     try:
         with _batch_run():
-            summary = run_batch(image_dir, names, output_dir, *models, BatchOptions(overwrite=overwrite,
-                                workers=workers), on_event=reporter)
+            summary = extract_batch(image_dir, names, output_dir, extractor,
+                                    BatchOptions(overwrite=overwrite, workers=workers), reporter, _executor(ray, opts))
     finally:
         reporter.close()
     _finish(summary, reporter, as_json, quiet)

@@ -34,9 +34,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
+import torch
 
 from ..defaults import BATCH_PAIRS, VIZ_MAX_MATCHES
 from ..errors import ConfigError, InputError, LightmatchError, OutputError
@@ -126,6 +127,34 @@ def _normalised(name: str, image_dir: Path) -> str:
         raise InputError(f"image name {exc}") from None
 
 
+class Executor(Protocol):
+    """Where the jobs of a batch run: given the driver's :class:`BatchRun` (models, options, store, summary,
+    events), an executor runs its work here or elsewhere. :class:`LocalExecutor` runs it in this process;
+    :class:`~lightmatch.pipeline.ray_executor.RayExecutor` on Ray worker actors."""
+
+    name: str  # the summary's ``executor``
+    device: Optional[torch.device]  # where the models run when not where the driver built them (the stores record it)
+
+    def match(self, work: "BatchRun", todo: list[tuple[str, str]]) -> None:
+        """Match ``todo`` (pairs the store lacks), extracting the images whose features it lacks."""
+
+    def extract(self, work: "BatchRun", names: list[str]) -> None:
+        """Extract ``names`` (images the store lacks)."""
+
+
+class LocalExecutor:
+    """Runs every job in this process, in the planned order (decoding ahead in ``options.workers`` threads)."""
+
+    name = "local"
+    device = None
+
+    def match(self, work: "BatchRun", todo: list[tuple[str, str]]) -> None:
+        work.match(*work.plan(todo, work.store.has_features))
+
+    def extract(self, work: "BatchRun", names: list[str]) -> None:
+        work.extract(names)
+
+
 def match_batch(
     image_dir: str | os.PathLike,
     pairs: Iterable[tuple[str, str]],
@@ -134,6 +163,7 @@ def match_batch(
     matcher: Matcher,
     options: Optional[BatchOptions] = None,
     on_event: Optional[EventCallback] = None,
+    executor: Optional[Executor] = None,
 ) -> BatchSummary:
     """Extract and match ``pairs`` of images under ``image_dir`` into ``output_dir/{features,matches}.h5``.
 
@@ -141,11 +171,12 @@ def match_batch(
         image_dir: root of the images; pair names are paths relative to it with ``/`` separators.
         pairs: ``(name0, name1)`` pairs; self-pairs and repeats (either order) are ignored.
         output_dir: output folder (see the module documentation for its layout, resume and crash safety).
-        extractor, matcher: the models.
+        extractor, matcher: the models (with another executor, the stores' settings are read from them).
         options: verification, plots, resume, threads, memory and batching (:class:`BatchOptions`; None: its
             defaults).
         on_event: called with a :class:`BatchStart`, then an :class:`ImageEvent` per image extracted or failed
-            and a :class:`PairEvent` per pair, in order.
+            and a :class:`PairEvent` per pair (in order with the local executor).
+        executor: where the jobs run (None: :class:`LocalExecutor`); the same files with any.
 
     Returns:
         A :class:`BatchSummary`; ``interrupted`` is set when a ``KeyboardInterrupt`` stopped the run (the work done
@@ -154,15 +185,15 @@ def match_batch(
     """
     start = time.perf_counter()
     options = options or BatchOptions()
+    executor = executor or LocalExecutor()
     image_dir = Path(image_dir)
-    run = MatchRun.prepare(image_dir, pairs, output_dir, extractor, matcher, options)
+    run = MatchRun.prepare(image_dir, pairs, output_dir, extractor, matcher, options, executor)
     with ClosingRun(run.store, run.summary, start) as closing:
         todo = run.todo()
-        work = BatchRun(image_dir, extractor, matcher, options, run.store, run.summary, on_event)
-        steps, jobs = work.plan(todo, run.store.has_features)
-        run.announce(todo, sum(job.extract for job in jobs), on_event)
+        needed = dict.fromkeys(n for pair in todo for n in pair)
+        run.announce(todo, sum(not run.store.has_features(n) for n in needed), on_event)
         with closing.interruptible():
-            work.match(steps, jobs)
+            executor.match(BatchRun(image_dir, extractor, matcher, options, run.store, run.summary, on_event), todo)
     return run.summary
 
 
@@ -178,15 +209,15 @@ class MatchRun:
 
     @classmethod
     def prepare(cls, image_dir: Path, pairs: Iterable[tuple[str, str]], output_dir: str | os.PathLike,
-                extractor: Extractor, matcher: Matcher, options: BatchOptions, executor: str = "local"
-                ) -> "MatchRun":
+                extractor: Extractor, matcher: Matcher, options: BatchOptions, executor: Executor) -> "MatchRun":
         if not image_dir.is_dir():
             raise InputError(f"{image_dir}: no such image directory")
         kept, dropped = unique_pairs([(_normalised(a, image_dir), _normalised(b, image_dir)) for a, b in pairs])
-        store = OutputStore(output_dir, store_attributes(extractor),
-                            store_attributes(extractor, matcher, options.verify), options.overwrite)
+        device = executor.device
+        store = OutputStore(output_dir, store_attributes(extractor, device=device),
+                            store_attributes(extractor, matcher, options.verify, device), options.overwrite)
         summary = BatchSummary("match", str(store.features_path), str(store.matches_path), extractor.name,
-                               matcher.name, workers=options.workers, executor=executor)
+                               matcher.name, workers=options.workers, executor=executor.name)
         summary.pairs_total = len(kept) + len(dropped)
         summary.pairs_ignored = len(dropped)
         summary.images_total = len({n for pair in kept for n in pair})
@@ -221,13 +252,13 @@ class ExtractRun:
 
     @classmethod
     def prepare(cls, image_dir: Path, names: Iterable[str], output_dir: str | os.PathLike, extractor: Extractor,
-                options: BatchOptions, executor: str = "local") -> "ExtractRun":
+                options: BatchOptions, executor: Executor) -> "ExtractRun":
         if not image_dir.is_dir():
             raise InputError(f"{image_dir}: no such image directory")
         names = list(dict.fromkeys(_normalised(name, image_dir) for name in names))
-        store = OutputStore(output_dir, store_attributes(extractor), None, options.overwrite)
+        store = OutputStore(output_dir, store_attributes(extractor, device=executor.device), None, options.overwrite)
         summary = BatchSummary("extract", str(store.features_path), extractor=extractor.name,
-                               workers=options.workers, executor=executor)
+                               workers=options.workers, executor=executor.name)
         summary.images_total = len(names)
         return cls(names, store, summary)
 
@@ -484,19 +515,21 @@ def extract_batch(
     extractor: Extractor,
     options: Optional[BatchOptions] = None,
     on_event: Optional[EventCallback] = None,
+    executor: Optional[Executor] = None,
 ) -> BatchSummary:
     """Extract the features of ``names`` (relative to ``image_dir``) into ``output_dir/features.h5``.
 
     Images already in the store are skipped (``options.overwrite`` discards the store, and ``matches.h5`` with it,
     since its matches index the old keypoints); ``options.workers`` and ``options.prefetch`` set the decoding. Same
-    crash safety and events as :func:`match_batch`.
+    executors, crash safety and events as :func:`match_batch`.
     """
     start = time.perf_counter()
     options = options or BatchOptions()
+    executor = executor or LocalExecutor()
     image_dir = Path(image_dir)
-    run = ExtractRun.prepare(image_dir, names, output_dir, extractor, options)
+    run = ExtractRun.prepare(image_dir, names, output_dir, extractor, options, executor)
     with ClosingRun(run.store, run.summary, start) as closing:
         todo = run.todo(on_event)
         with closing.interruptible():
-            BatchRun(image_dir, extractor, None, options, run.store, run.summary, on_event).extract(todo)
+            executor.extract(BatchRun(image_dir, extractor, None, options, run.store, run.summary, on_event), todo)
     return run.summary

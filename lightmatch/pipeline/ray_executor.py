@@ -1,7 +1,8 @@
-"""Batch extraction and matching on Ray: the work, events and files of :mod:`.batch`, over worker actors on one
-machine (an embedded Ray instance) or a cluster (``address``).
+"""Batch extraction and matching on Ray: the :class:`RayExecutor` runs the work of :mod:`.batch` (the same
+:class:`~.batch.BatchRun`, options, events and files) over worker actors on one machine (an embedded Ray instance)
+or a cluster (``address``).
 
-Data flow of :func:`ray_match_batch`::
+Data flow of ``match_batch(..., executor=RayExecutor(...))``::
 
     driver: OutputStore.open (lock, settings check, consolidates a killed run's parts) ─► todo pairs (as locally)
       ─► extraction: the todo images lacking features, in chunks, spread over the actors (each holds one loaded
@@ -34,15 +35,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import torch
 
 from ..errors import ConfigError, InputError, LightmatchError
 from ..io.store import PartWriter
 from ..models.base import Extractor, Matcher
-from .batch import BatchOptions, BatchRun, ClosingRun, ExtractRun, MatchRun, error_text, fail_pair
+from .batch import BatchRun, BatchOptions, error_text, fail_pair
 from .events import BatchSummary, EventCallback, ImageEvent, emit
 from .match import store_attributes
-from .verify import VerifyOptions
 
 ModelFactory = Callable[[], tuple[Extractor, Matcher]]
 
@@ -393,18 +395,6 @@ class _Session:
         self.saved_env = {}
 
 
-@contextlib.contextmanager
-def _workers(options: RayOptions, config: _Config, summary: BatchSummary) -> Iterator[_Pool]:
-    """The run's worker actors (in a Ray session), stopped at the end; their statistics go into ``summary``."""
-    with _Session(options) as ray:
-        pool = _Pool(ray, options, config)
-        try:
-            yield pool
-        finally:
-            summary.per_worker = pool.per_worker()
-            pool.close()
-
-
 def _check_reachable(address: str) -> None:
     """A ``host:port`` address that nothing listens on fails at once (Ray itself would retry for minutes)."""
     host, _, port = address.rpartition(":")
@@ -417,70 +407,71 @@ def _check_reachable(address: str) -> None:
                           "one with `ray start --head`") from None
 
 
-def ray_match_batch(
-    image_dir: str | os.PathLike,
-    pairs: Iterable[tuple[str, str]],
-    output_dir: str | os.PathLike,
-    make_models: ModelFactory,
-    ray: RayOptions,
-    options: Optional[BatchOptions] = None,
-    on_event: Optional[EventCallback] = None,
-) -> BatchSummary:
-    """:func:`lightmatch.pipeline.batch.match_batch` on Ray workers: the same files and events (pair events come
-    in the order chunks complete), each worker running the same :class:`~lightmatch.pipeline.batch.BatchRun`.
+class RayExecutor:
+    """Runs the jobs of a batch (:func:`~lightmatch.pipeline.batch.match_batch`,
+    :func:`~lightmatch.pipeline.batch.extract_batch`) on Ray worker actors, each running the same
+    :class:`~lightmatch.pipeline.batch.BatchRun` as a local run on its share: the same files, and the same events
+    (pair events come in the order chunks complete).
 
-    ``make_models`` builds the extractor and matcher (called once on the driver, for the stores' settings, and
-    once in each worker; it must be picklable, e.g. a :func:`functools.partial` of a module-level function).
-    ``options.workers``, ``prefetch`` and ``cache_images`` hold per Ray worker; chunks of pairs hold whole groups
-    of ``options.batch_pairs``, so the groups matched together are those of a local run. The summary's
-    ``per_worker`` holds each worker's pairs, images and busy seconds.
+    ``make_models`` builds the extractor and matcher in each worker (it must be picklable, e.g. a
+    :func:`functools.partial` of a module-level function). ``options.workers``, ``prefetch`` and ``cache_images``
+    hold per Ray worker; chunks of pairs hold whole groups of ``options.batch_pairs``, so the groups matched
+    together are those of a local run. The summary's ``per_worker`` holds each worker's pairs, images and busy
+    seconds.
     """
-    start = time.perf_counter()
-    options = options or BatchOptions()
-    import_ray(embedded=ray.address is None)
-    image_dir = Path(image_dir)
-    extractor, matcher = make_models()
-    run = MatchRun.prepare(image_dir, pairs, output_dir, extractor, matcher, options, "ray")
-    store, summary = run.store, run.summary
-    _record_worker_device(store, ray, extractor, matcher, options.verify)
-    del extractor, matcher
-    config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), options, matching=True)
-    with ClosingRun(store, summary, start) as closing:
-        todo = run.todo()
+
+    name = "ray"
+
+    def __init__(self, make_models: ModelFactory, options: RayOptions) -> None:
+        import_ray(embedded=options.address is None)
+        self.make_models = make_models
+        self.options = options
+        # the workers run on CUDA when given GPUs: the settings the stores are checked against (device, precision
+        # resolved there) are theirs, not those of the driver's models
+        self.device = torch.device("cuda") if options.gpus else None
+
+    def extract(self, work: BatchRun, names: list[str]) -> None:
+        """Extract ``names`` over the workers (one part file per image)."""
+        if names:
+            with self._pool(work, matching=False) as pool:
+                _extract_all(pool, names, work.summary, work.on_event)
+
+    def match(self, work: BatchRun, todo: list[tuple[str, str]]) -> None:
+        """Extract the images of ``todo`` the store lacks, consolidate them into ``features.h5`` (which the
+        workers read), then match ``todo`` in chunks of neighbouring pairs (one part file per pair)."""
+        store, summary = work.store, work.summary
         needed = list(dict.fromkeys(n for pair in todo for n in pair))
         missing = [n for n in needed if not store.has_features(n)]
         summary.images_reused = len(needed) - len(missing)
-        run.announce(todo, len(missing), on_event)
-        with closing.interruptible():
-            if todo:
-                with _workers(ray, config, summary) as pool:
-                    _extract_all(pool, missing, summary, on_event)
-                    t = time.perf_counter()
-                    store.consolidate()  # the workers read features from features.h5
-                    summary.times["consolidate"] += time.perf_counter() - t
-                    chunks = [(chunk, {n: summary.failed_images[n] for pair in chunk for n in pair
-                                       if n in summary.failed_images})
-                              for chunk in _chunks(todo, len(pool.actors), MAX_CHUNK_PAIRS, options.batch_pairs)]
+        if not todo:
+            return
+        with self._pool(work, matching=True) as pool:
+            _extract_all(pool, missing, summary, work.on_event)
+            t = time.perf_counter()
+            store.consolidate()
+            summary.times["consolidate"] += time.perf_counter() - t
+            chunks = [(chunk, {n: summary.failed_images[n] for pair in chunk for n in pair
+                               if n in summary.failed_images})
+                      for chunk in _chunks(todo, len(pool.actors), MAX_CHUNK_PAIRS, work.options.batch_pairs)]
 
-                    def failed(i: int, error: str) -> None:
-                        for a, b in chunks[i][0]:
-                            fail_pair(a, b, error, summary, on_event)
+            def failed(i: int, error: str) -> None:
+                for a, b in chunks[i][0]:
+                    fail_pair(a, b, error, summary, work.on_event)
 
-                    pool.run("match", chunks, lambda i, result: _forward(summary, result, on_event), failed)
-    return summary
+            pool.run("match", chunks, lambda i, result: _forward(summary, result, work.on_event), failed)
 
-
-def _record_worker_device(store, options: RayOptions, extractor: Extractor, matcher: Optional[Matcher] = None,
-                          verify: Optional[VerifyOptions] = None) -> None:
-    """The driver's models are built where it runs; the workers run on CUDA when given GPUs: the settings the
-    store is checked against (device, precision resolved there) are the workers'."""
-    if options.gpus and extractor.device.type != "cuda":
-        import torch
-
-        cuda = torch.device("cuda")
-        store.feature_attrs = store_attributes(extractor, device=cuda)
-        if matcher is not None:
-            store.match_attrs = store_attributes(extractor, matcher, verify, device=cuda)
+    @contextlib.contextmanager
+    def _pool(self, work: BatchRun, matching: bool) -> Iterator[_Pool]:
+        """The run's worker actors (in a Ray session), stopped at the end; their statistics go into the summary."""
+        config = _Config(self.make_models, work.image_dir.resolve(), work.store.folder.resolve(), work.options,
+                         matching)
+        with _Session(self.options) as ray:
+            pool = _Pool(ray, self.options, config)
+            try:
+                yield pool
+            finally:
+                work.summary.per_worker = pool.per_worker()
+                pool.close()
 
 
 def _extract_all(pool: _Pool, names: list[str], summary: BatchSummary, on_event: Optional[EventCallback]) -> None:
@@ -494,32 +485,3 @@ def _extract_all(pool: _Pool, names: list[str], summary: BatchSummary, on_event:
             emit(on_event, ImageEvent(name, "failed", error=error))
 
     pool.run("extract", chunks, lambda i, result: _forward(summary, result, on_event), failed)
-
-
-def ray_extract_batch(
-    image_dir: str | os.PathLike,
-    names: Iterable[str],
-    output_dir: str | os.PathLike,
-    make_models: ModelFactory,
-    ray: RayOptions,
-    options: Optional[BatchOptions] = None,
-    on_event: Optional[EventCallback] = None,
-) -> BatchSummary:
-    """:func:`lightmatch.pipeline.batch.extract_batch` on Ray workers (see :func:`ray_match_batch`)."""
-    start = time.perf_counter()
-    options = options or BatchOptions()
-    import_ray(embedded=ray.address is None)
-    image_dir = Path(image_dir)
-    extractor, _ = make_models()
-    run = ExtractRun.prepare(image_dir, names, output_dir, extractor, options, "ray")
-    store, summary = run.store, run.summary
-    _record_worker_device(store, ray, extractor)
-    del extractor
-    config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), options, matching=False)
-    with ClosingRun(store, summary, start) as closing:
-        todo = run.todo(on_event)
-        with closing.interruptible():
-            if todo:
-                with _workers(ray, config, summary) as pool:
-                    _extract_all(pool, todo, summary, on_event)
-    return summary
