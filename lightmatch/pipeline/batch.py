@@ -1,10 +1,13 @@
 """Batch extraction and matching over many images and pairs: each image extracted once, resumable, crash-safe.
 
-Data flow of :func:`match_batch`::
+Data flow of :func:`match_batch` (the driver: :class:`MatchRun`, :class:`ClosingRun`) and of the work, a
+:class:`BatchRun` run by an :class:`Executor` (here, or on Ray workers: :mod:`.ray_executor`), both set by one
+:class:`BatchOptions`::
 
     pairs ──► plan (:mod:`.plan`: which image to load, extract or read back before each pair, what to drop after)
           ──► PrefetchLoader (decode + EXIF + resize in worker threads, ahead of the network)
-          ──► extract (main thread) ──► cache ──► match ──► verify ──► plot ──► part file (:mod:`..io.store`)
+          ──► extract (main thread) ──► cache ──► match (groups of ``batch_pairs``) ──► verify ──► plot
+          ──► part file (:mod:`..io.store`)
 
 **Output folder.** ``OUTDIR/features.h5`` and ``OUTDIR/matches.h5`` in hloc's layout, written through
 :class:`~lightmatch.io.store.OutputStore` (lock, settings check, crash-safe part files, consolidation), with the
