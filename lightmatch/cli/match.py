@@ -524,11 +524,11 @@ def export_colmap_command(image_dir: str, features_path: str, matches_path: str,
         --database out/database.db
     """
     from ..io.colmap import export_colmap
-    from ..io.store import PARTS_DIR
+    from ..io.store import unfinished_parts
 
     for path in (features_path, matches_path):
-        parts = Path(path).parent / PARTS_DIR
-        if parts.is_dir() and any(p.suffix == ".h5" for p in parts.iterdir()):
+        parts = unfinished_parts(path)
+        if parts is not None:
             click.echo(f"lightmatch: warning: {parts} holds results of an interrupted run that are not in "
                        f"{path} yet; rerun that command to finish it", err=True)
             break
