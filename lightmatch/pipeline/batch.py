@@ -136,7 +136,8 @@ class Executor(Protocol):
     :class:`~lightmatch.pipeline.ray_executor.RayExecutor` on Ray worker actors."""
 
     name: str  # the summary's ``executor``
-    device: Optional[torch.device]  # where the models run when not where the driver built them (the stores record it)
+    # where the models run, when not where the driver built them (the stores record it)
+    device: Optional[torch.device]
 
     def match(self, work: "BatchRun", todo: list[tuple[str, str]]) -> None:
         """Match ``todo`` (pairs the store lacks), extracting the images whose features it lacks."""
