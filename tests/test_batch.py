@@ -294,6 +294,23 @@ def test_viz_dir_plots_every_pair(folder, tmp_path):
         assert plot is not None and plot.shape[1] > 256
 
 
+def test_no_output_folder_keeps_only_events_and_plots(folder, tmp_path, monkeypatch):
+    """No output folder: the stores live in a temporary folder, removed at the end; the summary names no files."""
+    import tempfile
+
+    image_dir, names = folder
+    extractor, matcher = models()
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    pairs = [(names[0], names[1]), (names[1], names[2])]
+    events = []
+    summary = match_batch(image_dir, pairs, None, extractor, matcher, BatchOptions(viz_dir=tmp_path / "viz"),
+                          events.append)
+    assert summary.ok and summary.pairs_matched == 2 and summary.features_path is summary.matches_path is None
+    assert [(e.name0, e.name1) for e in events if isinstance(e, PairEvent) and e.status == "ok"] == pairs
+    assert len(list((tmp_path / "viz").glob("*.png"))) == 2 and not list((tmp_path / "tmp").iterdir())
+
+
 def test_batched_pairs_give_the_same_matches(tmp_path):
     """--batch-pairs: LightGlue matches several pairs padded and masked; the stores hold the same matches as one by
     one (scores equal up to the float rounding of padded sums), and every pair's event is reported."""

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -364,20 +363,14 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     options = BatchOptions(verify_options, viz_dir, viz_max_matches, overwrite, workers, batch_pairs=batch_pairs)
     extractor, matcher = build_models(opts)
     reporter = _Reporter(as_json, quiet, "pair")
-    temporary = output_dir is None
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(_batch_run())
-        if temporary:  # only plots / JSON wanted: the stores live in a temporary folder
-            output_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="lightmatch-"))
-            if not quiet:
-                click.echo("lightmatch: note: no -o OUTDIR, features and matches are not kept", err=True)
+    with _batch_run():
+        if output_dir is None and not quiet:
+            click.echo("lightmatch: note: no -o OUTDIR, features and matches are not kept", err=True)
         try:
             summary = match_batch(image_dir, pairs, output_dir, extractor, matcher, options, reporter,
                                   _executor(ray, opts))
         finally:
             reporter.close()
-        if temporary:  # the stores are gone after this block
-            summary.features_path = summary.matches_path = None
     _finish(summary, reporter, as_json, quiet)
 
 

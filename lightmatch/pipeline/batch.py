@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +163,7 @@ class LocalExecutor:
 def match_batch(
     image_dir: str | os.PathLike,
     pairs: Iterable[tuple[str, str]],
-    output_dir: str | os.PathLike,
+    output_dir: Optional[str | os.PathLike],
     extractor: Extractor,
     matcher: Matcher,
     options: Optional[BatchOptions] = None,
@@ -174,7 +175,8 @@ def match_batch(
     Args:
         image_dir: root of the images; pair names are paths relative to it with ``/`` separators.
         pairs: ``(name0, name1)`` pairs; self-pairs and repeats (either order) are ignored.
-        output_dir: output folder (see the module documentation for its layout, resume and crash safety).
+        output_dir: output folder (see the module documentation for its layout, resume and crash safety); None:
+            a temporary one, removed at the end (only the events and plots are wanted; the summary names no files).
         extractor, matcher: the models (with another executor, the stores' settings are read from them).
         options: verification, plots, resume, threads, memory and batching (:class:`BatchOptions`; None: its
             defaults).
@@ -187,6 +189,11 @@ def match_batch(
         so far is saved). Bad images fail their pairs only; a :class:`LightmatchError` is raised for what stops
         the whole batch (unwritable output, a store made with other settings).
     """
+    if output_dir is None:
+        with tempfile.TemporaryDirectory(prefix="lightmatch-") as folder:
+            summary = match_batch(image_dir, pairs, folder, extractor, matcher, options, on_event, executor)
+        summary.features_path = summary.matches_path = None
+        return summary
     start = time.perf_counter()
     options = options or BatchOptions()
     executor = executor or LocalExecutor()
