@@ -42,7 +42,7 @@ import torch
 from ..errors import ConfigError, InputError, LightmatchError
 from ..io.store import PartWriter
 from ..models.base import Extractor, Matcher
-from .batch import BatchRun, BatchOptions, error_text, fail_pair
+from .batch import BatchOptions, BatchRun, error_text, fail_pair
 from .events import BatchSummary, EventCallback, ImageEvent, emit
 from .match import store_attributes
 
