@@ -21,7 +21,7 @@ from lightmatch.io import h5
 from lightmatch.io.pairs import exhaustive_pairs, sequential_pairs
 from helpers import assert_same_stores, assert_store_invariant, make_images
 from lightmatch.io.store import OutputStore
-from lightmatch.pipeline.batch import VerifyOptions, extract_batch, match_batch
+from lightmatch.pipeline.batch import BatchOptions, VerifyOptions, extract_batch, match_batch
 from lightmatch.pipeline.events import BatchStart, ImageEvent, PairEvent
 from lightmatch.pipeline.match import store_attributes
 from lightmatch.pipeline.plan import plan_pairs, unique_pairs, viz_filename
@@ -185,7 +185,7 @@ def test_match_batch_events_resume_and_identical_result(folder, tmp_path):
     verify = VerifyOptions("homography", seed=3)
     events = []
     full = match_batch(image_dir, pairs + [(names[1], names[0])], tmp_path / "full", extractor, matcher,
-                       verify=verify, on_event=events.append)
+                       BatchOptions(verify=verify), on_event=events.append)
     assert full.ok and full.pairs_matched == 15 and full.pairs_ignored == 1 and full.images_extracted == 6
     assert isinstance(events[0], BatchStart) and events[0].pairs_todo == 15
     ok = [e for e in events if isinstance(e, PairEvent) and e.status == "ok"]
@@ -195,10 +195,10 @@ def test_match_batch_events_resume_and_identical_result(folder, tmp_path):
     assert summary["pairs_per_s"] > 0 and set(summary["time_s"]) >= {"decode", "extract", "match", "write"}
 
     # partial run, then the full list: only the rest is done, the files equal the uninterrupted run's
-    part = match_batch(image_dir, pairs[:4], tmp_path / "resumed", extractor, matcher, verify=verify)
+    part = match_batch(image_dir, pairs[:4], tmp_path / "resumed", extractor, matcher, BatchOptions(verify=verify))
     assert part.pairs_matched == 4 and part.images_extracted == 5
     events = []
-    rest = match_batch(image_dir, pairs, tmp_path / "resumed", extractor, matcher, verify=verify,
+    rest = match_batch(image_dir, pairs, tmp_path / "resumed", extractor, matcher, BatchOptions(verify=verify),
                        on_event=events.append)
     assert (rest.pairs_skipped, rest.pairs_matched, rest.images_extracted, rest.images_reused) == (4, 11, 1, 5)
     assert sum(isinstance(e, PairEvent) and e.status == "skipped" for e in events) == 4
@@ -207,15 +207,15 @@ def test_match_batch_events_resume_and_identical_result(folder, tmp_path):
     assert_store_invariant(tmp_path / "resumed")
 
     # a tiny feature cache (features dropped and read back from part files) changes nothing
-    small = match_batch(image_dir, pairs, tmp_path / "small_cache", extractor, matcher, verify=verify,
-                        cache_images=1, workers=1, prefetch=1)
+    small = match_batch(image_dir, pairs, tmp_path / "small_cache", extractor, matcher,
+                        BatchOptions(verify=verify, cache_images=1, workers=1, prefetch=1))
     assert (small.images_extracted, small.images_reused) == (6, 0) and small.times["read"] > 0
     assert_same_stores(tmp_path / "full", tmp_path / "small_cache")
 
     # extract first, then match: features reused, same files
     ext = extract_batch(image_dir, names, tmp_path / "two_steps", extractor)
     assert ext.ok and ext.images_extracted == 6
-    again = match_batch(image_dir, pairs, tmp_path / "two_steps", extractor, matcher, verify=verify)
+    again = match_batch(image_dir, pairs, tmp_path / "two_steps", extractor, matcher, BatchOptions(verify=verify))
     assert again.images_extracted == 0 and again.images_reused == 6
     assert_same_stores(tmp_path / "full", tmp_path / "two_steps")
 
@@ -231,9 +231,10 @@ def test_settings_mismatch_refused_unless_overwrite(folder, tmp_path):
     with pytest.raises(ConfigError, match="features.h5 was made with other extractor settings.*max_keypoints"):
         match_batch(image_dir, pairs, tmp_path / "out", other, matcher)
     with pytest.raises(ConfigError, match="matches.h5 was made with other matcher settings.*verify"):
-        match_batch(image_dir, pairs, tmp_path / "out", extractor, matcher, verify=VerifyOptions("fundamental"))
+        match_batch(image_dir, pairs, tmp_path / "out", extractor, matcher,
+                    BatchOptions(verify=VerifyOptions("fundamental")))
     events = []
-    summary = match_batch(image_dir, pairs, tmp_path / "out", other, matcher, overwrite=True,
+    summary = match_batch(image_dir, pairs, tmp_path / "out", other, matcher, BatchOptions(overwrite=True),
                           on_event=events.append)
     assert summary.pairs_matched == 3 and len(events[0].removed) == 2
     assert len(h5.read_features(tmp_path / "out/features.h5", names[0])) <= 100
@@ -285,12 +286,29 @@ def test_viz_dir_plots_every_pair(folder, tmp_path):
     image_dir, names = folder
     extractor, matcher = models()
     pairs = [(names[0], names[1]), (names[1], names[2])]
-    summary = match_batch(image_dir, pairs, tmp_path / "out", extractor, matcher, viz_dir=tmp_path / "viz",
-                          verify=VerifyOptions("homography"))
+    summary = match_batch(image_dir, pairs, tmp_path / "out", extractor, matcher,
+                          BatchOptions(VerifyOptions("homography"), viz_dir=tmp_path / "viz"))
     assert summary.ok and summary.times["viz"] > 0
     for a, b in pairs:
         plot = cv2.imread(str(tmp_path / "viz" / viz_filename(a, b)))
         assert plot is not None and plot.shape[1] > 256
+
+
+def test_no_output_folder_keeps_only_events_and_plots(folder, tmp_path, monkeypatch):
+    """No output folder: the stores live in a temporary folder, removed at the end; the summary names no files."""
+    import tempfile
+
+    image_dir, names = folder
+    extractor, matcher = models()
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    pairs = [(names[0], names[1]), (names[1], names[2])]
+    events = []
+    summary = match_batch(image_dir, pairs, None, extractor, matcher, BatchOptions(viz_dir=tmp_path / "viz"),
+                          events.append)
+    assert summary.ok and summary.pairs_matched == 2 and summary.features_path is summary.matches_path is None
+    assert [(e.name0, e.name1) for e in events if isinstance(e, PairEvent) and e.status == "ok"] == pairs
+    assert len(list((tmp_path / "viz").glob("*.png"))) == 2 and not list((tmp_path / "tmp").iterdir())
 
 
 def test_batched_pairs_give_the_same_matches(tmp_path):
@@ -304,8 +322,8 @@ def test_batched_pairs_give_the_same_matches(tmp_path):
     pairs = exhaustive_pairs(names)
     one = match_batch(tmp_path / "images", pairs, tmp_path / "one", extractor, matcher)
     events = []
-    many = match_batch(tmp_path / "images", pairs, tmp_path / "many", extractor, matcher, batch_pairs=4,
-                       on_event=events.append)
+    many = match_batch(tmp_path / "images", pairs, tmp_path / "many", extractor, matcher,
+                       BatchOptions(batch_pairs=4), on_event=events.append)
     assert one.pairs_matched == many.pairs_matched == len(pairs)
     assert [(e.name0, e.name1) for e in events if isinstance(e, PairEvent)] == pairs
     for folder in ("one", "many"):

@@ -171,3 +171,24 @@ def test_errors(tmp_path):
     with pytest.raises(InputError, match="img2.png"):
         export_colmap(images, features, matches, db_path)
     assert not db_path.exists() and not list(tmp_path.glob(".db.db.*"))
+
+
+def test_export_warns_of_unconsolidated_parts(tmp_path):
+    """`export colmap` on a store whose run was interrupted warns that `.parts` holds results not exported."""
+    from click.testing import CliRunner
+    from lightmatch.cli import main
+    from lightmatch.io.store import unfinished_parts
+
+    images, features, matches, _, _ = make_scene(tmp_path, n_points=100)
+    args = ["export", "colmap", "--image-dir", str(images), "--features", str(features), "--matches", str(matches),
+            "--database", str(tmp_path / "db.db")]
+    assert unfinished_parts(features) is None
+    (tmp_path / ".parts").mkdir()
+    (tmp_path / ".parts" / "notes.txt").write_text("not a part")
+    assert unfinished_parts(matches) is None
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0 and "interrupted run" not in result.stderr, result.stderr
+    (tmp_path / ".parts" / "w0-00001-m.h5").write_bytes(b"")
+    assert unfinished_parts(matches) == tmp_path / ".parts"
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0 and f"{tmp_path / '.parts'} holds results of an interrupted run" in result.stderr

@@ -96,13 +96,18 @@ def test_ray_driver_records_the_workers_device(tmp_path):
     from lightmatch.io.store import OutputStore
     from lightmatch.models.factory import load_extractor, load_matcher
     from lightmatch.pipeline.match import store_attributes
-    from lightmatch.pipeline.ray_executor import RayOptions, _record_worker_device
+    from lightmatch.pipeline.batch import BatchOptions, LocalExecutor, MatchRun
+    from lightmatch.pipeline.ray_executor import RayExecutor, RayOptions
 
+    pytest.importorskip("ray")
     extractor = load_extractor("sift", max_keypoints=64, device="cpu")
     matcher = load_matcher("lightglue", features="aliked", device="cpu")
     store = OutputStore(tmp_path, store_attributes(extractor), store_attributes(extractor, matcher))
     assert store.match_attrs["lightmatch_precision"] == "fp32" and store.match_attrs["lightmatch_device"] == "cpu"
-    _record_worker_device(store, RayOptions(gpus=1.0), extractor, matcher)
+    run = MatchRun.prepare(tmp_path, [], tmp_path, extractor, matcher, BatchOptions(), LocalExecutor())
+    assert run.store.match_attrs == store.match_attrs
+    store = MatchRun.prepare(tmp_path, [], tmp_path, extractor, matcher, BatchOptions(),
+                             RayExecutor(lambda: (extractor, matcher), RayOptions(gpus=1.0))).store
     assert store.match_attrs["lightmatch_precision"] == "fp16" and store.match_attrs["lightmatch_device"] == "cuda"
     assert store.feature_attrs["lightmatch_precision"] == "fp32"  # extractors run fp32 unless asked
     assert store.feature_attrs["lightmatch_device"] == "cuda"

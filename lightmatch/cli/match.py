@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -209,6 +208,15 @@ def _ray_options(opts: dict):
     return options
 
 
+def _executor(ray, opts: dict):
+    """Where a batch runs: None (this process) or Ray workers building the models of ``opts``."""
+    if ray is None:
+        return None
+    from ..pipeline.ray_executor import RayExecutor
+
+    return RayExecutor(functools.partial(build_models, opts), ray)
+
+
 def batch_options(func):
     """Options of the batch forms of ``match`` and of ``extract``."""
     options = [
@@ -345,8 +353,7 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     if (window is not None or loop) and pairs_mode != "sequential":
         raise click.UsageError("--window and --loop go with --pairs-mode sequential")
 
-    from ..pipeline.batch import VerifyOptions, match_batch
-    from ..pipeline.ray_executor import ray_match_batch
+    from ..pipeline.batch import BatchOptions, VerifyOptions, match_batch
 
     retrieved = None
     if wants_retrieval(pairs_mode, retrieval):
@@ -365,27 +372,17 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     if not pairs:
         click.echo(f"lightmatch: warning: no pairs to match (found no images in {image_dir})"
                    if pairs_mode else f"lightmatch: warning: no pairs in {pairs_file}", err=True)
-    if ray is None:
-        run_batch, models = match_batch, dict(zip(("extractor", "matcher"), build_models(opts)),
-                                              batch_pairs=batch_pairs)
-    else:  # the workers build the models; the driver too, for the stores' settings
-        run_batch, models = ray_match_batch, dict(make_models=functools.partial(build_models, opts), options=ray)
+    options = BatchOptions(verify_options, viz_dir, viz_max_matches, overwrite, workers, batch_pairs=batch_pairs)
+    extractor, matcher = build_models(opts)
     reporter = _Reporter(as_json, quiet, "pair")
-    temporary = output_dir is None
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(_batch_run())
-        if temporary:  # only plots / JSON wanted: the stores live in a temporary folder
-            output_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="lightmatch-"))
-            if not quiet:
-                click.echo("lightmatch: note: no -o OUTDIR, features and matches are not kept", err=True)
+    with _batch_run():
+        if output_dir is None and not quiet:
+            click.echo("lightmatch: note: no -o OUTDIR, features and matches are not kept", err=True)
         try:
-            summary = run_batch(image_dir, pairs, output_dir, verify=verify_options, viz_dir=viz_dir,
-                                viz_max_matches=viz_max_matches, overwrite=overwrite, workers=workers,
-                                on_event=reporter, **models)
+            summary = match_batch(image_dir, pairs, output_dir, extractor, matcher, options, reporter,
+                                  _executor(ray, opts))
         finally:
             reporter.close()
-        if temporary:  # the stores are gone after this block
-            summary.features_path = summary.matches_path = None
     if retrieved is not None:  # images that failed before pairing count as failed images of the run
         summary.failed_images.update(retrieved.failed_images)
         summary.images_failed = len(summary.failed_images)
@@ -502,8 +499,7 @@ def extract(image_dir: str, output_dir: str, as_json: bool, overwrite: bool, qui
     the old keypoints). Unreadable files are reported and skipped (exit status 3).
     """
     from ..io.pairs import list_images
-    from ..pipeline.batch import extract_batch
-    from ..pipeline.ray_executor import ray_extract_batch
+    from ..pipeline.batch import BatchOptions, extract_batch
 
     ray = _ray_options(opts)
     names = list_images(image_dir)
@@ -511,15 +507,12 @@ def extract(image_dir: str, output_dir: str, as_json: bool, overwrite: bool, qui
         click.echo(f"lightmatch: warning: no images found in {image_dir}", err=True)
     # the extractor exactly as `match` builds it; the nearest-neighbour matcher is free and unused
     opts = dict(opts, matcher="nn")
-    if ray is None:
-        run_batch, models = extract_batch, dict(extractor=build_models(opts)[0])
-    else:
-        run_batch, models = ray_extract_batch, dict(make_models=functools.partial(build_models, opts), options=ray)
+    extractor = build_models(opts)[0]
     reporter = _Reporter(as_json, quiet, "image")
     try:
         with _batch_run():
-            summary = run_batch(image_dir, names, output_dir, overwrite=overwrite, workers=workers,
-                                on_event=reporter, **models)
+            summary = extract_batch(image_dir, names, output_dir, extractor,
+                                    BatchOptions(overwrite=overwrite, workers=workers), reporter, _executor(ray, opts))
     finally:
         reporter.close()
     _finish(summary, reporter, as_json, quiet)
@@ -560,11 +553,11 @@ def export_colmap_command(image_dir: str, features_path: str, matches_path: str,
         --database out/database.db
     """
     from ..io.colmap import export_colmap
-    from ..io.store import PARTS_DIR
+    from ..io.store import unfinished_parts
 
     for path in (features_path, matches_path):
-        parts = Path(path).parent / PARTS_DIR
-        if parts.is_dir() and any(p.suffix == ".h5" for p in parts.iterdir()):
+        parts = unfinished_parts(path)
+        if parts is not None:
             click.echo(f"lightmatch: warning: {parts} holds results of an interrupted run that are not in "
                        f"{path} yet; rerun that command to finish it", err=True)
             break

@@ -53,6 +53,13 @@ COMPARED_WHEN_RECORDED = ("lightmatch_matcher_weights", "lightmatch_precision")
 RECORDED_ONLY = ("lightmatch_device",)
 
 
+def unfinished_parts(store_file: str | os.PathLike) -> Optional[Path]:
+    """The part folder beside ``store_file`` (a ``features.h5`` or ``matches.h5``) when it holds results of an
+    interrupted run that are not in the store yet (rerunning that run consolidates them); else None."""
+    parts = Path(store_file).parent / PARTS_DIR
+    return parts if parts.is_dir() and any(p.suffix == ".h5" for p in parts.iterdir()) else None
+
+
 class OutputStore:
     """``features.h5`` + ``matches.h5`` in one folder, written incrementally through atomically renamed part files.
 

@@ -1,7 +1,8 @@
-"""Batch extraction and matching on Ray: the work, events and files of :mod:`.batch`, over worker actors on one
-machine (an embedded Ray instance) or a cluster (``address``).
+"""Batch extraction and matching on Ray: the :class:`RayExecutor` runs the work of :mod:`.batch` (the same
+:class:`~.batch.BatchRun`, options, events and files) over worker actors on one machine (an embedded Ray instance)
+or a cluster (``address``).
 
-Data flow of :func:`ray_match_batch`::
+Data flow of ``match_batch(..., executor=RayExecutor(...))``::
 
     driver: OutputStore.open (lock, settings check, consolidates a killed run's parts) ─► todo pairs (as locally)
       ─► extraction: the todo images lacking features, in chunks, spread over the actors (each holds one loaded
@@ -34,18 +35,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
-from ..defaults import VIZ_MAX_MATCHES
+import torch
+
 from ..errors import ConfigError, InputError, LightmatchError
 from ..io.store import PartWriter
 from ..models.base import Extractor, Matcher
-from .batch import (ClosingRun, ExtractRun, MatchRun, VerifyOptions, _Clock, _error_text, _load_image, _run_load,
-                    _run_pairs, fail_pair)
+from .batch import BatchOptions, BatchRun, error_text, fail_pair
 from .events import BatchSummary, EventCallback, ImageEvent, emit
-from .loader import PrefetchLoader
 from .match import store_attributes
-from .plan import Job, Load, plan_pairs
 
 ModelFactory = Callable[[], tuple[Extractor, Matcher]]
 
@@ -137,12 +136,7 @@ class _Config:
     make_models: ModelFactory
     image_dir: Path
     output_dir: Path
-    verify: Optional[VerifyOptions]
-    viz_dir: Optional[Path]
-    viz_max_matches: Optional[int]
-    threads: int
-    prefetch: int
-    cache_images: int
+    options: BatchOptions
     matching: bool
 
 
@@ -162,49 +156,34 @@ class Worker:
     def __init__(self, index: int, config: _Config) -> None:
         self.config = config
         self.extractor, self.matcher = config.make_models()
-        match_attrs = (store_attributes(self.extractor, self.matcher, config.verify) if config.matching else None)
+        match_attrs = (store_attributes(self.extractor, self.matcher, config.options.verify) if config.matching
+                       else None)
         self.writer = PartWriter(config.output_dir, store_attributes(self.extractor), match_attrs, f"w{index}")
+
+    def _run(self, command: str, events: list) -> BatchRun:
+        c = self.config
+        return BatchRun(c.image_dir, self.extractor, self.matcher, c.options, self.writer, BatchSummary(command, ""),
+                        events.append)
 
     def extract(self, names: list[str]) -> _Result:
         """Extract ``names``; one part file per image."""
         start = time.perf_counter()
-        c = self.config
-        summary = BatchSummary("extract", "")
-        clock = _Clock(summary)
         events: list = []
-        jobs = [Job(name, True) for name in names]
-        with PrefetchLoader(jobs, _load_image(c.image_dir, self.extractor, False), c.threads, c.prefetch) as loader:
-            for i, job in enumerate(jobs):
-                _run_load(Load(job.name, i, True), loader, self.extractor, self.writer, {}, set(), summary, clock,
-                          events.append)
-                clock.take()
-        return _Result(events, summary, time.perf_counter() - start)
+        run = self._run("extract", events)
+        run.extract(names)
+        return _Result(events, run.summary, time.perf_counter() - start)
 
     def match(self, pairs: list[tuple[str, str]], failed_images: dict[str, str]) -> _Result:
         """Match ``pairs`` with features read from ``features.h5``; pairs of ``failed_images`` fail as locally."""
         start = time.perf_counter()
-        c = self.config
-        summary = BatchSummary("match", "")
-        summary.failed_images = dict(failed_images)
-        clock = _Clock(summary)
         events: list = []
-        steps, jobs = plan_pairs(pairs, lambda name: True, c.viz_dir is not None, c.cache_images)
-        cache: dict = {}
-        seen: set[str] = set()
+        run = self._run("match", events)
+        run.summary.failed_images = dict(failed_images)
         try:
-            with PrefetchLoader(jobs, _load_image(c.image_dir, self.extractor, c.viz_dir is not None), c.threads,
-                                c.prefetch) as loader:
-                for step in steps:
-                    for load in step.loads:
-                        _run_load(load, loader, self.extractor, self.writer, cache, seen, summary, clock,
-                                  events.append)
-                    _run_pairs([step], cache, self.extractor, self.matcher, c.verify, c.viz_dir, c.viz_max_matches,
-                               self.writer, summary, clock, events.append)
-                    for name in step.evict:
-                        cache.pop(name, None)
+            run.match(*run.plan(pairs, lambda name: True))
         finally:
             self.writer.close()  # features.h5 is replaced between runs: never keep it open across chunks
-        return _Result(events, summary, time.perf_counter() - start)
+        return _Result(events, run.summary, time.perf_counter() - start)
 
 
 # ----------------------------------------------------------------------------------------------- driver ---
@@ -251,7 +230,7 @@ class _Pool:
             except ray.exceptions.RayTaskError as exc:  # the method raised: a real error, not a lost worker
                 if isinstance(exc.cause, LightmatchError) and not isinstance(exc.cause, InputError):
                     raise exc.cause from None
-                on_failed(i, _error_text(exc.cause or exc))
+                on_failed(i, error_text(exc.cause or exc))
                 continue
             except ray.exceptions.RayError as exc:  # the actor died for good (restarts used up) or is unreachable
                 if a in self.alive:
@@ -278,11 +257,13 @@ class _Pool:
         return {f"worker-{i}": {k: round(v, 3) for k, v in s.items()} for i, s in self.stats.items()}
 
 
-def _chunks(items: list, workers: int, largest: int) -> list[list]:
-    """``items`` in consecutive chunks: about four per worker, at most ``largest`` items each."""
+def _chunks(items: list, workers: int, largest: int, multiple: int = 1) -> list[list]:
+    """``items`` in consecutive chunks: about four per worker, at most ``largest`` items each, rounded up to a
+    ``multiple`` (so that a chunk holds whole groups of ``--batch-pairs``, the groups of a local run)."""
     if not items:
         return []
     size = max(1, min(largest, math.ceil(len(items) / (4 * workers))))
+    size = math.ceil(size / multiple) * multiple
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
@@ -414,18 +395,6 @@ class _Session:
         self.saved_env = {}
 
 
-@contextlib.contextmanager
-def _workers(options: RayOptions, config: _Config, summary: BatchSummary) -> Iterator[_Pool]:
-    """The run's worker actors (in a Ray session), stopped at the end; their statistics go into ``summary``."""
-    with _Session(options) as ray:
-        pool = _Pool(ray, options, config)
-        try:
-            yield pool
-        finally:
-            summary.per_worker = pool.per_worker()
-            pool.close()
-
-
 def _check_reachable(address: str) -> None:
     """A ``host:port`` address that nothing listens on fails at once (Ray itself would retry for minutes)."""
     host, _, port = address.rpartition(":")
@@ -438,76 +407,71 @@ def _check_reachable(address: str) -> None:
                           "one with `ray start --head`") from None
 
 
-def ray_match_batch(
-    image_dir: str | os.PathLike,
-    pairs: Iterable[tuple[str, str]],
-    output_dir: str | os.PathLike,
-    make_models: ModelFactory,
-    options: RayOptions,
-    verify: Optional[VerifyOptions] = None,
-    viz_dir: Optional[str | os.PathLike] = None,
-    viz_max_matches: Optional[int] = VIZ_MAX_MATCHES,
-    overwrite: bool = False,
-    workers: int = 2,
-    prefetch: int = 8,
-    cache_images: int = 256,
-    on_event: Optional[EventCallback] = None,
-) -> BatchSummary:
-    """:func:`lightmatch.pipeline.batch.match_batch` on Ray workers: the same files and events (pair events come
-    in the order chunks complete).
+class RayExecutor:
+    """Runs the jobs of a batch (:func:`~lightmatch.pipeline.batch.match_batch`,
+    :func:`~lightmatch.pipeline.batch.extract_batch`) on Ray worker actors, each running the same
+    :class:`~lightmatch.pipeline.batch.BatchRun` as a local run on its share: the same files, and the same events
+    (pair events come in the order chunks complete).
 
-    ``make_models`` builds the extractor and matcher (called once on the driver, for the stores' settings, and
-    once in each worker; it must be picklable, e.g. a :func:`functools.partial` of a module-level function).
-    ``workers`` and ``prefetch`` are decoding threads and read-ahead per Ray worker. The summary's ``per_worker``
-    holds each worker's pairs, images and busy seconds.
+    ``make_models`` builds the extractor and matcher in each worker (it must be picklable, e.g. a
+    :func:`functools.partial` of a module-level function). ``options.workers``, ``prefetch`` and ``cache_images``
+    hold per Ray worker; chunks of pairs hold whole groups of ``options.batch_pairs``, so the groups matched
+    together are those of a local run. The summary's ``per_worker`` holds each worker's pairs, images and busy
+    seconds.
     """
-    start = time.perf_counter()
-    import_ray(embedded=options.address is None)
-    image_dir = Path(image_dir)
-    viz_dir = Path(viz_dir).resolve() if viz_dir is not None else None
-    extractor, matcher = make_models()
-    run = MatchRun.prepare(image_dir, pairs, output_dir, extractor, matcher, verify, overwrite, workers, "ray")
-    store, summary = run.store, run.summary
-    _record_worker_device(store, options, extractor, matcher, verify)
-    del extractor, matcher
-    config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), verify, viz_dir, viz_max_matches,
-                     workers, prefetch, cache_images, matching=True)
-    with ClosingRun(store, summary, start) as closing:
-        todo = run.todo()
+
+    name = "ray"
+
+    def __init__(self, make_models: ModelFactory, options: RayOptions) -> None:
+        import_ray(embedded=options.address is None)
+        self.make_models = make_models
+        self.options = options
+        # the workers run on CUDA when given GPUs: the settings the stores are checked against (device, precision
+        # resolved there) are theirs, not those of the driver's models
+        self.device = torch.device("cuda") if options.gpus else None
+
+    def extract(self, work: BatchRun, names: list[str]) -> None:
+        """Extract ``names`` over the workers (one part file per image)."""
+        if names:
+            with self._pool(work, matching=False) as pool:
+                _extract_all(pool, names, work.summary, work.on_event)
+
+    def match(self, work: BatchRun, todo: list[tuple[str, str]]) -> None:
+        """Extract the images of ``todo`` the store lacks, consolidate them into ``features.h5`` (which the
+        workers read), then match ``todo`` in chunks of neighbouring pairs (one part file per pair)."""
+        store, summary = work.store, work.summary
         needed = list(dict.fromkeys(n for pair in todo for n in pair))
         missing = [n for n in needed if not store.has_features(n)]
         summary.images_reused = len(needed) - len(missing)
-        run.announce(todo, len(missing), on_event)
-        with closing.interruptible():
-            if todo:
-                with _workers(options, config, summary) as pool:
-                    _extract_all(pool, missing, summary, on_event)
-                    t = time.perf_counter()
-                    store.consolidate()  # the workers read features from features.h5
-                    summary.times["consolidate"] += time.perf_counter() - t
-                    chunks = [(chunk, {n: summary.failed_images[n] for pair in chunk for n in pair
-                                       if n in summary.failed_images})
-                              for chunk in _chunks(todo, len(pool.actors), MAX_CHUNK_PAIRS)]
+        if not todo:
+            return
+        with self._pool(work, matching=True) as pool:
+            _extract_all(pool, missing, summary, work.on_event)
+            t = time.perf_counter()
+            store.consolidate()
+            summary.times["consolidate"] += time.perf_counter() - t
+            chunks = [(chunk, {n: summary.failed_images[n] for pair in chunk for n in pair
+                               if n in summary.failed_images})
+                      for chunk in _chunks(todo, len(pool.actors), MAX_CHUNK_PAIRS, work.options.batch_pairs)]
 
-                    def failed(i: int, error: str) -> None:
-                        for a, b in chunks[i][0]:
-                            fail_pair(a, b, error, summary, on_event)
+            def failed(i: int, error: str) -> None:
+                for a, b in chunks[i][0]:
+                    fail_pair(a, b, error, summary, work.on_event)
 
-                    pool.run("match", chunks, lambda i, result: _forward(summary, result, on_event), failed)
-    return summary
+            pool.run("match", chunks, lambda i, result: _forward(summary, result, work.on_event), failed)
 
-
-def _record_worker_device(store, options: RayOptions, extractor: Extractor, matcher: Optional[Matcher] = None,
-                          verify: Optional[VerifyOptions] = None) -> None:
-    """The driver's models are built where it runs; the workers run on CUDA when given GPUs: the settings the
-    store is checked against (device, precision resolved there) are the workers'."""
-    if options.gpus and extractor.device.type != "cuda":
-        import torch
-
-        cuda = torch.device("cuda")
-        store.feature_attrs = store_attributes(extractor, device=cuda)
-        if matcher is not None:
-            store.match_attrs = store_attributes(extractor, matcher, verify, device=cuda)
+    @contextlib.contextmanager
+    def _pool(self, work: BatchRun, matching: bool) -> Iterator[_Pool]:
+        """The run's worker actors (in a Ray session), stopped at the end; their statistics go into the summary."""
+        config = _Config(self.make_models, work.image_dir.resolve(), work.store.folder.resolve(), work.options,
+                         matching)
+        with _Session(self.options) as ray:
+            pool = _Pool(ray, self.options, config)
+            try:
+                yield pool
+            finally:
+                work.summary.per_worker = pool.per_worker()
+                pool.close()
 
 
 def _extract_all(pool: _Pool, names: list[str], summary: BatchSummary, on_event: Optional[EventCallback]) -> None:
@@ -521,34 +485,3 @@ def _extract_all(pool: _Pool, names: list[str], summary: BatchSummary, on_event:
             emit(on_event, ImageEvent(name, "failed", error=error))
 
     pool.run("extract", chunks, lambda i, result: _forward(summary, result, on_event), failed)
-
-
-def ray_extract_batch(
-    image_dir: str | os.PathLike,
-    names: Iterable[str],
-    output_dir: str | os.PathLike,
-    make_models: ModelFactory,
-    options: RayOptions,
-    overwrite: bool = False,
-    workers: int = 2,
-    prefetch: int = 8,
-    on_event: Optional[EventCallback] = None,
-) -> BatchSummary:
-    """:func:`lightmatch.pipeline.batch.extract_batch` on Ray workers (see :func:`ray_match_batch`)."""
-    start = time.perf_counter()
-    import_ray(embedded=options.address is None)
-    image_dir = Path(image_dir)
-    extractor, _ = make_models()
-    run = ExtractRun.prepare(image_dir, names, output_dir, extractor, overwrite, workers, "ray")
-    store, summary = run.store, run.summary
-    _record_worker_device(store, options, extractor)
-    del extractor
-    config = _Config(make_models, image_dir.resolve(), store.folder.resolve(), None, None, None, workers, prefetch, 1,
-                     matching=False)
-    with ClosingRun(store, summary, start) as closing:
-        todo = run.todo(on_event)
-        with closing.interruptible():
-            if todo:
-                with _workers(options, config, summary) as pool:
-                    _extract_all(pool, todo, summary, on_event)
-    return summary

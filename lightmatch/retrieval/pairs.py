@@ -171,7 +171,7 @@ def retrieval_pairs(
         backend: top-K search, ``exact`` or ``faiss`` (:func:`.topk.top_k`).
         workers, on_event: as :func:`lightmatch.pipeline.batch.extract_batch` (its events are passed on).
     """
-    from ..pipeline.batch import extract_batch
+    from ..pipeline.batch import BatchOptions, extract_batch
 
     image_dir, store_dir = Path(image_dir), Path(store_dir)
     db_names = list(dict.fromkeys(names if names is not None else list_images(image_dir)))
@@ -186,7 +186,7 @@ def retrieval_pairs(
                              f"'{missing[0]}' (groups are image names relative to {image_dir})")
         result.global_path = str(global_features)
     else:
-        summary = extract_batch(image_dir, everyone, store_dir, extractor, workers=workers, on_event=on_event)
+        summary = extract_batch(image_dir, everyone, store_dir, extractor, BatchOptions(workers=workers), on_event)
         result.extract, result.failed_images = summary, dict(summary.failed_images)
         if summary.interrupted:
             raise KeyboardInterrupt

@@ -149,12 +149,12 @@ def reconstruct(image_dir: str | os.PathLike, output_dir: str | os.PathLike, ext
     result.pairs = len(pairs)
     result.times["pairs"] = time.perf_counter() - start
 
-    from ..pipeline.batch import match_batch
+    from ..pipeline.batch import BatchOptions, match_batch
 
     stage(f"match: {len(pairs)} pairs ({mode}) of {len(names)} images, verified ({options.verify.model})")
     t = time.perf_counter()
-    summary = match_batch(image_dir, pairs, out, extractor, matcher, verify=options.verify,
-                          workers=options.workers, on_event=on_event)
+    summary = match_batch(image_dir, pairs, out, extractor, matcher,
+                          BatchOptions(verify=options.verify, workers=options.workers), on_event)
     result.match = summary
     result.times["match"] = time.perf_counter() - t
     result.failed_images.update(summary.failed_images)
