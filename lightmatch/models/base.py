@@ -4,21 +4,15 @@ two :class:`Features` into :class:`Matches`."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import kornia
 import torch
 from torch import nn
 
+from .. import precision as amp
 from ..errors import ConfigError
 from ..types import Features, Matches
-
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-
-
-def _dtype_name(dtype: Optional[torch.dtype]) -> str:
-    """``fp16`` / ``bf16`` for an autocast dtype, ``fp32`` for None (no autocast)."""
-    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
 
 
 def resize_for_network(image: torch.Tensor, long_side: Optional[int],
@@ -50,7 +44,7 @@ class Extractor(nn.Module):
 
     ``precision``: ``fp32`` (default; the reference's numbers), ``bf16`` or ``fp16`` (autocast of the network;
     subclasses keep the layers that have no such kernel in fp32), or ``auto`` (fp32 until a lower precision is
-    validated for the extractor on the device).
+    validated for the extractor on the device: none is, so fp32); resolved by :mod:`lightmatch.precision`.
 
     ``upsample``: whether an image smaller than ``resize`` is enlarged to it (True, as LightGlue's preprocessing)
     or kept at its size (False: ``resize`` is an upper bound, as hloc's ``resize_max``).
@@ -60,13 +54,12 @@ class Extractor(nn.Module):
     descriptor_dim: int = 0
     grayscale: bool = False
     upsample: bool = True
+    auto_precision: Mapping[str, str] = {}  # what ``auto`` runs per device type (see lightmatch.precision)
 
     def __init__(self, resize: Optional[int] = 1024, precision: str = "fp32") -> None:
         super().__init__()
-        if precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision '{precision}': choose {', '.join(PRECISIONS)}")
         self.resize = resize
-        self.precision = precision
+        self.precision = amp.check(precision)
 
     @property
     def device(self) -> torch.device:
@@ -74,19 +67,16 @@ class Extractor(nn.Module):
 
     @property
     def compute_dtype(self) -> Optional[torch.dtype]:
-        """The autocast dtype of the network, or None for fp32."""
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        """The compute dtype of the network on its device (:func:`lightmatch.precision.resolve`), None for fp32."""
+        return amp.resolve(self.precision, self.device, self.auto_precision)
 
     def run_precision(self) -> str:
         """The arithmetic the network runs in: :attr:`precision` with ``auto`` resolved."""
-        return _dtype_name(self.compute_dtype)
+        return amp.name(self.compute_dtype)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast to :attr:`compute_dtype` on the extractor's device (a no-op in fp32)."""
-        dtype = self.compute_dtype
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+        return amp.autocast(self.compute_dtype, self.device)
 
     # ------------------------------------------------------------------ keypoint budget
     def budget_settings(self, n: int) -> tuple[dict[str, Any], bool]:
@@ -155,16 +145,29 @@ class Matcher(nn.Module):
 
     ``weights_id``: the weights loaded, as stores record them (a registry name, ``sha256:<hex>`` of a file,
     ``none``); set by :func:`~lightmatch.models.factory.load_matcher`, None when not known.
+
+    ``precision``: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (:mod:`lightmatch.precision`); matchers without a
+    network (nearest neighbours) keep ``fp32``.
     """
 
     name: str = "matcher"
     weights_id: Optional[str] = None
+    precision: str = "fp32"
+    auto_precision: Mapping[str, str] = {}  # what ``auto`` runs per device type (see lightmatch.precision)
+
+    def compute_dtype(self, device: Optional[torch.device] = None) -> Optional[torch.dtype]:
+        """The compute dtype on ``device`` (default: its own), None for fp32."""
+        return amp.resolve(self.precision, device or self.device, self.auto_precision)
 
     def run_precision(self, device: Optional[torch.device] = None) -> str:
         """The arithmetic the matcher runs in on ``device`` (default: its own): its precision with ``auto``
-        resolved (``fp32`` for matchers without a precision setting)."""
-        autocast = getattr(self, "_autocast_dtype", None)
-        return _dtype_name(autocast(device or self.device) if autocast is not None else None)
+        resolved."""
+        return amp.name(self.compute_dtype(device))
+
+    def autocast(self, device: Optional[torch.device] = None) -> contextlib.AbstractContextManager:
+        """Autocast to :meth:`compute_dtype` on ``device`` (default: its own); a no-op in fp32."""
+        device = device or self.device
+        return amp.autocast(self.compute_dtype(device), device)
 
     @property
     def device(self) -> torch.device:

@@ -28,6 +28,7 @@ from torch import nn
 
 from torch.utils.checkpoint import checkpoint
 
+from .. import precision as amp
 from .. import weights
 from ..errors import ConfigError
 from ..types import Features, Matches
@@ -396,6 +397,7 @@ class LightGlue(Matcher):
     """
 
     name = "lightglue"
+    auto_precision = amp.AUTO_MATCHER
 
     def __init__(self, features: str | LightGlueVariant = "aliked", depth_confidence: float = 0.95,
                  width_confidence: float = 0.99, filter_threshold: float = 0.1, precision: str = "auto",
@@ -409,8 +411,7 @@ class LightGlue(Matcher):
             variant = VARIANTS[features]
         else:
             variant = features
-        if precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise ConfigError(f"unknown precision '{precision}': choose auto, fp32, fp16 or bf16")
+        amp.check(precision)
         if state_dict is None and pretrained:
             state_dict = weights.load_state_dict(variant.weights, weights_path)
         if state_dict is not None:
@@ -435,11 +436,6 @@ class LightGlue(Matcher):
             for layer in self.transformers:
                 layer.forward = torch.compile(layer.forward, dynamic=True)
 
-    def _autocast_dtype(self, device: torch.device) -> Optional[torch.dtype]:
-        if self.precision == "fp32" or (self.precision == "auto" and device.type != "cuda"):
-            return None
-        return torch.bfloat16 if self.precision == "bf16" else torch.float16
-
     def pruning_min_points(self, device: torch.device) -> int:
         """Pruning is only worth its overhead above this many points on ``device``."""
         if device.type == "cuda":
@@ -461,8 +457,7 @@ class LightGlue(Matcher):
     @torch.inference_mode()
     def match(self, feats0: Features, feats1: Features) -> Matches:
         device = self.device
-        dtype = self._autocast_dtype(device)
-        with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with self.autocast(device):
             return self._match(feats0.to(device), feats1.to(device))
 
     def _select_attention(self, device: torch.device) -> None:
@@ -584,8 +579,7 @@ class LightGlue(Matcher):
             results[i] = self.match(*pairs[i])
         if todo:
             device = self.device
-            dtype = self._autocast_dtype(device)
-            with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            with self.autocast(device):
                 batch = self._match_batch([(pairs[i][0].to(device), pairs[i][1].to(device)) for i in todo])
             for i, matches in zip(todo, batch):
                 results[i] = matches

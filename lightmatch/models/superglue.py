@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import precision as amp
 from .. import weights
 from ..errors import ConfigError
 from ..types import Features, Matches
@@ -261,6 +262,7 @@ class SuperGlue(Matcher):
     """
 
     name = "superglue"
+    auto_precision = amp.AUTO_MATCHER
 
     def __init__(
         self,
@@ -280,10 +282,8 @@ class SuperGlue(Matcher):
         weights_name = self.weights_name(variant)
         if sinkhorn_iterations < 0:
             raise ConfigError(f"superglue: sinkhorn_iterations must be >= 0, got {sinkhorn_iterations}")
-        if precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise ConfigError(f"superglue: unknown precision '{precision}': choose auto, fp32, fp16 or bf16")
         self.variant = variant
-        self.precision = precision
+        self.precision = amp.check(precision)
         self.descriptor_dim = int(descriptor_dim)
         self.sinkhorn_iterations = int(sinkhorn_iterations)
         self.match_threshold = float(match_threshold)
@@ -321,11 +321,6 @@ class SuperGlue(Matcher):
     def from_weights(cls, variant: str = "outdoor", path: Optional[str | os.PathLike] = None, **opts) -> "SuperGlue":
         """Load ``superglue_{variant}.pth`` from ``path`` or the weights resolution order."""
         return cls(variant=variant, weights_path=path, **opts)
-
-    def _autocast_dtype(self, device: torch.device) -> Optional[torch.dtype]:
-        if self.precision == "fp32" or (self.precision == "auto" and device.type != "cuda"):
-            return None
-        return torch.bfloat16 if self.precision == "bf16" else torch.float16
 
     # ------------------------------------------------------------------ network
     def forward(
@@ -376,8 +371,7 @@ class SuperGlue(Matcher):
             return Matches(torch.full((n0,), -1, dtype=torch.int64, device=device),
                            torch.zeros(n0, dtype=torch.float32, device=device), stop_layer=0)
         f0, f1 = feats0.to(device), feats1.to(device)
-        amp = self._autocast_dtype(device)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        with self.autocast(device):
             log_assign = self(
                 f0.keypoints[None], f0.scores[None], f0.descriptors[None],
                 f1.keypoints[None], f1.scores[None], f1.descriptors[None],
@@ -408,8 +402,7 @@ class SuperGlue(Matcher):
         d0, d1 = [pad_stack([f.descriptors for f in feats])[0] for feats in sides]
         size0, size1 = [torch.tensor([f.image_size for f in feats], device=device, dtype=torch.float32)
                         for feats in sides]
-        amp = self._autocast_dtype(device)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        with self.autocast(device):
             log_assign = self(k0, s0, d0, k1, s1, d1, size0, size1, mask0, mask1)
         valid = F.pad(mask0, (0, 1), value=True)[:, :, None] & F.pad(mask1, (0, 1), value=True)[:, None, :]
         log_assign = log_assign.masked_fill(~valid, float("-inf"))
