@@ -259,8 +259,8 @@ def matcher_options(func):
         click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
                      show_default=True,
                      help="Arithmetic of the extractor and matcher. auto: fp32 on the CPU (the reference's "
-                          "numbers), fp16 autocast for LightGlue and SuperGlue on CUDA; bf16 halves DISK's CPU time (95 percent of its "
-                          "keypoints within 1 px of fp32)"),
+                          "numbers), fp16 autocast for LightGlue and SuperGlue on CUDA; bf16 halves DISK's CPU time "
+                          "(95 percent of its keypoints within 1 px of fp32)"),
         click.option("--compile", "compile_matcher", is_flag=True,
                      help="torch.compile LightGlue's layers (worth it on CUDA for long runs)."),
         click.option("--sinkhorn-iterations", type=click.IntRange(min=1), default=None,
