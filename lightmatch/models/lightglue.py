@@ -31,6 +31,7 @@ from torch.utils.checkpoint import checkpoint
 from .. import precision as amp
 from .. import weights
 from ..errors import ConfigError
+from ..geometry import normalize_keypoints
 from ..types import Features, Matches
 from .base import Matcher
 from .padding import compact, pad_stack
@@ -57,12 +58,6 @@ VARIANTS: dict[str, LightGlueVariant] = {
 
 # Pruning costs a gather per layer; it pays off only above this many points (reference's measured values).
 PRUNING_MIN_POINTS = {"cpu": -1, "mps": -1, "cuda": 1024, "cuda_flash": 1536}
-
-
-def normalize_keypoints(kpts: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
-    """Map ``(N, 2)`` pixel keypoints of an image of ``size`` ``(W, H)`` to about [-1, 1], keeping the aspect."""
-    size = size.to(kpts)
-    return (kpts - size / 2) / (size.max() / 2)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -21,11 +21,13 @@ from torch import nn
 from .. import precision as amp
 from .. import weights
 from ..errors import ConfigError
+from ..geometry import normalize_keypoints
 from ..types import Features, Matches
 from .base import Matcher
 from .padding import pad_stack
 
 VARIANTS = ("indoor", "outdoor")
+SUPERGLUE_EXTENT = 0.7  # keypoints are normalised by 0.7 x the long side (SuperGlue)
 
 
 def MLP(channels: Sequence[int], do_bn: bool = True) -> nn.Sequential:
@@ -42,22 +44,6 @@ def MLP(channels: Sequence[int], do_bn: bool = True) -> nn.Sequential:
                 layers.append(nn.BatchNorm1d(channels[i]))
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
-
-
-def normalize_keypoints(kpts: torch.Tensor, image_size: torch.Tensor) -> torch.Tensor:
-    """Centre keypoints on the image and scale by 0.7 × its long side, as SuperGlue.
-
-    Args:
-        kpts: ``(B, N, 2)`` ``(x, y)`` pixels.
-        image_size: ``(B, 2)`` or ``(2,)`` ``(W, H)``.
-
-    Returns:
-        ``(B, N, 2)`` normalised coordinates (roughly in [-0.72, 0.72]).
-    """
-    size = image_size.to(kpts).reshape(-1, 2)
-    center = size / 2
-    scaling = size.max(-1, keepdim=True).values * 0.7
-    return (kpts - center[:, None, :]) / scaling[:, None, :]
 
 
 class KeypointEncoder(nn.Module):
@@ -349,8 +335,8 @@ class SuperGlue(Matcher):
             with the negative log-likelihood of the ground-truth assignment.
         """
         dtype = self.final_proj.weight.dtype
-        k0 = normalize_keypoints(kpts0, size0).to(dtype)
-        k1 = normalize_keypoints(kpts1, size1).to(dtype)
+        k0 = normalize_keypoints(kpts0, size0, SUPERGLUE_EXTENT).to(dtype)
+        k1 = normalize_keypoints(kpts1, size1, SUPERGLUE_EXTENT).to(dtype)
         d0 = desc0.transpose(1, 2).to(dtype) + self.kenc(k0, scores0.to(dtype))
         d1 = desc1.transpose(1, 2).to(dtype) + self.kenc(k1, scores1.to(dtype))
         d0, d1 = self.gnn(d0, d1, mask0, mask1)
