@@ -1,7 +1,7 @@
 """Matcher latency, measured as LightGlue's ``benchmark.py`` does.
 
 For every keypoint budget ``N`` (256 ... 4096) the extractor is set to return exactly ``N`` keypoints per image
-(:meth:`Extractor.keypoint_budget`: detection threshold disabled, ALIKED top-k with ``detection_threshold=-1``,
+(:meth:`Extractor.with_keypoint_budget`: detection threshold disabled, ALIKED top-k with ``detection_threshold=-1``,
 DISK ``n=N`` with threshold 0, SuperPoint ``exact_keypoints=N``; SIFT and XFeat can only be capped, so they may
 return fewer), each image is extracted once per ``N`` (not timed), and the matcher alone is timed: ``warmup``
 untimed calls, then the mean (and standard deviation) over ``repeat`` timed calls, with ``torch.cuda.synchronize()``
@@ -132,18 +132,12 @@ def benchmark_pairs(pairs_dir: Optional[str | os.PathLike] = None, include_sampl
 def matcher_configs(matcher: Matcher) -> dict[str, dict[str, float]]:
     """LightGlue: ``full`` (depth and width confidence -1) and ``adaptive`` (the matcher's settings); otherwise a
     single configuration named after the matcher, with no changes."""
-    if hasattr(matcher, "depth_confidence") and hasattr(matcher, "width_confidence"):
+    settings = matcher.matching_settings()
+    if "depth_confidence" in settings and "width_confidence" in settings:
         return {"full": {"depth_confidence": -1.0, "width_confidence": -1.0},
-                "adaptive": {"depth_confidence": float(matcher.depth_confidence),
-                             "width_confidence": float(matcher.width_confidence)}}
+                "adaptive": {"depth_confidence": float(settings["depth_confidence"]),
+                             "width_confidence": float(settings["width_confidence"])}}
     return {matcher.name: {}}
-
-
-def _configure(matcher: Matcher, settings: dict[str, float]) -> dict[str, Any]:
-    saved = {k: getattr(matcher, k) for k in settings}
-    for k, v in settings.items():
-        setattr(matcher, k, v)
-    return saved
 
 
 def _sync(device: torch.device) -> None:
@@ -219,24 +213,21 @@ def run_benchmark(
     total, done = len(num_keypoints) * len(configs) * len(pairs), 0
     exact = True
     for n in num_keypoints:
-        with extractor.keypoint_budget(n) as exact_n:
-            feats = {path: extractor.extract(image) for path, image in images.items()}  # not timed
+        budgeted, exact_n = extractor.with_keypoint_budget(n)
+        feats = {path: budgeted.extract(image) for path, image in images.items()}  # not timed
         exact = exact and exact_n
         for config, settings in configs.items():
-            saved = _configure(matcher, settings)
-            try:
-                for pair in pairs:
-                    f0, f1 = feats[pair.path0], feats[pair.path1]
-                    times, result = measure(matcher, f0, f1, repeat, warmup, device)
-                    records.append(BenchmarkRecord(
-                        pair.name, config, n, len(f0), len(f1), statistics.fmean(times),
-                        statistics.pstdev(times), result.num_matches, result.stop_layer,
-                        [round(t, 3) for t in times]))
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-            finally:
-                _configure(matcher, saved)
+            configured = matcher.with_settings(**settings)
+            for pair in pairs:
+                f0, f1 = feats[pair.path0], feats[pair.path1]
+                times, result = measure(configured, f0, f1, repeat, warmup, device)
+                records.append(BenchmarkRecord(
+                    pair.name, config, n, len(f0), len(f1), statistics.fmean(times),
+                    statistics.pstdev(times), result.num_matches, result.stop_layer,
+                    [round(t, 3) for t in times]))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
     return BenchmarkReport(
         device=str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})",
         threads=torch.get_num_threads(), torch_version=torch.__version__, features=extractor.name,

@@ -65,6 +65,9 @@ class DISK(Extractor):
     def budget_settings(self, n: int) -> tuple[dict, bool]:
         return {"max_keypoints": n, "detection_threshold": 0.0}, True
 
+    def detector_settings(self) -> dict:
+        return {"max_keypoints": self.max_keypoints, "detection_threshold": self.detection_threshold}
+
     def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.compute_dtype is None and self._openvino is None:
             feats = self.net(image[None], n=self.max_keypoints, window_size=self.nms_window,

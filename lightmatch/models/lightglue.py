@@ -427,6 +427,14 @@ class LightGlue(Matcher):
             for layer in self.transformers:
                 layer.forward = torch.compile(layer.forward, dynamic=True)
 
+    @property
+    def num_layers(self) -> int:
+        return len(self.transformers)
+
+    def matching_settings(self) -> dict:
+        return {"depth_confidence": self.depth_confidence, "width_confidence": self.width_confidence,
+                "filter_threshold": self.filter_threshold}
+
     def pruning_min_points(self, device: torch.device) -> int:
         """Pruning is only worth its overhead above this many points in an image on ``device``."""
         return PRUNING_MIN_POINTS.get(device.type, -1)

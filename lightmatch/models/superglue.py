@@ -308,6 +308,13 @@ class SuperGlue(Matcher):
         """Load ``superglue_{variant}.pth`` from ``path`` or the weights resolution order."""
         return cls(variant=variant, weights_path=path, **opts)
 
+    @property
+    def num_layers(self) -> int:
+        return len(self.gnn.layers)
+
+    def matching_settings(self) -> dict:
+        return {"sinkhorn_iterations": self.sinkhorn_iterations, "match_threshold": self.match_threshold}
+
     # ------------------------------------------------------------------ network
     def forward(
         self,

@@ -33,6 +33,9 @@ class XFeat(Extractor):
                           str(weights_path or ""))
         self.eval()
 
+    def detector_settings(self) -> dict:
+        return {"max_keypoints": self.max_keypoints, "detection_threshold": self.detection_threshold}
+
     def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out = self.net.detectAndCompute(image[None], top_k=self.max_keypoints)[0]
         return out["keypoints"], out["scores"], out["descriptors"]
