@@ -18,7 +18,8 @@ LIGHTERGLUE_DEFAULTS = {"depth_confidence": -1.0, "width_confidence": 0.95, "fil
 
 
 class XFeat(Extractor):
-    """XFeat sparse features: up to ``max_keypoints`` (top-k, 4096 as XFeat's default) 64-d descriptors."""
+    """XFeat sparse features: up to ``max_keypoints`` (top-k, 4096 as XFeat's default; -1: no cap) 64-d
+    descriptors."""
 
     name = "xfeat"
     descriptor_dim = 64
