@@ -28,3 +28,5 @@ def test_overrides_make_a_new_matcher():
     assert full.transformers is lg.transformers  # the same weights
     with pytest.raises(ConfigError, match="no setting sinkhorn_iterations"):
         lg.with_settings(sinkhorn_iterations=3)
+    search = RotationSearchMatcher(lg).with_settings(filter_threshold=0.5)
+    assert search.settings()["filter_threshold"] == 0.5 and lg.settings()["filter_threshold"] == 0.1

@@ -206,8 +206,14 @@ class RotationSearchMatcher(Matcher):
     def num_layers(self) -> Optional[int]:
         return self.base.num_layers
 
+    def matching_settings(self) -> dict[str, Any]:
+        return self.base.matching_settings()
+
     def settings(self) -> dict[str, Any]:
         return self.base.settings()
+
+    def with_settings(self, **overrides: Any) -> "RotationSearchMatcher":
+        return RotationSearchMatcher(self.base.with_settings(**overrides), self.verify)
 
     def compute_dtype(self, device: Optional[torch.device] = None) -> Optional[torch.dtype]:
         return self.base.compute_dtype(device or self.device)
