@@ -1,7 +1,7 @@
 """Matcher latency, measured as LightGlue's ``benchmark.py`` does.
 
 For every keypoint budget ``N`` (256 ... 4096) the extractor is set to return exactly ``N`` keypoints per image
-(:meth:`Extractor.keypoint_budget`: detection threshold disabled, ALIKED top-k with ``detection_threshold=-1``,
+(:meth:`Extractor.with_keypoint_budget`: detection threshold disabled, ALIKED top-k with ``detection_threshold=-1``,
 DISK ``n=N`` with threshold 0, SuperPoint ``exact_keypoints=N``; SIFT and XFeat can only be capped, so they may
 return fewer), each image is extracted once per ``N`` (not timed), and the matcher alone is timed: ``warmup``
 untimed calls, then the mean (and standard deviation) over ``repeat`` timed calls, with ``torch.cuda.synchronize()``
@@ -21,7 +21,6 @@ folder; the bundled sample pair (``assets/sample0.jpg``, ``sample1.jpg``) is alw
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import statistics
@@ -145,18 +144,12 @@ def benchmark_pairs(pairs_dir: Optional[str | os.PathLike] = None, include_sampl
 def matcher_configs(matcher: Matcher) -> dict[str, dict[str, float]]:
     """LightGlue: ``full`` (depth and width confidence -1) and ``adaptive`` (the matcher's settings); otherwise a
     single configuration named after the matcher, with no changes."""
-    if hasattr(matcher, "depth_confidence") and hasattr(matcher, "width_confidence"):
+    settings = matcher.matching_settings()
+    if "depth_confidence" in settings and "width_confidence" in settings:
         return {"full": {"depth_confidence": -1.0, "width_confidence": -1.0},
-                "adaptive": {"depth_confidence": float(matcher.depth_confidence),
-                             "width_confidence": float(matcher.width_confidence)}}
+                "adaptive": {"depth_confidence": float(settings["depth_confidence"]),
+                             "width_confidence": float(settings["width_confidence"])}}
     return {matcher.name: {}}
-
-
-def _configure(matcher: Matcher, settings: dict[str, float]) -> dict[str, Any]:
-    saved = {k: getattr(matcher, k) for k in settings}
-    for k, v in settings.items():
-        setattr(matcher, k, v)
-    return saved
 
 
 def _sync(device: torch.device) -> None:
@@ -252,41 +245,38 @@ def run_benchmark(
 
     exact = True
     for n in num_keypoints:
-        feats: dict[str, dict[Path, Features]] = {}
-        with contextlib.ExitStack() as budgets:
-            for backend, (ext, _) in backends.items():
-                exact = budgets.enter_context(ext.keypoint_budget(n)) and exact
-                feats[backend] = {path: ext.extract(image) for path, image in images.items()}  # not timed
-            for pair in pairs if reference is not None else ():  # extraction, per image
-                timed = measure_many({b: lambda ext=ext, pair=pair: [ext.extract(images[p]) for p in
-                                                                     (pair.path0, pair.path1)]
-                                      for b, (ext, _) in backends.items()}, repeat, warmup, device)
-                for backend, (times, _) in timed.items():
-                    f0, f1 = feats[backend][pair.path0], feats[backend][pair.path1]
-                    per_image = [t / 2 for t in times]
-                    records.append(BenchmarkRecord(pair.name, "extract", n, len(f0), len(f1),
-                                                   statistics.fmean(per_image), statistics.pstdev(per_image), 0, 0,
-                                                   [round(t, 3) for t in per_image], backend))
-                step()
+        budgeted: dict[str, Extractor] = {}
+        for backend, (ext, _) in backends.items():
+            budgeted[backend], exact_n = ext.with_keypoint_budget(n)
+            exact = exact and exact_n
+        feats = {backend: {path: ext.extract(image) for path, image in images.items()}  # not timed
+                 for backend, ext in budgeted.items()}
+        for pair in pairs if reference is not None else ():  # extraction, per image
+            timed = measure_many({b: lambda ext=ext, pair=pair: [ext.extract(images[p]) for p in
+                                                                 (pair.path0, pair.path1)]
+                                  for b, ext in budgeted.items()}, repeat, warmup, device)
+            for backend, (times, _) in timed.items():
+                f0, f1 = feats[backend][pair.path0], feats[backend][pair.path1]
+                per_image = [t / 2 for t in times]
+                records.append(BenchmarkRecord(pair.name, "extract", n, len(f0), len(f1),
+                                               statistics.fmean(per_image), statistics.pstdev(per_image), 0, 0,
+                                               [round(t, 3) for t in per_image], backend))
+            step()
         for config, settings in configs.items():
-            saved = {backend: _configure(mat, settings) for backend, (_, mat) in backends.items()}
-            try:
-                for pair in pairs:
-                    timed = measure_many({b: lambda mat=mat, b=b: mat.match(feats[b][pair.path0], feats[b][pair.path1])
-                                          for b, (_, mat) in backends.items()}, repeat, warmup, device)
-                    first = next(iter(timed.values()))[1].matches0.cpu()  # torch's, when compared
-                    for backend, (times, result) in timed.items():
-                        f0, f1 = feats[backend][pair.path0], feats[backend][pair.path1]
-                        same = None if backend in ("", "torch") else (
-                            float((result.matches0.cpu() == first).double().mean()) if len(first) == len(f0) else 0.0)
-                        records.append(BenchmarkRecord(
-                            pair.name, config, n, len(f0), len(f1), statistics.fmean(times),
-                            statistics.pstdev(times), result.num_matches, result.stop_layer,
-                            [round(t, 3) for t in times], backend, same))
-                    step()
-            finally:
-                for backend, (_, mat) in backends.items():
-                    _configure(mat, saved[backend])
+            configured = {backend: mat.with_settings(**settings) for backend, (_, mat) in backends.items()}
+            for pair in pairs:
+                timed = measure_many({b: lambda mat=mat, b=b: mat.match(feats[b][pair.path0], feats[b][pair.path1])
+                                      for b, mat in configured.items()}, repeat, warmup, device)
+                first = next(iter(timed.values()))[1].matches0.cpu()  # torch's, when compared
+                for backend, (times, result) in timed.items():
+                    f0, f1 = feats[backend][pair.path0], feats[backend][pair.path1]
+                    same = None if backend in ("", "torch") else (
+                        float((result.matches0.cpu() == first).double().mean()) if len(first) == len(f0) else 0.0)
+                    records.append(BenchmarkRecord(
+                        pair.name, config, n, len(f0), len(f1), statistics.fmean(times),
+                        statistics.pstdev(times), result.num_matches, result.stop_layer,
+                        [round(t, 3) for t in times], backend, same))
+                step()
     return BenchmarkReport(
         device=str(device) if device.type != "cuda" else f"{device} ({torch.cuda.get_device_name(device)})",
         threads=torch.get_num_threads(), torch_version=torch.__version__, features=extractor.name,

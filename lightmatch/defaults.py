@@ -6,6 +6,7 @@ from __future__ import annotations
 DEFAULT_RESIZE = 1024  # long side of the image given to the network
 DEFAULT_MAX_KEYPOINTS = 2048
 XFEAT_MAX_KEYPOINTS = 4096  # XFeat is trained and evaluated with more, weaker keypoints
+NO_KEYPOINT_CAP = -1  # max_keypoints of every extractor: all detections above the threshold
 
 
 def default_max_keypoints(features: str) -> int:

@@ -143,7 +143,7 @@ def _mask(mask: Any, n: int) -> Optional[np.ndarray]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def normalize_keypoints(kpts: np.ndarray, K: np.ndarray) -> np.ndarray:
+def normalize_with_intrinsics(kpts: np.ndarray, K: np.ndarray) -> np.ndarray:
     """``(N, 2)`` pixels -> ``(N, 2)`` normalised image coordinates ``((x - cx) / fx, (y - cy) / fy)``.
 
     Like SuperGlue, the skew term of ``K`` is ignored.
@@ -268,7 +268,7 @@ def estimate_relative_pose(
     conf = DEFAULT_CONFIDENCE[estimator] if confidence is None else float(confidence)
     if estimator in ("opencv", "magsac"):
         f_mean = float(np.mean([K0[0, 0], K1[1, 1]]))
-        return _pose_opencv(normalize_keypoints(pts0, K0), normalize_keypoints(pts1, K1), threshold / f_mean, conf, max_iters, seed,
+        return _pose_opencv(normalize_with_intrinsics(pts0, K0), normalize_with_intrinsics(pts1, K1), threshold / f_mean, conf, max_iters, seed,
                             usac=estimator == "magsac")
     options = _ransac_options(estimator, "max_epipolar_error", threshold, conf, max_iters, seed)
     if estimator == "poselib":

@@ -424,8 +424,7 @@ def main() -> None:
         extractors = {}
         for precision in PRECISIONS:
             extractor = lm.load_extractor(name, resize=args.size, device="cpu", precision=precision)
-            extractor.set_keypoint_budget(args.num_keypoints)
-            extractors[precision] = extractor
+            extractors[precision] = extractor.with_keypoint_budget(args.num_keypoints)[0]
         rows += bench_subject(subjects[name](name, extractors, image), runtimes, args.threads, args.warmup,
                               args.repeat)
     print("x dense / x full: torch's time at the same precision over the row's; full for a runtime = its dense "

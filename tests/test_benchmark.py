@@ -75,8 +75,8 @@ def test_keypoint_budget_and_configs():
     image = load_image(ASSETS / "sample0.jpg")
     for nms in ("reference", "strict"):
         ex = lightmatch.load_extractor("aliked", max_keypoints=2048, resize=256, device="cpu", nms=nms)
-        assert ex.set_keypoint_budget(300) is True
-        assert len(ex.extract(image)) == 300
+        budgeted, exact = ex.with_keypoint_budget(300)
+        assert exact is True and len(budgeted.extract(image)) == 300
     nn = lightmatch.load_matcher("nn", features="aliked", device="cpu")
     assert B.matcher_configs(nn) == {"nn": {}}
     lg = lightmatch.load_matcher("lightglue", features="aliked", device="cpu", depth_confidence=0.9)

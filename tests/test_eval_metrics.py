@@ -114,8 +114,8 @@ def test_epipolar_error_synthetic_scene_exact_and_perturbed():
     q1 = p1.copy()
     q1[i] += [3.0, -2.0]
     err = M.compute_epipolar_error(p0, q1, T, K0, K1)
-    x0 = M.normalize_keypoints(p0[i : i + 1], K0)[0]
-    x1 = M.normalize_keypoints(q1[i : i + 1], K1)[0]
+    x0 = M.normalize_with_intrinsics(p0[i : i + 1], K0)[0]
+    x1 = M.normalize_with_intrinsics(q1[i : i + 1], K1)[0]
     R, t = T[:3, :3], T[:3, 3]
     d1 = _point_line_distance_via_rays(x0, x1, R, t)  # in image 1
     d0 = _point_line_distance_via_rays(x1, x0, R.T, -R.T @ t)  # in image 0

@@ -52,12 +52,14 @@ def test_keypoint_budget_restores_settings(sample_pair):
     from lightmatch.models.sift import SIFT
 
     aliked = cached_aliked(1000, 0.2, 256, "strict")
-    with aliked.keypoint_budget(123) as exact:
-        assert exact and aliked.max_keypoints == 123 and aliked.detection_threshold == -1.0
-        assert len(aliked.extract(load_image(sample_pair[0]))) == 123
-    assert aliked.max_keypoints == 1000 and aliked.detection_threshold == 0.2
+    budgeted, exact = aliked.with_keypoint_budget(123)
+    assert exact and budgeted.max_keypoints == 123 and budgeted.detection_threshold == -1.0
+    assert len(budgeted.extract(load_image(sample_pair[0]))) == 123
+    assert aliked.max_keypoints == 1000 and aliked.detection_threshold == 0.2  # a new extractor, this one unchanged
+    assert budgeted.net is aliked.net  # sharing the weights
     sift = SIFT(max_keypoints=50)
-    assert sift.set_keypoint_budget(77) is False and sift.max_keypoints == 77
+    budgeted, exact = sift.with_keypoint_budget(77)
+    assert exact is False and budgeted.max_keypoints == 77 and sift.max_keypoints == 50
 
 
 def test_unknown_precision_is_a_config_error():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lightmatch.errors import WeightsError
-from lightmatch.models.lightglue import LightGlue, apply_rotary, filter_matches, log_assignment_matrix, rotary_factors
+from lightmatch.models.lightglue import LightGlue, apply_rotary, filter_matches, rotary_factors
 from lightmatch.types import Features
 
 from conftest import cached_aliked
@@ -71,11 +71,6 @@ def test_filter_matches_mutual_and_threshold():
     assert m1.tolist() == [0, -1, -1]
     assert s0[0].item() == pytest.approx(0.8)
 
-
-def test_log_assignment_matrix_layout():
-    scores, d0, d1 = torch.zeros(2, 3), torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0, 5.0])
-    full = log_assignment_matrix(scores, d0, d1)
-    assert full.shape == (3, 4) and full[:2, 3].tolist() == [1.0, 2.0] and full[2, :3].tolist() == [3.0, 4.0, 5.0]
 
 
 def test_checkpoint_with_missing_or_extra_key_is_rejected():

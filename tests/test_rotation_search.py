@@ -69,9 +69,9 @@ def test_features_hold_every_turn_in_upright_pixels(models, searching):
     nearest = torch.cdist(feats.keypoints[turns == 2], back).min(1).values
     assert len(nearest) == len(back) and (nearest < 1).all() and nearest.median() < 1e-3
     assert searching[0].name == f"{extractor.name}+rotation-search"
-    assert searching[0].max_keypoints == extractor.max_keypoints  # settings read through to the wrapped model
-    with searching[0].keypoint_budget(100):  # and set on it
-        assert extractor.max_keypoints == 100 and searching[0].max_keypoints == 100
+    assert searching[0].settings() == extractor.settings()  # the wrapped model's settings
+    budgeted, _ = searching[0].with_keypoint_budget(100)  # a new search over a budgeted copy of the wrapped model
+    assert budgeted.settings()["max_keypoints"] == 100 and budgeted.base.net is extractor.net
     assert extractor.max_keypoints == 384
 
 

@@ -9,7 +9,8 @@ import torch
 
 from lightmatch.errors import ConfigError, WeightsError
 from helpers import official_superglue_layout, register_as_official, superglue_checkpoint
-from lightmatch.models.superglue import (SuperGlue, extract_matches, log_optimal_transport, normalize_keypoints)
+from lightmatch.geometry import normalize_keypoints
+from lightmatch.models.superglue import SUPERGLUE_EXTENT, SuperGlue, extract_matches, log_optimal_transport
 from lightmatch.types import Features
 
 
@@ -146,7 +147,7 @@ def test_sinkhorn_gradients_finite(dtype, scale):
 # ----------------------------------------------------------------------------------------------- network
 def test_normalize_keypoints():
     kpts = torch.tensor([[[0.0, 0.0], [640.0, 480.0], [320.0, 240.0]]])
-    out = normalize_keypoints(kpts, torch.tensor([640.0, 480.0]))
+    out = normalize_keypoints(kpts, torch.tensor([640.0, 480.0]), SUPERGLUE_EXTENT)
     torch.testing.assert_close(out, torch.tensor([[[-320 / 448, -240 / 448], [320 / 448, 240 / 448], [0.0, 0.0]]]))
 
 

@@ -10,6 +10,7 @@ from typing import Any, NoReturn, Optional
 import click
 
 from ..errors import ConfigError, LightmatchError
+from ..precision import PRECISIONS
 from ..defaults import DEFAULT_RESIZE, default_max_keypoints
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -258,11 +259,11 @@ def matcher_options(func):
                      help="LightGlue point pruning, -1 disables adaptive width (default 0.99; LighterGlue 0.95)."),
         click.option("--filter-threshold", type=Fraction(), default=None,
                      help="Minimum match confidence (LightGlue 0.1, SuperGlue 0.2)."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
+        click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
                      show_default=True,
-                     help="Arithmetic of the extractor and LightGlue. auto: fp32 on the CPU (the reference's "
-                          "numbers), fp16 autocast for LightGlue on CUDA; bf16 halves DISK's CPU time (95 percent of its "
-                          "keypoints within 1 px of fp32)"),
+                     help="Arithmetic of the extractor and matcher. auto: fp32 on the CPU (the reference's "
+                          "numbers), fp16 autocast for LightGlue and SuperGlue on CUDA; bf16 halves DISK's CPU time "
+                          "(95 percent of its keypoints within 1 px of fp32)"),
         click.option("--compile", "compile_matcher", is_flag=True,
                      help="torch.compile LightGlue's layers (worth it on CUDA for long runs)."),
         click.option("--sinkhorn-iterations", type=click.IntRange(min=1), default=None,
@@ -313,7 +314,7 @@ def build_models(opts: dict):
                  "compile": opts.get("compile_matcher") or None}
     elif name == "superglue":
         mopts = {"variant": opts.get("superglue_weights"), "sinkhorn_iterations": opts.get("sinkhorn_iterations"),
-                 "match_threshold": opts.get("filter_threshold")}
+                 "match_threshold": opts.get("filter_threshold"), "precision": opts.get("precision")}
     elif name == "nn":
         mopts = {"ratio_threshold": opts.get("ratio_threshold"),
                  "distance_threshold": opts.get("distance_threshold")}

@@ -406,9 +406,8 @@ def _match_two(images: tuple[str, ...], output_dir: Optional[str], viz_path: Opt
                         homography=H, overwrite=overwrite, viz_max_matches=viz_max_matches)
     for warning in result.warnings:
         click.echo(f"lightmatch: warning: {warning}", err=True)
-    from ..pipeline.match import matcher_layers
 
-    line = result.event(matcher_layers(matcher)).to_json()
+    line = result.event(matcher.num_layers).to_json()
     click.echo(json.dumps(line) if as_json else format_pair_text(line, f"{extractor.name} + {matcher.name}"))
 
 

@@ -11,8 +11,8 @@ from typing import Any, Optional
 import click
 
 from ..errors import ConfigError
-from ..train.config import (FLOAT_LIMITS, INT_LIMITS, PATCH_LIMITS, TRAINABLE, TrainConfig, check_run_folder,
-                            find_images, parse_patch, split_images, total_steps)
+from ..train.config import (FLOAT_LIMITS, INT_LIMITS, PATCH_LIMITS, TRAIN_PRECISIONS, TRAINABLE, TrainConfig,
+                            check_run_folder, find_images, parse_patch, split_images, total_steps)
 from .common import main
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -104,7 +104,7 @@ class _Stop:
                    "exported).")
 @click.option("--checkpoint-every", type=int, default=None, help="Write RUNDIR/last.pth every K steps (default 100).")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default auto).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
+@click.option("--precision", type=click.Choice(TRAIN_PRECISIONS), default=None,
               help="fp32 (default), fp16 (CUDA autocast + GradScaler) or bf16 autocast.")
 @click.option("--gradient-checkpointing", "checkpointing", is_flag=True, default=None,
               help="Recompute layer activations in the backward pass (less memory).")

@@ -29,7 +29,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import cv2
 import numpy as np
 
-from ..estimators import estimate_homography, estimate_relative_pose, normalize_keypoints
+from ..estimators import estimate_homography, estimate_relative_pose, normalize_with_intrinsics
+from ..geometry import warp_points
 
 POSE_AUC_THRESHOLDS = (5.0, 10.0, 20.0)
 HOMOGRAPHY_AUC_THRESHOLDS = (1.0, 3.0, 5.0)
@@ -96,7 +97,7 @@ def symmetric_epipolar_distance(pts0: np.ndarray, pts1: np.ndarray, E: np.ndarra
     squared distances of each point to the epipolar line of the other, in normalised coordinates.
 
     Args:
-        pts0, pts1: ``(N, 2)`` normalised coordinates (see :func:`normalize_keypoints`).
+        pts0, pts1: ``(N, 2)`` normalised coordinates (see :func:`normalize_with_intrinsics`).
         E: ``(3, 3)`` essential matrix with ``x1^T E x0 = 0``.
     Returns:
         ``(N,)`` float64 distances (squared, normalised units; SuperGlue's "correct" threshold is 5e-4).
@@ -118,7 +119,7 @@ def compute_epipolar_error(
 ) -> np.ndarray:
     """Symmetric epipolar distance of pixel correspondences ``(N, 2)`` under the true pose (SuperGlue). -> ``(N,)``."""
     return symmetric_epipolar_distance(
-        normalize_keypoints(kpts0, K0), normalize_keypoints(kpts1, K1), essential_from_pose(T_0to1)
+        normalize_with_intrinsics(kpts0, K0), normalize_with_intrinsics(kpts1, K1), essential_from_pose(T_0to1)
     )
 
 
@@ -277,14 +278,6 @@ def _fmt(t: float) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 # Homographies
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def warp_points(points: np.ndarray, H: np.ndarray) -> np.ndarray:
-    """Apply the ``(3, 3)`` homography ``H`` to ``(N, 2)`` points -> ``(N, 2)`` (points at infinity give inf/nan)."""
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    x = np.concatenate([pts, np.ones_like(pts[:, :1])], -1) @ np.asarray(H, dtype=np.float64).T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return x[:, :2] / x[:, 2:]
 
 
 def homography_corner_error(

@@ -273,6 +273,10 @@ class ALIKED(Extractor):
     def budget_settings(self, n: int) -> tuple[dict, bool]:
         return {"max_keypoints": n, "detection_threshold": -1.0}, True
 
+    def detector_settings(self) -> dict:
+        return {"max_keypoints": self.max_keypoints, "detection_threshold": self.detection_threshold,
+                "nms": self.nms, "nms_radius": self.nms_radius}
+
     # ------------------------------------------------------------------ dense part
     def dense_maps(self, image: torch.Tensor) -> DenseMaps:
         """Backbone and score head on a ``(1, 3, H, W)`` image (padded inside to multiples of 32)."""

@@ -4,21 +4,37 @@ two :class:`Features` into :class:`Matches`."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional, Sequence
+import copy
+from typing import Any, Mapping, Optional, Sequence, TypeVar
 
 import kornia
 import torch
 from torch import nn
 
+from .. import precision as amp
 from ..errors import ConfigError
 from ..types import Features, Matches
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+Model = TypeVar("Model", bound=nn.Module)
 
 
-def _dtype_name(dtype: Optional[torch.dtype]) -> str:
-    """``fp16`` / ``bf16`` for an autocast dtype, ``fp32`` for None (no autocast)."""
-    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+def with_values(model: Model, values: dict[str, Any]) -> Model:
+    """A shallow copy of ``model`` (the same weights and submodules) with the plain attributes ``values`` replaced;
+    ``model`` itself is left as it is."""
+    out = copy.copy(model)
+    for key, value in values.items():
+        setattr(out, key, value)
+    return out
+
+
+def recorded_settings(own: dict[str, Any], precision: str) -> dict[str, Any]:
+    """A model's own settings without those left unset (None), and its precision when lower than fp32: the start of
+    what stores record (see :meth:`Extractor.settings`)."""
+    out = {key: value for key, value in own.items() if value is not None}
+    if precision not in ("auto", "fp32"):  # lower precision gives other results
+        out["precision"] = precision
+    return out
 
 
 def resize_for_network(image: torch.Tensor, long_side: Optional[int],
@@ -50,23 +66,25 @@ class Extractor(nn.Module):
 
     ``precision``: ``fp32`` (default; the reference's numbers), ``bf16`` or ``fp16`` (autocast of the network;
     subclasses keep the layers that have no such kernel in fp32), or ``auto`` (fp32 until a lower precision is
-    validated for the extractor on the device).
+    validated for the extractor on the device: none is, so fp32); resolved by :mod:`lightmatch.precision`.
 
     ``upsample``: whether an image smaller than ``resize`` is enlarged to it (True, as LightGlue's preprocessing)
     or kept at its size (False: ``resize`` is an upper bound, as hloc's ``resize_max``).
+
+    :meth:`settings` states what changes the features, as stores record and compare it.
     """
 
     name: str = "extractor"
     descriptor_dim: int = 0
     grayscale: bool = False
     upsample: bool = True
+    backend: str = "torch"  # the runtime of the network
+    auto_precision: Mapping[str, str] = {}  # what ``auto`` runs per device type (see lightmatch.precision)
 
     def __init__(self, resize: Optional[int] = 1024, precision: str = "fp32") -> None:
         super().__init__()
-        if precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision '{precision}': choose {', '.join(PRECISIONS)}")
         self.resize = resize
-        self.precision = precision
+        self.precision = amp.check(precision)
 
     @property
     def device(self) -> torch.device:
@@ -74,44 +92,46 @@ class Extractor(nn.Module):
 
     @property
     def compute_dtype(self) -> Optional[torch.dtype]:
-        """The autocast dtype of the network, or None for fp32."""
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        """The compute dtype of the network on its device (:func:`lightmatch.precision.resolve`), None for fp32."""
+        return amp.resolve(self.precision, self.device, self.auto_precision)
 
     def run_precision(self) -> str:
         """The arithmetic the network runs in: :attr:`precision` with ``auto`` resolved."""
-        return _dtype_name(self.compute_dtype)
+        return amp.name(self.compute_dtype)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast to :attr:`compute_dtype` on the extractor's device (a no-op in fp32)."""
-        dtype = self.compute_dtype
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+        return amp.autocast(self.compute_dtype, self.device)
+
+    # ------------------------------------------------------------------ settings
+    def detector_settings(self) -> dict[str, Any]:
+        """The extractor's own settings that change its keypoints, in the order stores record them (None: unset,
+        not recorded)."""
+        return {}
+
+    def settings(self) -> dict[str, Any]:
+        """What stores record and compare (``lightmatch_extractor_settings``): :meth:`detector_settings`, the
+        precision when lower than fp32, the backend when not torch (within 1 px), and ``upsample`` when False."""
+        out = recorded_settings(self.detector_settings(), self.precision)
+        if self.backend != "torch":
+            out["backend"] = self.backend
+        if not self.upsample:
+            out["upsample"] = False
+        return out
 
     # ------------------------------------------------------------------ keypoint budget
     def budget_settings(self, n: int) -> tuple[dict[str, Any], bool]:
-        """The attribute values that make this extractor return ``n`` keypoints per image with its detection
-        threshold disabled, and whether the count is then exact (True) or only a cap (False, the default)."""
-        if not hasattr(self, "max_keypoints"):
+        """The settings that make this extractor return ``n`` keypoints per image with its detection threshold
+        disabled, and whether the count is then exact (True) or only a cap (False, the default)."""
+        if "max_keypoints" not in self.detector_settings():
             raise ConfigError(f"cannot set a keypoint count on extractor '{self.name}'")
         return {"max_keypoints": n}, False
 
-    def set_keypoint_budget(self, n: int) -> bool:
-        """Make the extractor return ``n`` keypoints per image (see :meth:`budget_settings`); True when exact."""
+    def with_keypoint_budget(self, n: int) -> tuple["Extractor", bool]:
+        """This extractor returning ``n`` keypoints per image (see :meth:`budget_settings`), as a new extractor
+        sharing the weights (this one is unchanged), and whether the count is exact."""
         settings, exact = self.budget_settings(n)
-        for key, value in settings.items():
-            setattr(self, key, value)
-        return exact
-
-    @contextlib.contextmanager
-    def keypoint_budget(self, n: int) -> Iterator[bool]:
-        """:meth:`set_keypoint_budget` for the ``with`` block, the previous settings restored after it."""
-        saved = {key: getattr(self, key) for key in self.budget_settings(n)[0]}
-        try:
-            yield self.set_keypoint_budget(n)
-        finally:
-            for key, value in saved.items():
-                setattr(self, key, value)
+        return with_values(self, settings), exact
 
     # ------------------------------------------------------------------ extraction
     @torch.inference_mode()
@@ -155,16 +175,55 @@ class Matcher(nn.Module):
 
     ``weights_id``: the weights loaded, as stores record them (a registry name, ``sha256:<hex>`` of a file,
     ``none``); set by :func:`~lightmatch.models.factory.load_matcher`, None when not known.
+
+    ``precision``: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (:mod:`lightmatch.precision`); matchers without a
+    network (nearest neighbours) keep ``fp32``.
+
+    :meth:`settings` states what changes the matches, as stores record and compare it; :attr:`num_layers` the
+    depth of a layered matcher.
     """
 
     name: str = "matcher"
     weights_id: Optional[str] = None
+    precision: str = "fp32"
+    auto_precision: Mapping[str, str] = {}  # what ``auto`` runs per device type (see lightmatch.precision)
+
+    @property
+    def num_layers(self) -> Optional[int]:
+        """How many layers the matcher has (for "layer k of L"); None for matchers without layers."""
+        return None
+
+    def matching_settings(self) -> dict[str, Any]:
+        """The matcher's own settings that change its matches, in the order stores record them (None: unset, not
+        recorded)."""
+        return {}
+
+    def settings(self) -> dict[str, Any]:
+        """What stores record and compare (``lightmatch_matcher_settings``): :meth:`matching_settings` and the
+        precision when lower than fp32."""
+        return recorded_settings(self.matching_settings(), self.precision)
+
+    def with_settings(self, **overrides: Any) -> "Matcher":
+        """This matcher with some of its :meth:`matching_settings` replaced, as a new matcher sharing the weights
+        (this one is unchanged)."""
+        unknown = set(overrides) - set(self.matching_settings())
+        if unknown:
+            raise ConfigError(f"matcher '{self.name}' has no setting {', '.join(sorted(unknown))}")
+        return with_values(self, overrides)
+
+    def compute_dtype(self, device: Optional[torch.device] = None) -> Optional[torch.dtype]:
+        """The compute dtype on ``device`` (default: its own), None for fp32."""
+        return amp.resolve(self.precision, device or self.device, self.auto_precision)
 
     def run_precision(self, device: Optional[torch.device] = None) -> str:
         """The arithmetic the matcher runs in on ``device`` (default: its own): its precision with ``auto``
-        resolved (``fp32`` for matchers without a precision setting)."""
-        autocast = getattr(self, "_autocast_dtype", None)
-        return _dtype_name(autocast(device or self.device) if autocast is not None else None)
+        resolved."""
+        return amp.name(self.compute_dtype(device))
+
+    def autocast(self, device: Optional[torch.device] = None) -> contextlib.AbstractContextManager:
+        """Autocast to :meth:`compute_dtype` on ``device`` (default: its own); a no-op in fp32."""
+        device = device or self.device
+        return amp.autocast(self.compute_dtype(device), device)
 
     @property
     def device(self) -> torch.device:

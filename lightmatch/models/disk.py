@@ -20,6 +20,7 @@ from kornia.feature import DISK as KorniaDISK
 from kornia.feature.disk.detector import heatmap_to_keypoints
 
 from .. import weights
+from ..defaults import NO_KEYPOINT_CAP
 from ..errors import ConfigError, WeightsError
 from .base import Extractor
 from .openvino_backend import OpenVINONetwork
@@ -29,7 +30,7 @@ PAD_MULTIPLE = 16  # the U-Net needs sizes divisible by this; kornia zero-pads a
 
 
 class DISK(Extractor):
-    """DISK features (depth-supervised weights). ``max_keypoints=None`` keeps all detections above
+    """DISK features (depth-supervised weights). ``max_keypoints=-1`` keeps all detections above
     ``detection_threshold``; LightGlue's benchmark sets a count and threshold 0. ``precision="bf16"`` runs the
     U-Net in bf16 (keypoints move slightly; see docs/benchmarks.md for speed and agreement). ``backend="openvino"``
     runs the U-Net in OpenVINO (CPU)."""
@@ -44,7 +45,7 @@ class DISK(Extractor):
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend '{backend}': choose {', '.join(BACKENDS)}")
         self.backend = backend
-        self.max_keypoints = max_keypoints if max_keypoints and max_keypoints > 0 else None
+        self.max_keypoints = max_keypoints if max_keypoints and max_keypoints > 0 else NO_KEYPOINT_CAP
         self.detection_threshold = detection_threshold
         self.nms_window = nms_window
         self.net = KorniaDISK()
@@ -65,9 +66,19 @@ class DISK(Extractor):
     def budget_settings(self, n: int) -> tuple[dict, bool]:
         return {"max_keypoints": n, "detection_threshold": 0.0}, True
 
+    def detector_settings(self) -> dict:
+        # no cap is not recorded (as stores written before recorded DISK's)
+        return {"max_keypoints": self.max_keypoints if self.max_keypoints > 0 else None,
+                "detection_threshold": self.detection_threshold}
+
+    @property
+    def _top_k(self) -> Optional[int]:
+        """kornia's spelling of the cap: None for none."""
+        return self.max_keypoints if self.max_keypoints > 0 else None
+
     def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.compute_dtype is None and self._openvino is None:
-            feats = self.net(image[None], n=self.max_keypoints, window_size=self.nms_window,
+            feats = self.net(image[None], n=self._top_k, window_size=self.nms_window,
                              score_threshold=self.detection_threshold, pad_if_not_divisible=True)[0]
             return feats.keypoints, feats.detection_scores, feats.descriptors
         h, w = image.shape[-2:]
@@ -78,7 +89,7 @@ class DISK(Extractor):
             out = self.net.unet(padded.to(self.compute_dtype).contiguous(memory_format=torch.channels_last))
         dim = self.net.desc_dim
         heatmap = out[:, dim:, :h, :w].float().contiguous()
-        keypoints = heatmap_to_keypoints(heatmap, n=self.max_keypoints, window_size=self.nms_window,
+        keypoints = heatmap_to_keypoints(heatmap, n=self._top_k, window_size=self.nms_window,
                                          score_threshold=self.detection_threshold)[0]
         x, y = keypoints.xys.T
         descriptors = F.normalize(out[0, :dim, y, x].T.float(), dim=-1)

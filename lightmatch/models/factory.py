@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from .. import weights as registry
-from ..defaults import DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE
+from ..defaults import DEFAULT_MAX_KEYPOINTS, DEFAULT_RESIZE, NO_KEYPOINT_CAP
 from ..errors import ConfigError, WeightsError
 from .aliked import MODELS as ALIKED_MODELS
 from .base import Extractor, Matcher
@@ -80,27 +80,28 @@ def load_extractor(name: str = "aliked", max_keypoints: Optional[int] = DEFAULT_
         raise ConfigError(f"resize must be a long side of at least 1 px, or None for the original size; got {resize}")
     if max_keypoints is not None and max_keypoints < 1 and max_keypoints != -1:
         raise ConfigError(f"max_keypoints must be at least 1, or -1 / None for no cap; got {max_keypoints}")
+    cap = NO_KEYPOINT_CAP if max_keypoints is None else max_keypoints
     device = resolve_device(device) if isinstance(device, str) else device
     options = _drop_none(options)
     builders: dict[str, Callable[[], Extractor]] = {}
     if name.startswith("aliked"):
         from .aliked import ALIKED
         model = "aliked-n16" if name == "aliked" else name
-        builders[name] = lambda: ALIKED(model=model, max_keypoints=max_keypoints or -1, resize=resize,
+        builders[name] = lambda: ALIKED(model=model, max_keypoints=cap, resize=resize,
                                         weights_path=weights, **options)
     elif name == "disk":
         from .disk import DISK
-        builders[name] = lambda: DISK(max_keypoints=max_keypoints, resize=resize, weights_path=weights, **options)
+        builders[name] = lambda: DISK(max_keypoints=cap, resize=resize, weights_path=weights, **options)
     elif name == "superpoint":
         from .superpoint import SuperPoint
-        builders[name] = lambda: SuperPoint(max_keypoints=max_keypoints or -1, resize=resize, weights_path=weights,
+        builders[name] = lambda: SuperPoint(max_keypoints=cap, resize=resize, weights_path=weights,
                                             **options)
     elif name == "sift":
         from .sift import SIFT
-        builders[name] = lambda: SIFT(max_keypoints=max_keypoints or -1, resize=resize, **options)
+        builders[name] = lambda: SIFT(max_keypoints=cap, resize=resize, **options)
     elif name == "xfeat":
         from .xfeat import XFeat
-        builders[name] = lambda: XFeat(max_keypoints=max_keypoints or 4096, resize=resize, weights_path=weights,
+        builders[name] = lambda: XFeat(max_keypoints=cap, resize=resize, weights_path=weights,
                                        **options)
     if name not in builders:
         raise ConfigError(f"unknown extractor '{name}': choose from {', '.join(EXTRACTORS)}")

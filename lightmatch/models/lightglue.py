@@ -28,8 +28,10 @@ from torch import nn
 
 from torch.utils.checkpoint import checkpoint
 
+from .. import precision as amp
 from .. import weights
 from ..errors import ConfigError
+from ..geometry import normalize_keypoints
 from ..types import Features, Matches
 from .base import Matcher
 from .padding import compact, pad_stack
@@ -54,14 +56,9 @@ VARIANTS: dict[str, LightGlueVariant] = {
     "sift": LightGlueVariant("sift_lightglue", 128, add_scale_ori=True),
 }
 
-# Pruning costs a gather per layer; it pays off only above this many points (reference's measured values).
-PRUNING_MIN_POINTS = {"cpu": -1, "mps": -1, "cuda": 1024, "cuda_flash": 1536}
-
-
-def normalize_keypoints(kpts: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
-    """Map ``(N, 2)`` pixel keypoints of an image of ``size`` ``(W, H)`` to about [-1, 1], keeping the aspect."""
-    size = size.to(kpts)
-    return (kpts - size / 2) / (size.max() / 2)
+# Pruning costs a gather per layer; it pays off only above this many points (the reference's measured values; CUDA
+# runs flash attention). Device types not listed always prune.
+PRUNING_MIN_POINTS = {"cpu": -1, "mps": -1, "cuda": 1536}
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -112,6 +109,12 @@ class FusedWeights:
 def _ffn(dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.LayerNorm(2 * dim, elementwise_affine=True), nn.GELU(),
                          nn.Linear(2 * dim, dim))
+
+
+def flash_attention(device: torch.device) -> bool:
+    """Whether cross-attention runs through ``scaled_dot_product_attention`` (CUDA) rather than the exact blocked
+    product that matches the reference (CPU and others)."""
+    return device.type == "cuda"
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -199,7 +202,6 @@ class CrossBlock(nn.Module):
         self.to_out = nn.Linear(dim, dim)
         self.ffn = _ffn(dim)
         self._fused = FusedWeights()
-        self.use_sdpa = False  # set per call by the matcher: flash SDPA on CUDA, the exact blocked product on CPU
 
     def forward(self, x: torch.Tensor, split: int) -> torch.Tensor:
         t, d = x.shape
@@ -213,7 +215,7 @@ class CrossBlock(nn.Module):
         if split == 0 or split == t:
             message = x.new_zeros((t, d))
         else:
-            if self.use_sdpa:
+            if flash_attention(x.device):
                 m0, m1 = _attend(qk0, qk1, v1), _attend(qk1, qk0, v0)
             else:
                 s = self.head_dim ** -0.25  # scale both sides, as the reference does (same rounding)
@@ -233,7 +235,7 @@ class CrossBlock(nn.Module):
         qkv = F.linear(x, weight, bias).view(b, 2, t, 2, self.heads, self.head_dim).permute(3, 1, 0, 4, 2, 5)
         qk, v = qkv[0], qkv[1]  # (2, B, H, L, dh)
         key_mask0, key_mask1 = mask[:, 0, None, None, :], mask[:, 1, None, None, :]
-        if self.use_sdpa:
+        if flash_attention(x.device):
             m0 = F.scaled_dot_product_attention(qk[0], qk[1], v[1], attn_mask=key_mask1)
             m1 = F.scaled_dot_product_attention(qk[1], qk[0], v[0], attn_mask=key_mask0)
         else:  # the single-pair path's arithmetic (both sides scaled), masked
@@ -330,16 +332,6 @@ class TokenConfidence(nn.Module):
         return self.token[0](x.detach())[..., 0]
 
 
-def log_assignment_matrix(scores: torch.Tensor, dust0: torch.Tensor, dust1: torch.Tensor) -> torch.Tensor:
-    """Full ``(M + 1, N + 1)`` log-assignment matrix (the training target's layout) from :meth:`log_scores`."""
-    m, n = scores.shape
-    full = scores.new_zeros((m + 1, n + 1))
-    full[:m, :n] = scores
-    full[:m, n] = dust0
-    full[m, :n] = dust1
-    return full
-
-
 def filter_matches(scores: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                                       torch.Tensor]:
     """Mutual best matches of ``(M, N)`` log-probabilities with probability above ``threshold``.
@@ -396,6 +388,7 @@ class LightGlue(Matcher):
     """
 
     name = "lightglue"
+    auto_precision = amp.AUTO_MATCHER
 
     def __init__(self, features: str | LightGlueVariant = "aliked", depth_confidence: float = 0.95,
                  width_confidence: float = 0.99, filter_threshold: float = 0.1, precision: str = "auto",
@@ -409,8 +402,7 @@ class LightGlue(Matcher):
             variant = VARIANTS[features]
         else:
             variant = features
-        if precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise ConfigError(f"unknown precision '{precision}': choose auto, fp32, fp16 or bf16")
+        amp.check(precision)
         if state_dict is None and pretrained:
             state_dict = weights.load_state_dict(variant.weights, weights_path)
         if state_dict is not None:
@@ -435,21 +427,29 @@ class LightGlue(Matcher):
             for layer in self.transformers:
                 layer.forward = torch.compile(layer.forward, dynamic=True)
 
-    def _autocast_dtype(self, device: torch.device) -> Optional[torch.dtype]:
-        if self.precision == "fp32" or (self.precision == "auto" and device.type != "cuda"):
-            return None
-        return torch.bfloat16 if self.precision == "bf16" else torch.float16
+    @property
+    def num_layers(self) -> int:
+        return len(self.transformers)
+
+    def matching_settings(self) -> dict:
+        return {"depth_confidence": self.depth_confidence, "width_confidence": self.width_confidence,
+                "filter_threshold": self.filter_threshold}
 
     def pruning_min_points(self, device: torch.device) -> int:
-        """Pruning is only worth its overhead above this many points on ``device``."""
-        if device.type == "cuda":
-            return PRUNING_MIN_POINTS["cuda_flash"]
+        """Pruning is only worth its overhead above this many points in an image on ``device``."""
         return PRUNING_MIN_POINTS.get(device.type, -1)
 
-    def should_stop(self, confidence: torch.Tensor, layer: int, num_points: int) -> bool:
-        """Early exit: the share of confident points (pruned points count as confident) exceeds depth_confidence."""
-        unconfident = (confidence < self.confidence_thresholds[layer]).sum()
-        return bool(1.0 - unconfident / num_points > self.depth_confidence)
+    def should_stop(self, confidence: torch.Tensor, layer: int, num_points: int | torch.Tensor,
+                    mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Early exit: the share of confident points (pruned points count as confident) exceeds depth_confidence.
+
+        ``confidence`` ``(..., T)`` of a pair's tokens left after ``layer``, ``mask`` ``(..., T)`` the real ones
+        among them (None: all), ``num_points`` ``(...)`` the pair's points before pruning. Returns ``(...)`` bools.
+        """
+        unconfident = confidence < self.confidence_thresholds[layer]
+        if mask is not None:
+            unconfident &= mask
+        return 1.0 - unconfident.sum(-1) / num_points > self.depth_confidence
 
     def prune_mask(self, matchability: torch.Tensor, confidence: Optional[torch.Tensor], layer: int) -> torch.Tensor:
         """Points to keep: matchable enough, or not yet confident (low-confidence points are never pruned)."""
@@ -461,14 +461,14 @@ class LightGlue(Matcher):
     @torch.inference_mode()
     def match(self, feats0: Features, feats1: Features) -> Matches:
         device = self.device
-        dtype = self._autocast_dtype(device)
-        with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with self.autocast(device):
             return self._match(feats0.to(device), feats1.to(device))
 
-    def _select_attention(self, device: torch.device) -> None:
-        """Cross-attention by flash SDPA on CUDA, by the exact product on the CPU."""
-        for layer in self.transformers:
-            layer.cross_attn.use_sdpa = device.type == "cuda"
+    def _check_descriptors(self, feats: Sequence[Features]) -> None:
+        for f in feats:
+            if f.descriptors.shape[-1] != self.variant.input_dim:
+                raise ConfigError(f"LightGlue '{self.variant.weights}' expects {self.variant.input_dim}-d "
+                                  f"descriptors, got {f.descriptors.shape[-1]}-d")
 
     def _encode_positions(self, feats: Features) -> torch.Tensor:
         size = torch.tensor(feats.image_size, device=feats.device, dtype=torch.float32)
@@ -485,11 +485,7 @@ class LightGlue(Matcher):
         if m == 0 or n == 0:
             return Matches(torch.full((m,), -1, dtype=torch.long, device=device), feats0.keypoints.new_zeros((m,)),
                            stop_layer=0, info={"pruned0": 0, "pruned1": 0})
-        for f in (feats0, feats1):
-            if f.descriptors.shape[-1] != self.variant.input_dim:
-                raise ConfigError(f"LightGlue '{self.variant.weights}' expects {self.variant.input_dim}-d "
-                                  f"descriptors, got {f.descriptors.shape[-1]}-d")
-        self._select_attention(device)
+        self._check_descriptors((feats0, feats1))
         x = self.input_proj(torch.cat([feats0.descriptors, feats1.descriptors]).float())
         cos, sin = self.posenc(torch.cat([self._encode_positions(feats0), self._encode_positions(feats1)]))
         ind0 = torch.arange(m, device=device)
@@ -506,7 +502,7 @@ class LightGlue(Matcher):
             confidence = None
             if early_stop:
                 confidence = self.token_confidence[i](x)
-                if self.should_stop(confidence, i, m + n):
+                if bool(self.should_stop(confidence, i, m + n)):
                     break
             if prune:
                 keep = torch.ones(len(x), dtype=torch.bool, device=device)
@@ -546,15 +542,16 @@ class LightGlue(Matcher):
         """Encode the positions of ``pairs`` and pad both images of every pair to ``length`` points (default: the
         largest count in the batch)."""
         feats = [f for pair in pairs for f in pair]
-        for f in feats:
-            if f.descriptors.shape[-1] != self.variant.input_dim:
-                raise ConfigError(f"LightGlue '{self.variant.weights}' expects {self.variant.input_dim}-d "
-                                  f"descriptors, got {f.descriptors.shape[-1]}-d")
+        self._check_descriptors(feats)
         positions, mask = pad_stack([self._encode_positions(f) for f in feats], length)
         descriptors, _ = pad_stack([f.descriptors.float() for f in feats], length)
         b = len(pairs)
         return PaddedPairs(positions.view(b, 2, *positions.shape[1:]), descriptors.view(b, 2, *descriptors.shape[1:]),
                            mask.view(b, 2, -1))
+
+    def _embed(self, batch: PaddedPairs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The first tokens ``(B, 2, L, D)`` and the rotary factors ``(B, 2, L, dh)`` of padded pairs."""
+        return self.input_proj(batch.descriptors), *self.posenc(batch.positions)
 
     def forward(self, batch: PaddedPairs, checkpointing: bool = False) -> list[torch.Tensor]:
         """Token states ``(B, 2, L, D)`` after every layer, all layers run (no adaptivity): the training forward.
@@ -562,9 +559,7 @@ class LightGlue(Matcher):
         ``checkpointing`` recomputes each layer's activations in the backward pass instead of storing them.
         Heads: :meth:`MatchAssignment.log_assignment_batch` and :meth:`TokenConfidence.logits` of each layer.
         """
-        self._select_attention(batch.mask.device)
-        x = self.input_proj(batch.descriptors)
-        cos, sin = self.posenc(batch.positions)
+        x, cos, sin = self._embed(batch)
         states = []
         for layer in self.transformers:
             if checkpointing and torch.is_grad_enabled():
@@ -584,8 +579,7 @@ class LightGlue(Matcher):
             results[i] = self.match(*pairs[i])
         if todo:
             device = self.device
-            dtype = self._autocast_dtype(device)
-            with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            with self.autocast(device):
                 batch = self._match_batch([(pairs[i][0].to(device), pairs[i][1].to(device)) for i in todo])
             for i, matches in zip(todo, batch):
                 results[i] = matches
@@ -595,9 +589,7 @@ class LightGlue(Matcher):
         batch = self.pad_pairs(pairs)
         mask = batch.mask
         device = mask.device
-        self._select_attention(device)
-        x = self.input_proj(batch.descriptors)
-        cos, sin = self.posenc(batch.positions)
+        x, cos, sin = self._embed(batch)
         counts = mask.sum(-1)  # (B, 2) points per image
         totals = counts.sum(-1)
         index = torch.arange(mask.shape[-1], device=device).expand(mask.shape)  # original point indices
@@ -613,8 +605,7 @@ class LightGlue(Matcher):
                 confidence = None
                 if early_stop:
                     confidence = self.token_confidence[i](x)
-                    unconfident = ((confidence < self.confidence_thresholds[i]) & mask).sum((1, 2))
-                    done = 1.0 - unconfident / totals[active] > self.depth_confidence
+                    done = self.should_stop(confidence.flatten(1), i, totals[active], mask.flatten(1))
                 if prune:
                     keep = self.prune_mask(self.log_assignment[i].get_matchability(x), confidence, i)
                     keep |= (mask.sum(-1) <= prune_min)[..., None]

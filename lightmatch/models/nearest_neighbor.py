@@ -121,6 +121,9 @@ class NearestNeighborMatcher(Matcher):
         # No parameters: a buffer carries the device so that ``.to(device)`` works as for the other matchers.
         self.register_buffer("_anchor", torch.empty(0), persistent=False)
 
+    def matching_settings(self) -> dict:
+        return {"ratio_threshold": self.ratio_threshold, "distance_threshold": self.distance_threshold}
+
     @property
     def device(self) -> torch.device:
         return self._anchor.device

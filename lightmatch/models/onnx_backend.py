@@ -90,10 +90,13 @@ class OnnxExtractor(Extractor):
         for key in ("max_keypoints", "detection_threshold", "nms", "nms_radius"):
             if hasattr(base, key):
                 setattr(self, key, getattr(base, key))
-        self._budget = type(base).budget_settings
+        self._base_type = type(base)
+
+    def detector_settings(self) -> dict:
+        return self._base_type.detector_settings(self)
 
     def budget_settings(self, n: int) -> tuple[dict, bool]:
-        return self._budget(self, n)
+        return self._base_type.budget_settings(self, n)
 
     def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         self.runner.max_keypoints = int(self.max_keypoints) if self.max_keypoints else -1
@@ -113,15 +116,22 @@ class OnnxMatcher(Matcher):
         self.runner = pipeline.matcher
         self.name = base.name
         self.precision = "fp32"
-        self.settings = [k for k in ("depth_confidence", "width_confidence", "filter_threshold", "ratio_threshold",
-                                     "distance_threshold") if hasattr(self.runner, k)]
-        for key in self.settings:
+        self.forwarded = [k for k in ("depth_confidence", "width_confidence", "filter_threshold", "ratio_threshold",
+                                      "distance_threshold") if hasattr(self.runner, k)]
+        for key in self.forwarded:
             setattr(self, key, getattr(base, key))
-        if "layers" in pipeline.manifest["matcher"]:  # the layer graphs: "stopped at layer k of L"
-            self.transformers = tuple(pipeline.manifest["matcher"]["layers"])
+        layers = pipeline.manifest["matcher"].get("layers")  # the layer graphs: "stopped at layer k of L"
+        self._num_layers = len(layers) if layers is not None else None
+
+    @property
+    def num_layers(self) -> Optional[int]:
+        return self._num_layers
+
+    def matching_settings(self) -> dict:
+        return {key: getattr(self, key) for key in self.forwarded}
 
     def match(self, feats0: Features, feats1: Features) -> Matches:
-        for key in self.settings:
+        for key in self.forwarded:
             setattr(self.runner, key, getattr(self, key))
         out = self.runner.match(numpy_features(feats0), numpy_features(feats1))
         return Matches(torch.from_numpy(out.matches0), torch.from_numpy(out.scores0), stop_layer=out.stop_layer,

@@ -13,9 +13,10 @@ import warnings
 
 import torch
 
+from .. import precision as amp
 from ..errors import ConfigError
 
-PRECISION_HINTS = {"fp32": "f32", "auto": "f32", "bf16": "bf16"}
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}  # resolved precision -> OpenVINO's inference precision hint
 _TELEMETRY = "openvino_telemetry"
 _CONVERTER_MODULES = ("openvino.tools.ovc.telemetry_utils", "openvino.tools.ovc.convert_impl",
                       "openvino.tools.ovc.utils", "openvino.tools.ovc.main")
@@ -59,14 +60,15 @@ class OpenVINONetwork:
             ov = import_openvino()
         except ImportError:
             raise ConfigError('--backend openvino needs OpenVINO: pip install "lightmatch[openvino]"') from None
-        if precision not in PRECISION_HINTS:
+        resolved = amp.name(amp.resolve(precision, "cpu"))
+        if resolved not in PRECISION_HINTS:
             raise ConfigError(f"--backend openvino runs fp32 or bf16, not {precision}")
         with warnings.catch_warnings():  # the tracer's warnings about the conversion are not the user's business
             warnings.simplefilter("ignore")
             model = ov.convert_model(module.eval(), example_input=torch.zeros(1, channels, 64, 64),
                                      input=[ov.PartialShape([1, channels, -1, -1])])
         compiled = ov.Core().compile_model(model, "CPU", {
-            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
+            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[resolved],
             "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"})
         self._request = compiled.create_infer_request()
 

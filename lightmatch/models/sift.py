@@ -72,6 +72,9 @@ class SIFT(Extractor):
         self.n_octave_layers = int(n_octave_layers)
         self.sigma = float(sigma)
 
+    def detector_settings(self) -> dict:
+        return {"max_keypoints": self.max_keypoints}
+
     def _sift(self) -> "cv2.SIFT":
         # A fresh detector per call (cheap): no shared OpenCV state between threads, and the module stays picklable.
         return cv2.SIFT_create(nfeatures=0, nOctaveLayers=self.n_octave_layers,

@@ -18,13 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import precision as amp
 from .. import weights
 from ..errors import ConfigError
+from ..geometry import normalize_keypoints
 from ..types import Features, Matches
 from .base import Matcher
 from .padding import pad_stack
 
 VARIANTS = ("indoor", "outdoor")
+SUPERGLUE_EXTENT = 0.7  # keypoints are normalised by 0.7 x the long side (SuperGlue)
 
 
 def MLP(channels: Sequence[int], do_bn: bool = True) -> nn.Sequential:
@@ -41,22 +44,6 @@ def MLP(channels: Sequence[int], do_bn: bool = True) -> nn.Sequential:
                 layers.append(nn.BatchNorm1d(channels[i]))
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
-
-
-def normalize_keypoints(kpts: torch.Tensor, image_size: torch.Tensor) -> torch.Tensor:
-    """Centre keypoints on the image and scale by 0.7 × its long side, as SuperGlue.
-
-    Args:
-        kpts: ``(B, N, 2)`` ``(x, y)`` pixels.
-        image_size: ``(B, 2)`` or ``(2,)`` ``(W, H)``.
-
-    Returns:
-        ``(B, N, 2)`` normalised coordinates (roughly in [-0.72, 0.72]).
-    """
-    size = image_size.to(kpts).reshape(-1, 2)
-    center = size / 2
-    scaling = size.max(-1, keepdim=True).values * 0.7
-    return (kpts - center[:, None, :]) / scaling[:, None, :]
 
 
 class KeypointEncoder(nn.Module):
@@ -261,6 +248,7 @@ class SuperGlue(Matcher):
     """
 
     name = "superglue"
+    auto_precision = amp.AUTO_MATCHER
 
     def __init__(
         self,
@@ -280,10 +268,8 @@ class SuperGlue(Matcher):
         weights_name = self.weights_name(variant)
         if sinkhorn_iterations < 0:
             raise ConfigError(f"superglue: sinkhorn_iterations must be >= 0, got {sinkhorn_iterations}")
-        if precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise ConfigError(f"superglue: unknown precision '{precision}': choose auto, fp32, fp16 or bf16")
         self.variant = variant
-        self.precision = precision
+        self.precision = amp.check(precision)
         self.descriptor_dim = int(descriptor_dim)
         self.sinkhorn_iterations = int(sinkhorn_iterations)
         self.match_threshold = float(match_threshold)
@@ -322,10 +308,12 @@ class SuperGlue(Matcher):
         """Load ``superglue_{variant}.pth`` from ``path`` or the weights resolution order."""
         return cls(variant=variant, weights_path=path, **opts)
 
-    def _autocast_dtype(self, device: torch.device) -> Optional[torch.dtype]:
-        if self.precision == "fp32" or (self.precision == "auto" and device.type != "cuda"):
-            return None
-        return torch.bfloat16 if self.precision == "bf16" else torch.float16
+    @property
+    def num_layers(self) -> int:
+        return len(self.gnn.layers)
+
+    def matching_settings(self) -> dict:
+        return {"sinkhorn_iterations": self.sinkhorn_iterations, "match_threshold": self.match_threshold}
 
     # ------------------------------------------------------------------ network
     def forward(
@@ -354,8 +342,8 @@ class SuperGlue(Matcher):
             with the negative log-likelihood of the ground-truth assignment.
         """
         dtype = self.final_proj.weight.dtype
-        k0 = normalize_keypoints(kpts0, size0).to(dtype)
-        k1 = normalize_keypoints(kpts1, size1).to(dtype)
+        k0 = normalize_keypoints(kpts0, size0, SUPERGLUE_EXTENT).to(dtype)
+        k1 = normalize_keypoints(kpts1, size1, SUPERGLUE_EXTENT).to(dtype)
         d0 = desc0.transpose(1, 2).to(dtype) + self.kenc(k0, scores0.to(dtype))
         d1 = desc1.transpose(1, 2).to(dtype) + self.kenc(k1, scores1.to(dtype))
         d0, d1 = self.gnn(d0, d1, mask0, mask1)
@@ -376,8 +364,7 @@ class SuperGlue(Matcher):
             return Matches(torch.full((n0,), -1, dtype=torch.int64, device=device),
                            torch.zeros(n0, dtype=torch.float32, device=device), stop_layer=0)
         f0, f1 = feats0.to(device), feats1.to(device)
-        amp = self._autocast_dtype(device)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        with self.autocast(device):
             log_assign = self(
                 f0.keypoints[None], f0.scores[None], f0.descriptors[None],
                 f1.keypoints[None], f1.scores[None], f1.descriptors[None],
@@ -408,8 +395,7 @@ class SuperGlue(Matcher):
         d0, d1 = [pad_stack([f.descriptors for f in feats])[0] for feats in sides]
         size0, size1 = [torch.tensor([f.image_size for f in feats], device=device, dtype=torch.float32)
                         for feats in sides]
-        amp = self._autocast_dtype(device)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        with self.autocast(device):
             log_assign = self(k0, s0, d0, k1, s1, d1, size0, size1, mask0, mask1)
         valid = F.pad(mask0, (0, 1), value=True)[:, :, None] & F.pad(mask1, (0, 1), value=True)[:, None, :]
         log_assign = log_assign.masked_fill(~valid, float("-inf"))

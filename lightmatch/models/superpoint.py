@@ -210,6 +210,9 @@ class SuperPoint(Extractor):
     def budget_settings(self, n: int) -> tuple[dict, bool]:
         return {"exact_keypoints": n, "max_keypoints": n}, True
 
+    def detector_settings(self) -> dict:
+        return {"max_keypoints": self.max_keypoints, "nms_radius": self.nms_radius}
+
     # ------------------------------------------------------------------ network
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense outputs of the network.

@@ -18,7 +18,8 @@ LIGHTERGLUE_DEFAULTS = {"depth_confidence": -1.0, "width_confidence": 0.95, "fil
 
 
 class XFeat(Extractor):
-    """XFeat sparse features: up to ``max_keypoints`` (top-k, 4096 as XFeat's default) 64-d descriptors."""
+    """XFeat sparse features: up to ``max_keypoints`` (top-k, 4096 as XFeat's default; -1: no cap) 64-d
+    descriptors."""
 
     name = "xfeat"
     descriptor_dim = 64
@@ -32,6 +33,9 @@ class XFeat(Extractor):
         weights.load_into(self.net.net, weights.load_state_dict("xfeat", weights_path), "xfeat",
                           str(weights_path or ""))
         self.eval()
+
+    def detector_settings(self) -> dict:
+        return {"max_keypoints": self.max_keypoints, "detection_threshold": self.detection_threshold}
 
     def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out = self.net.detectAndCompute(image[None], top_k=self.max_keypoints)[0]

@@ -52,7 +52,7 @@ from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
 from .events import BatchStart, BatchSummary, EventCallback, ImageEvent, PairEvent, emit
 from .loader import LoadedImage, PrefetchLoader, extract_loaded, load_for_extractor
-from .match import matcher_layers, plot_pair, store_attributes
+from .match import plot_pair, store_attributes
 from .rotation import chosen_degrees, chosen_turn
 from .plan import Job, Load, Step, plan_pairs, unique_pairs, viz_filename
 from .verify import VerifyOptions
@@ -495,7 +495,7 @@ class BatchRun:
         compared0, compared1, _ = chosen_turn(e0.features, e1.features, m)  # a rotation search's: one turn each
         emit(self.on_event, PairEvent(a, b, "ok", len(compared0), len(compared1), m.num_matches,
                                       None if inliers is None else int(inliers.sum()), m.stop_layer or None,
-                                      matcher_layers(matcher), rotation_degrees=chosen_degrees(m),
+                                      matcher.num_layers, rotation_degrees=chosen_degrees(m),
                                       timings=clock.take(), warnings=warnings))
 
     def _plot(self, a: str, b: str, e0: _Entry, e1: _Entry, m: Matches, inliers: Optional[np.ndarray],

@@ -52,15 +52,6 @@ class PairResult:
                          timings=self.timings, warnings=self.warnings)
 
 
-def matcher_layers(matcher: Matcher) -> Optional[int]:
-    """How many layers an adaptive or deep matcher has (LightGlue, SuperGlue), for "layer k of L"; None for
-    matchers without layers."""
-    layers = getattr(matcher, "transformers", None)
-    if layers is None:
-        layers = getattr(getattr(matcher, "gnn", None), "layers", None)
-    return len(layers) if layers is not None else None
-
-
 def pair_names(path0: str | os.PathLike, path1: str | os.PathLike) -> tuple[str, str]:
     """Image names for the stores: paths relative to the images' common folder, with ``/`` separators."""
     a, b = Path(path0).resolve(), Path(path1).resolve()
@@ -85,30 +76,17 @@ def store_attributes(extractor: Extractor, matcher: Optional[Matcher] = None, ve
     """File attributes recording what produced a store: the extractor, and the matcher, its weights and the
     verification settings (a dataclass such as :class:`~lightmatch.pipeline.batch.VerifyOptions`, or None) when
     matching; each with the device (``device``, default the model's) and the precision run there (``auto``
-    resolved)."""
+    resolved). The models' settings are their :meth:`~lightmatch.models.base.Extractor.settings`."""
     device = device or extractor.device
     attrs = {"lightmatch_extractor": extractor.name, "lightmatch_resize": extractor.resize or -1,
-             "lightmatch_extractor_settings": _settings(extractor),
+             "lightmatch_extractor_settings": extractor.settings(),
              "lightmatch_precision": extractor.run_precision(), "lightmatch_device": device.type}
     if matcher is not None:
-        attrs.update({"lightmatch_matcher": matcher.name, "lightmatch_matcher_settings": _settings(matcher),
+        attrs.update({"lightmatch_matcher": matcher.name, "lightmatch_matcher_settings": matcher.settings(),
                       "lightmatch_matcher_weights": matcher.weights_id or "unrecorded",
                       "lightmatch_verify": asdict(verify) if verify is not None else "none",
                       "lightmatch_precision": matcher.run_precision(device), "lightmatch_device": device.type})
     return attrs
-
-
-def _settings(model) -> dict:
-    keys = ("max_keypoints", "detection_threshold", "nms", "nms_radius", "depth_confidence", "width_confidence",
-            "filter_threshold", "ratio_threshold", "distance_threshold", "sinkhorn_iterations", "match_threshold")
-    settings = {k: getattr(model, k) for k in keys if isinstance(getattr(model, k, None), (int, float, str))}
-    if getattr(model, "precision", "auto") not in ("auto", "fp32"):  # lower precision gives other features
-        settings["precision"] = model.precision
-    if getattr(model, "backend", "torch") != "torch":  # so does another runtime (within 1 px)
-        settings["backend"] = model.backend
-    if getattr(model, "upsample", True) is False:  # small images kept at their size
-        settings["upsample"] = False
-    return settings
 
 
 def check_output_dir(output_dir: str | os.PathLike) -> None:

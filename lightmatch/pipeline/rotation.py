@@ -20,7 +20,6 @@ keypoints. ``aliked-n16rot`` is the rotation-tolerant extractor when one model f
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any, Optional
 
@@ -101,21 +100,9 @@ def chosen_degrees(matches: Matches) -> Optional[int]:
     return None if turns is None else 90 * int(turns)
 
 
-class _Wrapper:
-    """Attribute access that falls through to the wrapped model (``self.base``): settings such as
-    ``max_keypoints`` or ``depth_confidence`` read as the base model's."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return nn.Module.__getattr__(self, name)  # type: ignore[arg-type]
-        except AttributeError:
-            if name == "base":
-                raise
-            return getattr(nn.Module.__getattr__(self, "base"), name)  # type: ignore[arg-type]
-
-
-class RotationSearchExtractor(_Wrapper, Extractor):
-    """``base``'s features at the four quarter turns of the image, as one set (see the module docstring)."""
+class RotationSearchExtractor(Extractor):
+    """``base``'s features at the four quarter turns of the image, as one set (see the module docstring). Its
+    settings, precision and keypoint budget are the base extractor's."""
 
     def __init__(self, base: Extractor) -> None:
         nn.Module.__init__(self)
@@ -149,6 +136,13 @@ class RotationSearchExtractor(_Wrapper, Extractor):
         return self.base.precision
 
     @property
+    def compute_dtype(self) -> Optional[torch.dtype]:
+        return self.base.compute_dtype
+
+    def settings(self) -> dict[str, Any]:
+        return self.base.settings()
+
+    @property
     def upsample(self) -> bool:  # type: ignore[override]
         return self.base.upsample
 
@@ -159,11 +153,9 @@ class RotationSearchExtractor(_Wrapper, Extractor):
     def budget_settings(self, n: int) -> tuple[dict[str, Any], bool]:
         return self.base.budget_settings(n)
 
-    def set_keypoint_budget(self, n: int) -> bool:
-        return self.base.set_keypoint_budget(n)
-
-    def keypoint_budget(self, n: int) -> contextlib.AbstractContextManager[bool]:
-        return self.base.keypoint_budget(n)
+    def with_keypoint_budget(self, n: int) -> tuple["RotationSearchExtractor", bool]:
+        base, exact = self.base.with_keypoint_budget(n)
+        return RotationSearchExtractor(base), exact
 
     def preprocess(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[float, float]]:
         return self.base.preprocess(image)
@@ -189,9 +181,10 @@ class RotationSearchExtractor(_Wrapper, Extractor):
                         (w, h), scales, oris)
 
 
-class RotationSearchMatcher(_Wrapper, Matcher):
+class RotationSearchMatcher(Matcher):
     """Matches image 0's upright keypoints to each quarter turn of image 1's (features of a
-    :class:`RotationSearchExtractor`) and keeps the turn with the most verified inliers.
+    :class:`RotationSearchExtractor`) and keeps the turn with the most verified inliers. Its settings, precision
+    and depth are the base matcher's.
 
     ``verify``: how each turn is verified (default: a fundamental matrix, MAGSAC++, 3 px, seed 0).
     """
@@ -208,6 +201,22 @@ class RotationSearchMatcher(_Wrapper, Matcher):
     @property
     def weights_id(self) -> Optional[str]:  # type: ignore[override]
         return self.base.weights_id
+
+    @property
+    def num_layers(self) -> Optional[int]:
+        return self.base.num_layers
+
+    def matching_settings(self) -> dict[str, Any]:
+        return self.base.matching_settings()
+
+    def settings(self) -> dict[str, Any]:
+        return self.base.settings()
+
+    def with_settings(self, **overrides: Any) -> "RotationSearchMatcher":
+        return RotationSearchMatcher(self.base.with_settings(**overrides), self.verify)
+
+    def compute_dtype(self, device: Optional[torch.device] = None) -> Optional[torch.dtype]:
+        return self.base.compute_dtype(device or self.device)
 
     def match(self, feats0: Features, feats1: Features) -> Matches:
         """Matches over the full feature sets: only image 0's turn-0 keypoints and image 1's kept turn match."""

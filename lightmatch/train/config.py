@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from .. import precision as amp
 from ..errors import ConfigError, InputError
 from ..io.lock import FolderLock
 
@@ -39,6 +40,7 @@ PATCH_LIMITS = (64, 2048, 8)  # each side of --patch-size: min, max, multiple (S
 # One batch's ground truth and assignment are (pairs x keypoints^2): bounded so that a typo cannot ask for
 # terabytes. glue-factory's recipe (128 pairs of 512 keypoints) is 2^25.
 MAX_BATCH_CELLS = 2 ** 28
+TRAIN_PRECISIONS = ("fp32", "fp16", "bf16")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -68,7 +70,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     checkpoint_every: int = 100
     device: str = "auto"
-    precision: str = "fp32"  # fp32 | fp16 | bf16 (autocast; fp16 with a GradScaler)
+    precision: str = "fp32"  # TRAIN_PRECISIONS (autocast; fp16 with a GradScaler)
     seed: int = 0
     grad_clip: float = 1.0
     checkpointing: bool = False  # gradient checkpointing of the matcher's layers
@@ -125,8 +127,7 @@ class TrainConfig:
         if self.matcher == "superglue" and self.features != "superpoint":
             raise ConfigError("--matcher superglue is trained on SuperPoint features: use --features superpoint "
                               "(and --weights FILE for SuperPoint's weights if they are not installed)")
-        if self.precision not in ("fp32", "fp16", "bf16"):
-            raise ConfigError(f"--precision {self.precision!r}: choose fp32, fp16 or bf16")
+        amp.check(self.precision, TRAIN_PRECISIONS, "--precision")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             raise ConfigError(f"--device {self.device!r}: choose auto, cpu, mps, cuda or cuda:N")
         if self.precision == "fp16" and self.device in ("cpu", "mps"):

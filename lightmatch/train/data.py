@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..eval.homography_data import synthetic_homography
+from ..geometry import warp_points
 from ..io.images import read_image
 
 IGNORE, UNMATCHED = -2, -1
@@ -183,12 +184,6 @@ class PairSource:
 
 
 # ------------------------------------------------------------------------------------------------ ground truth
-def warp_points(points: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
-    """``(B, N, 2)`` points through ``(B, 3, 3)`` homographies."""
-    homog = torch.cat([points, torch.ones_like(points[..., :1])], -1) @ H.transpose(-1, -2)
-    return homog[..., :2] / homog[..., 2:]
-
-
 @torch.no_grad()
 def ground_truth(kpts0: torch.Tensor, kpts1: torch.Tensor, H_0to1: torch.Tensor, mask0: torch.Tensor,
                  mask1: torch.Tensor, th_positive: float = 3.0,

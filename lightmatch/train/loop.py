@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
+from .. import precision as amp
 from ..errors import ConfigError, InputError, LightmatchError, OutputError, WeightsError
 from ..eval.metrics import evaluate_homography_pair, homography_summary
 from ..io.atomic import atomic_output
@@ -303,8 +304,7 @@ class Trainer:
 
     # -------------------------------------------------------------- steps
     def _autocast(self):
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.config.precision)
-        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+        return amp.autocast(amp.resolve(self.config.precision, self.device), self.device)
 
     def _train_step(self) -> dict[str, float]:
         c = self.config
