@@ -7,6 +7,7 @@ from . import match  # noqa: F401  (registers commands)
 from . import evaluate  # noqa: F401
 from . import weights  # noqa: F401
 from . import train  # noqa: F401
+from . import store  # noqa: F401
 from .common import main
 
 __all__ = ["main"]
