@@ -25,6 +25,10 @@ O(all)), fsyncs it, hard-links the current top file aside (it becomes the next s
 over the top file. A kill leaves at most a ``.work``/``.spare.tmp`` file, removed by the next run, which then
 copies the top file once to make a new spare (the only O(all) step, and only after a crash). A top file whose
 shard list is not a prefix of the shards present (a shard dropped by ``store check --drop``) is rebuilt.
+Why not append to the top file in place: HDF5 does not survive a kill in the middle of a metadata write, and the
+top file is what readers open; why not copy it per update: at 1M pairs it is ~100 MB (the links), the O(all) cost
+this layout removes. A reader that keeps a top file open across two later updates may see it change (its inode
+has become the spare); hloc opens the file per read.
 
 **HDF5 at this size.** Top files use new-style groups (``libver`` low bound ``v108``: dense link storage, so wide
 groups stay fast); shards hold at most one chunk of items each. HDF5 opens a shard when an object in it is opened
