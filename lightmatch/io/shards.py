@@ -22,8 +22,9 @@ reader always sees a complete one. Each top file has a *spare*, ``shards/.<top>.
 a complete file (it was the top file until the last update). An update renames the spare to ``.<top>.work``,
 appends the links and index rows of the shards it lacks (the last update's and this one's: O(new items), not
 O(all)), fsyncs it, hard-links the current top file aside (it becomes the next spare) and renames the work file
-over the top file. A kill leaves at most a ``.work``/``.spare.tmp`` file, removed by the next run, which then
-copies the top file once to make a new spare (the only O(all) step, and only after a crash). A top file whose
+over the top file. A new top file (the first, or a rebuild) is copied once to make the first spare. A kill
+leaves at most a ``.work``/``.spare.tmp`` file, removed by the next run, which then copies the top file once to
+make a new spare (the only O(all) step of an update, and only after a crash). A top file whose
 shard list is not a prefix of the shards present (a shard dropped by ``store check --drop``) is rebuilt.
 Why not append to the top file in place: HDF5 does not survive a kill in the middle of a metadata write, and the
 top file is what readers open; why not copy it per update: at 1M pairs it is ~100 MB (the links), the O(all) cost
@@ -225,7 +226,10 @@ def update_top(folder: Path, kind: str, defaults: Optional[dict] = None, rebuild
     except BaseException:
         work.unlink(missing_ok=True)
         raise
-    if current is not None:
+    if base is None:  # a new top file (O(all) anyway): its copy is the first spare
+        shutil.copyfile(work, spare_tmp)
+        _fsync(spare_tmp)
+    elif current is not None:
         try:
             os.link(top, spare_tmp)
         except OSError:
