@@ -11,7 +11,7 @@ small features) in both layouts, then reports, in the same run:
   new shards plus the growth of the top files and their spares);
 - hloc read: hloc's ``get_matches`` on 1,000 random pairs (open the file, ``pair in hfile`` in both orders, read).
 
-    python scripts/bench_store_scale.py --pairs 10000 100000 --out /tmp/bench_store
+    python scripts/bench_store_scale.py --pairs 10000 100000 1000000 --out /tmp/bench_store
 
 Writes one JSON line per (layout, size) to stdout and a Markdown table to stderr. A benchmark, not a test.
 """
@@ -115,6 +115,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--layouts", nargs="+", default=["single-file", "sharded"],
                         choices=["single-file", "sharded"])
+    parser.add_argument("--single-file-max", type=int, default=100_000,
+                        help="largest size measured in the single-file layout (its copies grow with the store)")
     parser.add_argument("--matches-size", type=int, default=256, help="entries of each pair's matches0")
     parser.add_argument("--keypoints", type=int, default=256)
     parser.add_argument("--per-image", type=int, default=50, help="pairs per image")
@@ -126,6 +128,8 @@ def main() -> None:
         names, pairs = plan(size + 2000, args.per_image)
         old, first, new = pairs[:size], pairs[size:size + 1000], pairs[size + 1000:]
         for layout in args.layouts:
+            if layout == "single-file" and size > args.single_file_max:
+                continue
             folder = args.out / f"{layout}-{size}"
             shutil.rmtree(folder, ignore_errors=True)
             t = time.perf_counter()
