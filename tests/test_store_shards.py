@@ -198,3 +198,15 @@ def test_compact_equals_the_sharded_store_and_info_counts(reference, tmp_path):
     assert info["settings"]["matches"]["lightmatch_matcher"] == "synthetic"
     result = CliRunner().invoke(main, ["store", "info", str(tmp_path / "plain")])
     assert result.exit_code == 0 and "single-file store, 8 images, 13 pairs, 0 shards" in result.output
+
+
+def test_a_reader_holding_an_old_top_file_keeps_it_unchanged(tmp_path):
+    out = tmp_path / "out"
+    run(out, PAIRS[:3])
+    with h5py.File(out / "matches.h5", "r") as reader:  # generation 1, open across two updates
+        run(out, PAIRS[:6])  # generation 1 becomes the spare
+        run(out, PAIRS[:9])  # the spare is held open: the update works on a copy of the top file instead
+        assert len(h5.match_groups(reader)) == 3
+    with h5py.File(out / "matches.h5", "r") as handle:
+        assert len(h5.match_groups(handle)) == 9
+    assert run(out, PAIRS) == len(PAIRS) - 9  # and the spare machinery goes on from there

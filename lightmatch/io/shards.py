@@ -28,8 +28,10 @@ make a new spare (the only O(all) step of an update, and only after a crash). A 
 shard list is not a prefix of the shards present (a shard dropped by ``store check --drop``) is rebuilt.
 Why not append to the top file in place: HDF5 does not survive a kill in the middle of a metadata write, and the
 top file is what readers open; why not copy it per update: at 1M pairs it is ~100 MB (the links), the O(all) cost
-this layout removes. A reader that keeps a top file open across two later updates may see it change (its inode
-has become the spare); hloc opens the file per read.
+this layout removes. A reader that keeps a top file open across two later updates holds what has become the
+spare: HDF5's file lock then refuses to open it for writing, and the update copies the top file instead, so the
+reader's file never changes under it (with file locking disabled, e.g. ``HDF5_USE_FILE_LOCKING=FALSE``, it
+could; hloc opens the file per read).
 
 **HDF5 at this size.** Top files use new-style groups (``libver`` low bound ``v108``: dense link storage, so wide
 groups stay fast); shards hold at most one chunk of items each. HDF5 opens a shard when an object in it is opened
@@ -214,7 +216,17 @@ def update_top(folder: Path, kind: str, defaults: Optional[dict] = None, rebuild
             with h5py.File(folder / "features.h5", "r") as handle:
                 features = {n.replace("/", "-") for n in h5.feature_groups(handle)}
     try:
-        with h5py.File(work, "r+" if base is not None else "w", libver=LIBVER) as handle:
+        try:
+            handle = h5py.File(work, "r+" if base is not None else "w", libver=LIBVER)
+        except OSError:
+            if base is None or current is None or current != wanted[:len(current)]:
+                raise
+            # the spare is still open in a reader of an old generation (HDF5's file lock): use a copy of the top
+            work.unlink(missing_ok=True)
+            shutil.copyfile(top, work)
+            base = current
+            handle = h5py.File(work, "r+", libver=LIBVER)
+        with handle:
             if base is None:
                 handle.attrs[LAYOUT_ATTR] = LAYOUT
             _apply(handle, kind, folder, wanted[len(base or []):], defaults, features)
