@@ -76,7 +76,8 @@ def store_info(folder: str | os.PathLike) -> StoreInfo:
                 sharded = shards.is_sharded(handle)
                 layout = "sharded" if sharded else "single-file"
                 counts[kind] = len(h5.feature_groups(handle) if kind == "features" else h5.match_groups(handle))
-                settings[kind] = {k: _attr_text(v) for k, v in handle.attrs.items() if k.startswith("lightmatch_")}
+                settings[kind] = {k: _attr_text(v) for k, v in handle.attrs.items()
+                                  if k.startswith("lightmatch_") and k != shards.LAYOUT_ATTR}
         except OSError as exc:
             raise InputError(f"{path}: not a readable HDF5 file ({exc}); run 'lightmatch store check'") from exc
     files = [p for p in folder.rglob("*") if p.is_file()]

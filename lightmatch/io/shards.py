@@ -113,12 +113,12 @@ def _append(dataset: h5py.Dataset, values) -> None:
 def _new_index(handle: h5py.File, kind: str) -> None:
     group = handle.create_group(h5.INDEX_GROUP)
     text = h5py.string_dtype()
-    group.create_dataset("shards", (0,), dtype=text, maxshape=(None,), chunks=(256,))
-    group.create_dataset("names", (0,), dtype=text, maxshape=(None,), chunks=(4096,))
+    group.create_dataset("shards", (0,), dtype=text, maxshape=(None,), chunks=(64,))
+    group.create_dataset("names", (0,), dtype=text, maxshape=(None,), chunks=(1024,))
     if kind == "features":
-        group.create_dataset("shard", (0,), dtype=np.int32, maxshape=(None,), chunks=(16384,))
+        group.create_dataset("shard", (0,), dtype=np.int32, maxshape=(None,), chunks=(2048,))
     else:
-        group.create_dataset("pairs", (0, 3), dtype=np.int32, maxshape=(None, 3), chunks=(16384, 3))
+        group.create_dataset("pairs", (0, 3), dtype=np.int32, maxshape=(None, 3), chunks=(2048, 3))
 
 
 def _apply(handle: h5py.File, kind: str, folder: Path, shards: list[str], defaults: Optional[dict],
