@@ -466,7 +466,9 @@ class PartWriter:
     same rules as :meth:`OutputStore.commit`, never the stores themselves, and reads features from
     ``features.h5`` (consolidated by the driver before the workers read it). Takes no lock.
 
-    ``run`` makes the part names unique among the writers of one run (e.g. the worker's index).
+    ``run`` makes the part names unique among the writers of one run (e.g. the worker's index). Each commit is
+    one part file (the driver renames each into a shard); writing chunks here would need the driver to wait for
+    the workers' open parts before it consolidates features mid-run.
     """
 
     def __init__(self, folder: str | os.PathLike, feature_attrs: dict, match_attrs: Optional[dict],
