@@ -15,6 +15,8 @@ import h5py
 import numpy as np
 import torch
 
+from lightmatch.io import h5
+
 LIGHTMATCH = Path(sys.executable).parent / "lightmatch"
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -75,8 +77,16 @@ def store_contents(path: Path) -> dict[str, np.ndarray]:
     """Every dataset of an HDF5 file by path, plus the file attributes."""
     out: dict[str, np.ndarray] = {}
     with h5py.File(path, "r") as handle:
-        handle.visititems(lambda key, obj: out.__setitem__(key, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-        out["@attrs"] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()}
+        if h5.INDEX_GROUP in handle:  # a sharded store's top file: its items, read through their external links
+            items = h5.feature_groups(handle) if "shard" in handle[h5.INDEX_GROUP] else h5.match_groups(handle)
+            for item in items:
+                for key, obj in handle[item].items():
+                    out[f"{item}/{key}"] = obj[()]
+        else:
+            handle.visititems(lambda key, obj: out.__setitem__(key, obj[()]) if isinstance(obj, h5py.Dataset)
+                              else None)
+        out["@attrs"] = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()
+                         if k != "lightmatch_layout"}
     return out
 
 
@@ -93,6 +103,8 @@ def assert_same_stores(a: Path, b: Path) -> None:
 
 
 def _groups_with(handle: h5py.Group, dataset: str) -> list[str]:
+    if h5.INDEX_GROUP in handle:  # a sharded store's top file
+        return h5.feature_groups(handle) if dataset == "keypoints" else h5.match_groups(handle)
     found: list[str] = []
     handle.visititems(lambda key, obj: found.append(key) if isinstance(obj, h5py.Group) and dataset in obj else None)
     return found

@@ -145,7 +145,7 @@ def test_store_parts_consolidate_lock_and_stale(tmp_path):
     attrs, mattrs = store_attributes(extractor), store_attributes(extractor, matcher)
     feats = Features.from_numpy(np.random.rand(5, 2), np.random.rand(5), np.random.rand(5, 128), (64, 48))
     m = Matches(torch.tensor([0, -1, 2, -1, 4]), torch.rand(5))
-    store = OutputStore(tmp_path / "out", attrs, mattrs).open()
+    store = OutputStore(tmp_path / "out", attrs, mattrs, chunk=1).open()  # one part per commit
     try:
         store.commit(features={"sub/a.jpg": feats, "b.jpg": feats})
         store.commit(matches={("sub/a.jpg", "b.jpg"): (m, np.array([True, False, True, False, False]))})

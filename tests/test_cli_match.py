@@ -100,11 +100,12 @@ def test_usage_errors_exit_2(sample_pair):
 def test_failed_run_never_truncates_existing_outputs(sample_pair, bad_files, tmp_path):
     out = tmp_path / "out"
     run("match", sample_pair[0], sample_pair[1], "-o", out, *FAST)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    names = sorted(p.name for p in out.iterdir())
     for bad in ("truncated", "corrupt"):  # refused before the run / failing inside it: no lock or parts left
         run("match", sample_pair[0], bad_files[bad], "-o", out, *FAST, check_code=1)
-        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
-        assert sorted(p.name for p in out.iterdir()) == sorted(before)
+        assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+        assert sorted(p.name for p in out.iterdir()) == names
 
 
 def test_featureless_image_warns_and_writes_empty_arrays(sample_pair, tmp_path):

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from lightmatch.cli import main
 from lightmatch.errors import OutputError
-from lightmatch.io import atomic, h5
+from lightmatch.io import atomic, h5, shards
 from lightmatch.io import store as S
 from lightmatch.types import Features
 
@@ -70,12 +70,14 @@ def test_part_write_error_is_one_line_and_loses_nothing(store: Path, monkeypatch
 def test_consolidation_write_error_keeps_store_and_parts(store: Path, monkeypatch, exc: BaseException) -> None:
     before = (store / "features.h5").read_bytes()
     st = S.OutputStore(store, {"lightmatch_extractor": "test"}).open()
-    part = st.commit({"b.png": _features()})
-    monkeypatch.setattr(h5py.Group, "copy", _raiser(exc))
+    st.commit({"b.png": _features()})
+    shards_before = len(list((store / "shards").glob("*.h5")))
+    monkeypatch.setattr(shards, "_apply", _raiser(exc))
     with pytest.raises(OutputError) as info:
         st.finish()
     assert "\n" not in str(info.value) and str(store / "features.h5") in str(info.value)
-    assert (store / "features.h5").read_bytes() == before and part.is_file()
+    assert (store / "features.h5").read_bytes() == before
+    assert len(list((store / "shards").glob("*.h5"))) == shards_before + 1  # the part's work is kept, as a shard
     assert not list(store.glob(".*.tmp")) and not (store / ".lightmatch.lock").exists()
     monkeypatch.undo()
     with S.OutputStore(store, {"lightmatch_extractor": "test"}) as st:  # the next run consolidates the part

@@ -8,6 +8,7 @@ from . import evaluate  # noqa: F401
 from . import weights  # noqa: F401
 from . import train  # noqa: F401
 from . import reconstruct  # noqa: F401
+from . import store  # noqa: F401
 from .common import main
 
 __all__ = ["main"]

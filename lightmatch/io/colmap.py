@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import ConfigError, InputError, OutputError
 from .atomic import atomic_output
 from .files import check_regular_file
-from .h5 import find_pair, names_to_pair
+from .h5 import INDEX_GROUP, feature_groups, find_pair, match_groups, names_to_pair
 from .images import read_image
 from .pairs import read_pairs
 
@@ -184,19 +184,19 @@ def _open_h5(path: Path, what: str) -> h5py.File:
         raise InputError(f"{path}: not a readable HDF5 file ({exc})") from exc
 
 
-def _feature_names(handle: h5py.File) -> list[str]:
-    names: list[str] = []
-    handle.visititems(lambda key, obj: names.append(key) if isinstance(obj, h5py.Group) and "keypoints" in obj
-                      else None)
-    return sorted(names)
-
-
 def _stored_pairs(handle: h5py.File, names: list[str], path: Path) -> list[tuple[str, str]]:
     """Pairs present in a matches store, mapped back to image names (keys have ``/`` replaced by ``-``)."""
     by_key: dict[str, str] = {}
     for name in names:
         by_key.setdefault(name.replace("/", "-"), name)
     pairs = []
+    if INDEX_GROUP in handle:  # a sharded store's top file: its index names the pairs
+        for key in match_groups(handle):
+            key0, key1 = key.split("/")
+            if key0 not in by_key or key1 not in by_key:
+                raise InputError(f"{path}: pair '{key}' names images without features")
+            pairs.append((by_key[key0], by_key[key1]))
+        return pairs
     for key0, group in handle.items():
         if not isinstance(group, h5py.Group):
             continue
@@ -258,7 +258,7 @@ def export_colmap(
         pairs = read_pairs(pairs)
 
     with _open_h5(features_h5, "features") as fh, _open_h5(matches_h5, "matches") as mh:
-        names = _feature_names(fh)
+        names = feature_groups(fh)
         if not names:
             raise InputError(f"{features_h5}: no image features in this file")
         for name in names:

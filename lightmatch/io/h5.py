@@ -30,6 +30,10 @@ from .atomic import atomic_output
 from .files import check_regular_file
 
 
+INDEX_GROUP = "__lightmatch_index__"
+"""Group of a sharded store's top file holding its index (:mod:`lightmatch.io.shards`)."""
+
+
 def names_to_pair(name0: str, name1: str, separator: str = "/") -> str:
     """hloc's pair key: ``name0`` and ``name1`` with ``/`` replaced by ``-``, joined by ``separator``."""
     return separator.join((name0.replace("/", "-"), name1.replace("/", "-")))
@@ -122,11 +126,8 @@ def _open_read(path: str | os.PathLike) -> h5py.File:
 
 def stored_image_names(path: str | os.PathLike) -> list[str]:
     """Names of all images with features in ``path``."""
-    names: list[str] = []
     with _open_read(path) as handle:
-        handle.visititems(lambda key, obj: names.append(key) if isinstance(obj, h5py.Group)
-                          and "keypoints" in obj else None)
-    return names
+        return feature_groups(handle)
 
 
 def get_features(grp: h5py.Group) -> Features:
@@ -153,7 +154,10 @@ def canonical_features(feats: Features) -> Features:
 
 
 def feature_groups(handle: h5py.Group) -> list[str]:
-    """Names (paths below ``handle``) of all image groups with features in an open store, sorted."""
+    """Names (paths below ``handle``) of all image groups with features in an open store, sorted. A sharded
+    store's top file answers from its index (one read), since walking does not follow its external links."""
+    if INDEX_GROUP in handle:
+        return sorted(set(_texts(handle[INDEX_GROUP]["names"][()])))
     names: list[str] = []
     handle.visititems(lambda key, obj: names.append(key) if isinstance(obj, h5py.Group)
                       and "keypoints" in obj else None)
@@ -161,11 +165,26 @@ def feature_groups(handle: h5py.Group) -> list[str]:
 
 
 def match_groups(handle: h5py.Group) -> list[str]:
-    """Keys (paths below ``handle``, e.g. ``'a.jpg/b.jpg'``) of all pair groups in an open matches store, sorted."""
+    """Keys (paths below ``handle``, e.g. ``'a.jpg/b.jpg'``) of all pair groups in an open matches store, sorted
+    (a sharded store's from its index)."""
+    if INDEX_GROUP in handle:
+        names, pairs = indexed_pairs(handle)
+        return sorted({f"{names[a]}/{names[b]}" for a, b in pairs[:, :2].tolist()})
     keys: list[str] = []
     handle.visititems(lambda key, obj: keys.append(key) if isinstance(obj, h5py.Group)
                       and "matches0" in obj else None)
     return sorted(keys)
+
+
+def _texts(values: np.ndarray) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else v for v in values]
+
+
+def indexed_pairs(handle: h5py.File) -> tuple[list[str], np.ndarray]:
+    """A sharded matches top file's index: image names (pair-key spelling) and ``(P, 3)`` rows of
+    (name id 0, name id 1, shard id); a pair stored again has a later row."""
+    group = handle[INDEX_GROUP]
+    return _texts(group["names"][()]), group["pairs"][()]
 
 
 def read_features(path: str | os.PathLike, name: str) -> Features:
