@@ -25,6 +25,7 @@ from lightmatch.cli import main
 from lightmatch.errors import ConfigError
 from lightmatch.models.base import resize_for_network
 from lightmatch.export.onnx import export_onnx
+from lightmatch.io import h5
 from lightmatch.models.onnx_backend import cached_export, onnx_models
 from lightmatch.runtime.onnx_runner import MANIFEST
 
@@ -171,12 +172,11 @@ def test_match_cli_backend(tmp_path, exported, cache, sample_pair, monkeypatch):
     with h5py.File(runs["onnxruntime"] / "matches.h5") as f:
         assert json.loads(f.attrs["lightmatch_matcher_settings"])["backend"] == "onnxruntime"
         assert json.loads(f.attrs["lightmatch_extractor_settings"])["backend"] == "onnxruntime"
-        name = next(iter(f))
-        group = f[name][next(iter(f[name]))]
-        onnx_matches = group["matches0"][()]
+        key = h5.match_groups(f)[0]
+        onnx_matches = f[key]["matches0"][()]
     with h5py.File(runs["torch"] / "matches.h5") as f:
         assert "backend" not in json.loads(f.attrs["lightmatch_matcher_settings"])
-        torch_matches = f[name][next(iter(f[name]))]["matches0"][()]
+        torch_matches = f[key]["matches0"][()]
     assert (onnx_matches == torch_matches).mean() >= 0.99
     assert not list((cache / "onnx").glob(".export-*"))  # no leftover of a partial export
 
@@ -232,7 +232,7 @@ def test_disk_parity(tmp_path, sample_pair):
     export_onnx(extractor, nn_matcher, tmp_path)
     onnx_extractor, _ = onnx_models(extractor, nn_matcher, tmp_path)
     image, _ = resize_for_network(lm.load_image(sample_pair[0]), 200)
-    for cap in (256, None):
+    for cap in (256, -1):  # capped, and no cap
         extractor.max_keypoints = onnx_extractor.max_keypoints = cap
         (kpts, scores, desc), (okpts, oscores, odesc) = (m.detect_and_describe(image)
                                                          for m in (extractor, onnx_extractor))

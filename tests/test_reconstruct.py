@@ -64,8 +64,8 @@ def test_killed_run_resumes_without_redoing_work(scene, reference, tmp_path):
     out = tmp_path / "out"
     command = [str(LIGHTMATCH), "reconstruct", str(scene), "-o", str(out), "--json", *MODEL]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    parts = out / ".parts"
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "LIGHTMATCH_STORE_CHUNK": "1"})
+    parts = out / ".parts"  # one part file per pair (chunks of one), so that the count below says how far it got
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
         if parts.is_dir() and len(list(parts.glob("*-m.h5"))) >= 5:

@@ -184,6 +184,7 @@ class Matcher(nn.Module):
     """
 
     name: str = "matcher"
+    backend: str = "torch"  # the runtime of the network
     weights_id: Optional[str] = None
     precision: str = "fp32"
     auto_precision: Mapping[str, str] = {}  # what ``auto`` runs per device type (see lightmatch.precision)
@@ -199,9 +200,12 @@ class Matcher(nn.Module):
         return {}
 
     def settings(self) -> dict[str, Any]:
-        """What stores record and compare (``lightmatch_matcher_settings``): :meth:`matching_settings` and the
-        precision when lower than fp32."""
-        return recorded_settings(self.matching_settings(), self.precision)
+        """What stores record and compare (``lightmatch_matcher_settings``): :meth:`matching_settings`, the
+        precision when lower than fp32, and the backend when not torch."""
+        out = recorded_settings(self.matching_settings(), self.precision)
+        if self.backend != "torch":
+            out["backend"] = self.backend
+        return out
 
     def with_settings(self, **overrides: Any) -> "Matcher":
         """This matcher with some of its :meth:`matching_settings` replaced, as a new matcher sharing the weights
