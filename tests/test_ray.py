@@ -19,8 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import (LIGHTMATCH, assert_one_line_error, assert_same_stores, assert_store_invariant, json_lines,
-                     make_images, run, store_contents)
+from helpers import (
+    LIGHTMATCH,
+    assert_one_line_error,
+    assert_same_stores,
+    assert_store_invariant,
+    json_lines,
+    make_images,
+    run,
+    store_contents,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process tree")
 
