@@ -268,8 +268,8 @@ def estimate_relative_pose(
     conf = DEFAULT_CONFIDENCE[estimator] if confidence is None else float(confidence)
     if estimator in ("opencv", "magsac"):
         f_mean = float(np.mean([K0[0, 0], K1[1, 1]]))
-        return _pose_opencv(normalize_with_intrinsics(pts0, K0), normalize_with_intrinsics(pts1, K1), threshold / f_mean, conf, max_iters, seed,
-                            usac=estimator == "magsac")
+        return _pose_opencv(normalize_with_intrinsics(pts0, K0), normalize_with_intrinsics(pts1, K1),
+                            threshold / f_mean, conf, max_iters, seed, usac=estimator == "magsac")
     options = _ransac_options(estimator, "max_epipolar_error", threshold, conf, max_iters, seed)
     if estimator == "poselib":
         return _pose_poselib(pts0, pts1, K0, K1, options)

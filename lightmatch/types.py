@@ -64,7 +64,8 @@ class Features:
         def t(a: Optional[np.ndarray]) -> Optional[torch.Tensor]:
             return None if a is None else torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
-        return cls(t(keypoints), t(scores), t(descriptors), (int(image_size[0]), int(image_size[1])), t(scales), t(oris))
+        size = (int(image_size[0]), int(image_size[1]))
+        return cls(t(keypoints), t(scores), t(descriptors), size, t(scales), t(oris))
 
 
 @dataclass

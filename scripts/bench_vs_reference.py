@@ -111,7 +111,8 @@ def bench_extraction(data: Path, repeat: int, num_keypoints: int = 2048) -> None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/lightglue_bench")
+    parser.add_argument("--data", type=Path,
+                        default=Path(__file__).resolve().parents[2] / "shared/data/lightglue_bench")
     parser.add_argument("--num-keypoints", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)

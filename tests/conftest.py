@@ -64,7 +64,8 @@ def sample_pair() -> tuple[Path, Path, Path]:
 
 
 @functools.lru_cache(maxsize=None)
-def cached_aliked(max_keypoints: int = 2048, detection_threshold: float = 0.2, resize: int = 1024, nms: str = "reference"):
+def cached_aliked(max_keypoints: int = 2048, detection_threshold: float = 0.2, resize: int = 1024,
+                  nms: str = "reference"):
     """One ALIKED per configuration for the whole session (building it costs a weights load)."""
     from lightmatch.models.aliked import ALIKED
 

@@ -15,17 +15,17 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers import assert_same_stores, assert_store_invariant, make_images
 
 from lightmatch.errors import ConfigError, InputError, OutputError
 from lightmatch.io import h5
 from lightmatch.io.pairs import exhaustive_pairs, sequential_pairs
-from helpers import assert_same_stores, assert_store_invariant, make_images
 from lightmatch.io.store import OutputStore
 from lightmatch.pipeline.batch import BatchOptions, VerifyOptions, extract_batch, match_batch
 from lightmatch.pipeline.events import BatchStart, ImageEvent, PairEvent
+from lightmatch.pipeline.loader import PrefetchLoader, extract_loaded, load_for_extractor
 from lightmatch.pipeline.match import store_attributes
 from lightmatch.pipeline.plan import plan_pairs, unique_pairs, viz_filename
-from lightmatch.pipeline.loader import PrefetchLoader, extract_loaded, load_for_extractor
 from lightmatch.types import Features, Matches
 
 
@@ -118,8 +118,9 @@ def test_prefetch_loader_order_errors_and_prefetch(tmp_path):
 
 
 def test_worker_preprocessing_equals_extract(folder):
-    from lightmatch.io.images import load_image
     from conftest import cached_aliked
+
+    from lightmatch.io.images import load_image
 
     image_dir, names = folder
     extractor = cached_aliked(max_keypoints=128, resize=160)

@@ -6,19 +6,19 @@ import functools
 
 import pytest
 import torch
+from conftest import cached_aliked
 
 from lightmatch.models.lightglue import LightGlue
 from lightmatch.models.padding import compact, pad_stack
 from lightmatch.models.superglue import SuperGlue
 from lightmatch.types import Features
 
-from conftest import cached_aliked
-
 
 @functools.lru_cache(maxsize=None)
 def sample_features(max_keypoints: int) -> tuple[Features, Features]:
-    from lightmatch.io.images import load_image
     from conftest import ASSETS
+
+    from lightmatch.io.images import load_image
 
     extractor = cached_aliked(max_keypoints, -1.0, 640)
     return (extractor.extract(load_image(ASSETS / "sample0.jpg")),

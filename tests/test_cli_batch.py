@@ -13,8 +13,8 @@ from pathlib import Path
 import h5py
 import pytest
 from click.testing import CliRunner
-
 from helpers import LIGHTMATCH, assert_store_invariant, json_lines, make_images, run_line
+
 from lightmatch.cli import main
 from lightmatch.io import h5
 from lightmatch.io.pairs import exhaustive_pairs, sequential_pairs

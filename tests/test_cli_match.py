@@ -9,8 +9,8 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-
 from helpers import assert_one_line_error, assert_store_invariant, run
+
 from lightmatch.io import h5
 
 FAST = ["--resize", "320", "--max-keypoints", "256"]

@@ -8,7 +8,6 @@ import json
 import h5py
 import pytest
 import torch
-
 from helpers import assert_one_line_error, assert_store_invariant, run, superglue_checkpoint, superpoint_checkpoint
 
 SMALL = ["--resize", "480", "--max-keypoints", "512", "--json"]
@@ -22,8 +21,8 @@ def test_nearest_neighbour_on_bench_pair(shared_data, features):
     assert out["keypoints0"] > 100 and out["matches"] > 30
 
 
-@pytest.mark.parametrize("features, matcher", [("disk", "lightglue"), ("xfeat", "lightglue"), ("aliked-n32", "lightglue"),
-                                               ("aliked-t16", "nn")])
+@pytest.mark.parametrize("features, matcher", [("disk", "lightglue"), ("xfeat", "lightglue"),
+                                               ("aliked-n32", "lightglue"), ("aliked-t16", "nn")])
 def test_other_extractors_on_sample(sample_pair, features, matcher):
     out = json.loads(run("match", sample_pair[0], sample_pair[1], "--features", features, "--matcher", matcher,
                          "--homography", sample_pair[2], *SMALL).stdout)

@@ -11,11 +11,10 @@ import subprocess
 import click
 import pytest
 from click.testing import CliRunner
-
-
-from lightmatch.cli import main
 from helpers import ASSETS, assert_one_line_error, run
 from helpers import LIGHTMATCH as SCRIPT
+
+from lightmatch.cli import main
 
 
 @pytest.fixture

@@ -176,6 +176,7 @@ def test_errors(tmp_path):
 def test_export_warns_of_unconsolidated_parts(tmp_path):
     """`export colmap` on a store whose run was interrupted warns that `.parts` holds results not exported."""
     from click.testing import CliRunner
+
     from lightmatch.cli import main
     from lightmatch.io.store import unfinished_parts
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
 from helpers import ASSETS, make_images
+
 from lightmatch import weights
 from lightmatch.cli import main
+from lightmatch.errors import WeightsError
 from lightmatch.models.factory import check_matcher_weights
 from lightmatch.models.lightglue import VARIANTS, LightGlue
 from lightmatch.train.loop import TrainConfig, export_matcher
-from lightmatch.errors import WeightsError
 
 SMALL = "--resize 256 --max-keypoints 256"
 

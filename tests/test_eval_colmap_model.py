@@ -1,4 +1,5 @@
-"""Pose evaluation against a COLMAP model: a synthetic scene written as a COLMAP text model, known poses, known errors."""
+"""Pose evaluation against a COLMAP model: a synthetic scene written as a COLMAP text model, known poses, known
+errors."""
 
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def _project(T: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def write_scene(folder, model_poses=POSES, n=300, seed=0):
     """Write the COLMAP text model of the scene (poses ``model_poses``) and return the 3D points and visibility."""
     rng = np.random.default_rng(seed)
-    X = np.r_[rng.uniform([-2, -1.5, 5], [2, 1.5, 9], (n, 3)), rng.uniform([-8.5, -1.5, 5], [-5.5, 1.5, 7], (n // 3, 3))]
+    X = np.r_[rng.uniform([-2, -1.5, 5], [2, 1.5, 9], (n, 3)),
+              rng.uniform([-8.5, -1.5, 5], [-5.5, 1.5, 7], (n // 3, 3))]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "cameras.txt").write_text(f"1 PINHOLE {W} {H} {K[0, 0]} {K[1, 1]} {K[0, 2]} {K[1, 2]}\n")
     visible, observations = [], {j: [] for j in range(len(X))}

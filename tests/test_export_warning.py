@@ -6,8 +6,8 @@ from __future__ import annotations
 import shlex
 
 from click.testing import CliRunner
-
 from helpers import make_images
+
 from lightmatch.cli import main
 
 FAST = "--features sift --matcher nn --resize -1 --max-keypoints 200 -q"

@@ -6,12 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import cached_aliked
 
 from lightmatch.errors import ConfigError
 from lightmatch.io.images import load_image
 from lightmatch.models.aliked import bn_folded, deform_conv, upsampled_at, window_max
-
-from conftest import cached_aliked
 
 
 def nearest_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import cached_aliked
 
 from lightmatch.io.images import load_image
 from lightmatch.models.aliked import refine_subpixel, select_indices, simple_nms
-
-from conftest import cached_aliked
 
 
 def reference_aliked(path, max_keypoints: int, detection_threshold: float):

@@ -9,9 +9,9 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from helpers import LIGHTMATCH
 from PIL import Image
 
-from helpers import LIGHTMATCH
 from lightmatch.errors import InputError
 from lightmatch.io import h5
 from lightmatch.io.images import check_image, header_size, image_to_tensor, load_image, read_image

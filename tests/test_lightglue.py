@@ -8,12 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import cached_aliked
 
 from lightmatch.errors import WeightsError
 from lightmatch.models.lightglue import LightGlue, apply_rotary, filter_matches, rotary_factors
 from lightmatch.types import Features
-
-from conftest import cached_aliked
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
-
 from helpers import assert_one_line_error, run
+
 from lightmatch.errors import ConfigError
 from lightmatch.io.images import load_image
 

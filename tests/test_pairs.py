@@ -9,8 +9,15 @@ import sys
 import pytest
 
 from lightmatch.errors import ConfigError, InputError, LightmatchError
-from lightmatch.io.pairs import (exhaustive_pairs, format_pairs, list_images, parse_pairs, read_pairs,
-                                 sequential_pairs, write_pairs)
+from lightmatch.io.pairs import (
+    exhaustive_pairs,
+    format_pairs,
+    list_images,
+    parse_pairs,
+    read_pairs,
+    sequential_pairs,
+    write_pairs,
+)
 
 
 def touch(path):

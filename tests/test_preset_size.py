@@ -7,8 +7,8 @@ import shlex
 
 import pytest
 from click.testing import CliRunner
-
 from helpers import ASSETS, make_images
+
 from lightmatch.cli import main
 from lightmatch.eval.homography import _load_resized
 from lightmatch.models import base

@@ -16,7 +16,8 @@ def test_apply_preset_fills_defaults_but_keeps_given_options():
     assert out["features"] == "disk"  # given by the user: kept
     assert out["max_keypoints"] == 2048 and out["resize"] == 640 and out["rotation_search"] is True
     assert out["estimator"] == "poselib" and out["ransac_threshold"] == 3.0
-    assert apply_preset("indoor", options, given={"rotation_search"})["rotation_search"] is False  # --no-rotation-search
+    # --no-rotation-search
+    assert apply_preset("indoor", options, given={"rotation_search"})["rotation_search"] is False
     assert "depth_confidence" not in out and "threshold" not in out  # options the command lacks are skipped
     assert options["estimator"] == "opencv"  # the input is not changed
     assert apply_preset(None, options, given=set()) == options

@@ -11,8 +11,8 @@ import h5py
 import pytest
 import torch
 from click.testing import CliRunner
-
 from helpers import make_images
+
 from lightmatch import weights
 from lightmatch.cli import main
 from lightmatch.models.lightglue import VARIANTS, LightGlue
@@ -95,8 +95,8 @@ def test_ray_driver_records_the_workers_device(tmp_path):
     precision resolved there (fp16)."""
     from lightmatch.io.store import OutputStore
     from lightmatch.models.factory import load_extractor, load_matcher
-    from lightmatch.pipeline.match import store_attributes
     from lightmatch.pipeline.batch import BatchOptions, LocalExecutor, MatchRun
+    from lightmatch.pipeline.match import store_attributes
     from lightmatch.pipeline.ray_executor import RayExecutor, RayOptions
 
     pytest.importorskip("ray")

@@ -17,11 +17,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from click.testing import CliRunner
-from helpers import (LIGHTMATCH, assert_one_line_error, assert_same_stores, assert_store_invariant, json_lines,
-                     make_images, run, store_contents)
+from helpers import (
+    LIGHTMATCH,
+    assert_one_line_error,
+    assert_same_stores,
+    assert_store_invariant,
+    json_lines,
+    make_images,
+    run,
+    store_contents,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process tree")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from helpers import LIGHTMATCH, assert_same_stores
+
 from lightmatch.cli import main
 
 MODEL = ["--resize", "640", "--max-keypoints", "1024"]

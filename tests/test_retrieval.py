@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from helpers import make_images
+
 from lightmatch.cli import main
 from lightmatch.errors import ConfigError, InputError
 from lightmatch.io.pairs import read_pairs

@@ -107,7 +107,8 @@ def test_hloc_reads_the_top_files_through_external_links(reference, tmp_path, mo
             assert isinstance(link, h5py.ExternalLink) and link.filename.startswith("shards/")
         for name0, name1 in PAIRS:
             m, _ = matches(name0, name1)
-            expected = np.stack([np.nonzero(m.matches0.numpy() > -1)[0], m.matches0.numpy()[m.matches0.numpy() > -1]], -1)
+            m0 = m.matches0.numpy()
+            expected = np.stack([np.nonzero(m0 > -1)[0], m0[m0 > -1]], -1)
             for a, b, flip in ((name0, name1, False), (name1, name0, True)):
                 got, scores = hloc_get_matches(moved / "matches.h5", a, b)
                 assert np.array_equal(got, expected[:, ::-1] if flip else expected)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import official_superglue_layout, register_as_official, superglue_checkpoint
 
 from lightmatch.errors import ConfigError, WeightsError
-from helpers import official_superglue_layout, register_as_official, superglue_checkpoint
 from lightmatch.geometry import normalize_keypoints
 from lightmatch.models.superglue import SUPERGLUE_EXTENT, SuperGlue, extract_matches, log_optimal_transport
 from lightmatch.types import Features

@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import OFFICIAL_SUPERPOINT, register_as_official, superpoint_checkpoint
 from numpy.lib.stride_tricks import sliding_window_view
 
 from lightmatch.errors import ConfigError, WeightsError
-from helpers import OFFICIAL_SUPERPOINT, register_as_official, superpoint_checkpoint
 from lightmatch.models.superpoint import SuperPoint, sample_descriptors, select_keypoints, simple_nms
+
 
 # Magic Leap's superpoint_v1.pth (and LightGlue's copy): every key and shape, as in the released file.
 # ----------------------------------------------------------------------------------------------- loading

@@ -237,7 +237,8 @@ def test_cli_weights_list_and_download(server, cache, tmp_path):
     trusted = subprocess.run(sift + ["--trust-unverified"], capture_output=True, text=True, env=env)
     assert trusted.returncode == 0 and f"recorded sha256 {digest}" in trusted.stderr
     path = tmp_path / "cache" / "sift_lightglue.pth"
-    assert path.read_bytes() == PAYLOAD and (tmp_path / "cache" / "sift_lightglue.pth.sha256").read_text().startswith(digest)
+    recorded = (tmp_path / "cache" / "sift_lightglue.pth.sha256").read_text()
+    assert path.read_bytes() == PAYLOAD and recorded.startswith(digest)
     path.write_bytes(b"tampered")  # a later load checks the recorded digest
     with pytest.raises(WeightsError, match="checksum mismatch"):
         weights.verify("sift_lightglue", path)

@@ -9,9 +9,9 @@ from typing import Any, NoReturn, Optional
 
 import click
 
+from ..defaults import DEFAULT_RESIZE, default_max_keypoints
 from ..errors import ConfigError, LightmatchError
 from ..precision import PRECISIONS
-from ..defaults import DEFAULT_RESIZE, default_max_keypoints
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -270,8 +270,10 @@ def matcher_options(func):
                      help="SuperGlue Sinkhorn iterations (100)."),
         click.option("--superglue-weights", type=click.Choice(["indoor", "outdoor"]), default="outdoor",
                      show_default=True, help="SuperGlue weights."),
-        click.option("--ratio-threshold", type=Fraction(open_low=True), default=None, help="NN matcher: Lowe ratio test."),
-        click.option("--distance-threshold", type=POSITIVE_FLOAT, default=None, help="NN matcher: max descriptor distance."),
+        click.option("--ratio-threshold", type=Fraction(open_low=True), default=None,
+                     help="NN matcher: Lowe ratio test."),
+        click.option("--distance-threshold", type=POSITIVE_FLOAT, default=None,
+                     help="NN matcher: max descriptor distance."),
         click.option("--matcher-weights", type=ExistingPath("weights file", dir_okay=False), default=None,
                      help="Matcher weights file (default: resolved from the registry)."),
         click.option("--rotation-search/--no-rotation-search", default=False,

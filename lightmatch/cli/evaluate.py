@@ -11,8 +11,21 @@ from typing import Any, Optional
 import click
 
 from ..presets import apply_preset_split
-from .common import (ESTIMATOR_CHOICES, MAX_RESIZE, SEED, ExistingPath, FiniteFloatRange, SizeOrOriginal,
-                     build_models, extractor_options, given_options, main, matcher_options, plot_path, preset_option)
+from .common import (
+    ESTIMATOR_CHOICES,
+    MAX_RESIZE,
+    SEED,
+    ExistingPath,
+    FiniteFloatRange,
+    SizeOrOriginal,
+    build_models,
+    extractor_options,
+    given_options,
+    main,
+    matcher_options,
+    plot_path,
+    preset_option,
+)
 
 _INT = re.compile(r"^-?\d+(,-?\d+)*$")
 ESTIMATION_NAMES = {"threshold": "ransac_threshold"}  # a preset's estimation threshold is --ransac-threshold here

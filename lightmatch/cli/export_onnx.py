@@ -34,7 +34,8 @@ def export_onnx_command(output_dir: str, layout: str, no_extractor: bool, as_jso
     python scripts/onnx_match.py onnx_aliked a.jpg b.jpg
 
     Graphs are fp32; --precision fp16 writes LightGlue's layers in fp16 (for GPU execution providers; the same
-    matches within 1 percent). Keypoint cap and threshold are graph inputs (the export's values are defaults in lightmatch_onnx.json);
+    matches within 1 percent). Keypoint cap and threshold are graph inputs (the export's values are defaults in
+    lightmatch_onnx.json);
     SIFT (OpenCV), SuperGlue and the extractors without an export are refused with the reason.
     """
     from ..export.onnx import export_onnx

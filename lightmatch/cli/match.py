@@ -14,11 +14,30 @@ from typing import Any, Optional
 
 import click
 
-from ..defaults import (BATCH_PAIRS, VERIFY_CONFIDENCE, VERIFY_ESTIMATOR, VERIFY_SEED, VERIFY_THRESHOLD_PX,
-                        VIZ_MAX_MATCHES)
+from ..defaults import (
+    BATCH_PAIRS,
+    VERIFY_CONFIDENCE,
+    VERIFY_ESTIMATOR,
+    VERIFY_SEED,
+    VERIFY_THRESHOLD_PX,
+    VIZ_MAX_MATCHES,
+)
 from ..presets import apply_preset_split
-from .common import (ESTIMATOR_CHOICES, EXIT_OK, EXIT_PARTIAL, SEED, ExistingPath, FiniteFloatRange, build_models,
-                     extractor_options, given_options, main, matcher_options, plot_path, preset_option)
+from .common import (
+    ESTIMATOR_CHOICES,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    SEED,
+    ExistingPath,
+    FiniteFloatRange,
+    build_models,
+    extractor_options,
+    given_options,
+    main,
+    matcher_options,
+    plot_path,
+    preset_option,
+)
 from .retrieval import describe, pop_retrieval_options, retrieval_options, retrieval_pairs_for, wants_retrieval
 
 EXIT_INTERRUPTED = 130
@@ -261,7 +280,8 @@ def batch_options(func):
 @click.option("--image-dir", type=ExistingPath("image folder", file_okay=False), default=None,
               help="Batch form: root of the images; pair names are relative to it.")
 @click.option("--pairs", "pairs_file", type=ExistingPath("pairs file", dir_okay=False, allow_dash=True),
-              default=None, metavar="FILE|-", help="Batch: pairs file ('name0 name1' lines, names relative to --image-dir), '-' for stdin.")
+              default=None, metavar="FILE|-",
+              help="Batch: pairs file ('name0 name1' lines, names relative to --image-dir), '-' for stdin.")
 @click.option("--pairs-mode", type=click.Choice(PAIR_MODES), default=None,
               help="Batch: pair the images of --image-dir (recursively, sorted by name) instead of --pairs.")
 @click.option("--window", type=click.IntRange(min=1), default=None,

@@ -11,8 +11,19 @@ from typing import Any, Optional
 import click
 
 from ..errors import ConfigError
-from ..train.config import (FLOAT_LIMITS, INT_LIMITS, PATCH_LIMITS, TRAIN_PRECISIONS, TRAINABLE, TrainConfig,
-                            check_run_folder, find_images, parse_patch, split_images, total_steps)
+from ..train.config import (
+    FLOAT_LIMITS,
+    INT_LIMITS,
+    PATCH_LIMITS,
+    TRAIN_PRECISIONS,
+    TRAINABLE,
+    TrainConfig,
+    check_run_folder,
+    find_images,
+    parse_patch,
+    split_images,
+    total_steps,
+)
 from .common import main
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -8,7 +8,8 @@ from a folder of images first. As glue-factory's ``eval/hpatches.py``:
   other side ``int()``-truncated) and the ground truth is rescaled to the resized images;
 * features are extracted on the resized image (the extractor's own resizing is switched off for the run);
 * per pair: corner error of a robust homography (OpenCV RANSAC, 0.5 px, by default; ``estimator`` picks another)
-  and of a DLT fit on all matches, precision (symmetric reprojection error < 3 px) and recall (of ground-truth matchable keypoints);
+  and of a DLT fit on all matches, precision (symmetric reprojection error < 3 px) and recall (of ground-truth
+  matchable keypoints);
 * summary: AUC of the corner errors at 1/3/5 px for RANSAC and DLT, mean precision and recall, mean keypoints
   and matches (:func:`~lightmatch.eval.metrics.homography_summary`).
 """
@@ -30,10 +31,21 @@ from ..io.images import image_to_tensor, is_image_path, read_image
 from ..models.base import Extractor, Matcher
 from ..pipeline.rotation import chosen_degrees, chosen_turn
 from ..types import Features, Matches
-from .homography_data import (HomographyPair, hpatches_resize, load_homography_pairs, make_synthetic_pairs,
-                              rescale_homography)
-from .metrics import (HOMOGRAPHY_CORRECT_THRESHOLD, HomographyResult, evaluate_homography_pair, homography_summary,
-                      matched_keypoints, symmetric_homography_error)
+from .homography_data import (
+    HomographyPair,
+    hpatches_resize,
+    load_homography_pairs,
+    make_synthetic_pairs,
+    rescale_homography,
+)
+from .metrics import (
+    HOMOGRAPHY_CORRECT_THRESHOLD,
+    HomographyResult,
+    evaluate_homography_pair,
+    homography_summary,
+    matched_keypoints,
+    symmetric_homography_error,
+)
 from .report import EvalReport, ProgressCallback, finite, write_report
 
 GLUEFACTORY_RESIZE = 480

@@ -20,8 +20,8 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from ..io.homography import check_homography, parse_numbers, read_homography, read_text
 from ..errors import InputError, OutputError
+from ..io.homography import check_homography, parse_numbers, read_homography, read_text
 from ..io.images import read_image
 
 PAIRS_FILE = "pairs.txt"

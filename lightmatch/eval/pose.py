@@ -40,9 +40,9 @@ from ..io.images import image_to_tensor, read_image
 from ..models.base import Extractor, Matcher
 from ..pipeline.rotation import chosen_degrees, chosen_turn, rotate_keypoints
 from ..types import Features, Matches
-from .report import EvalReport, ProgressCallback, finite, write_report
 from .metrics import EPIPOLAR_CORRECT_THRESHOLD, PoseResult, evaluate_pose_pair, relative_pose_summary
 from .pose_data import PosePair, adapt_pair_to_images, read_pose_pairs, resize_for_eval
+from .report import EvalReport, ProgressCallback, finite, write_report
 
 SUPERGLUE_RESIZE = (640, 480)
 INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}
@@ -142,8 +142,8 @@ def format_pose_table(summary: dict[str, Any]) -> str:
     """SuperGlue's final table (``match_pairs.py --eval``), tabs included::
 
         Evaluation Results (mean over 15 pairs):
-        AUC@5	 AUC@10	 AUC@20	 Prec	 MScore	
-        16.25	 33.12	 51.43	 85.58	 19.74	
+        AUC@5	 AUC@10	 AUC@20	 Prec	 MScore
+        16.25	 33.12	 51.43	 85.58	 19.74
     """
     values = [summary["auc@5"], summary["auc@10"], summary["auc@20"], summary["precision"],
               summary["matching_score"]]

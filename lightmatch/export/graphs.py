@@ -261,7 +261,8 @@ class DiskGraph(nn.Module):
     def forward(self, image: torch.Tensor, max_keypoints: torch.Tensor, detection_threshold: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h, w = _size(image, 2), _size(image, 3)
-        pad_h, pad_w = (PAD_MULTIPLE - h % PAD_MULTIPLE) % PAD_MULTIPLE, (PAD_MULTIPLE - w % PAD_MULTIPLE) % PAD_MULTIPLE
+        pad_h = (PAD_MULTIPLE - h % PAD_MULTIPLE) % PAD_MULTIPLE
+        pad_w = (PAD_MULTIPLE - w % PAD_MULTIPLE) % PAD_MULTIPLE
         out = self.net.unet(F.pad(image, [0, pad_w, 0, pad_h]))
         dim = self.net.desc_dim
         heatmap = out[0, dim, :h, :w]

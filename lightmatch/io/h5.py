@@ -29,7 +29,6 @@ from ..types import Features, Matches
 from .atomic import atomic_output
 from .files import check_regular_file
 
-
 INDEX_GROUP = "__lightmatch_index__"
 """Group of a sharded store's top file holding its index (:mod:`lightmatch.io.shards`)."""
 

@@ -13,9 +13,9 @@ import numpy as np
 
 from ..errors import InputError
 from . import h5, shards
-from .atomic import atomic_output, write_error, WRITE_ERRORS
+from .atomic import WRITE_ERRORS, atomic_output, write_error
 from .lock import FolderLock
-from .store import FEATURES_FILE, MATCHES_FILE, MATCH_DEFAULTS, PARTS_DIR
+from .store import FEATURES_FILE, MATCH_DEFAULTS, MATCHES_FILE, PARTS_DIR
 
 STORE_ERRORS = (OSError, KeyError, RuntimeError, ValueError)
 """What reading a damaged HDF5 file or a dangling external link raises through h5py."""

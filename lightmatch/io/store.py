@@ -292,7 +292,8 @@ class OutputStore:
     def commit(self, features: Optional[dict[str, Features]] = None,
                matches: Optional[dict[tuple[str, str], tuple[Matches, Optional[np.ndarray]]]] = None) -> Path:
         """Add ``features`` (name -> Features) and ``matches`` ((name0, name1) -> (Matches, inliers or None)) to the
-        open part file; returns the part's path (its temporary name until it is sealed). The work survives any crash once its part is sealed: after
+        open part file; returns the part's path (its temporary name until it is sealed). The work survives any
+        crash once its part is sealed: after
         ``chunk`` items or ``seal_seconds``, and when the store is finished or closed.
 
         Matches are refused (:class:`ValueError`) unless both images' features are stored or in the same call:

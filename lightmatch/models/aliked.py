@@ -32,9 +32,9 @@ from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from kornia.feature.aliked.aliked import ALIKED as KorniaALIKED
 from kornia.feature.aliked.aliked import DeformableConv2d
+from torch import nn
 
 from .. import weights
 from ..errors import ConfigError

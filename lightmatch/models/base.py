@@ -15,7 +15,6 @@ from .. import precision as amp
 from ..errors import ConfigError
 from ..types import Features, Matches
 
-
 Model = TypeVar("Model", bound=nn.Module)
 
 

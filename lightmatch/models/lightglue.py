@@ -25,7 +25,6 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from torch.utils.checkpoint import checkpoint
 
 from .. import precision as amp

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..runtime.onnx_runner import (FORMAT_VERSION, NumpyFeatures, OnnxPipeline, import_onnxruntime)
+from ..runtime.onnx_runner import FORMAT_VERSION, NumpyFeatures, OnnxPipeline, import_onnxruntime
 from ..types import Features, Matches
 from .base import Extractor, Matcher
 

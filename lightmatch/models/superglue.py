@@ -99,7 +99,8 @@ class AttentionalPropagation(nn.Module):
         self.mlp = MLP([feature_dim * 2, feature_dim * 2, feature_dim])
         nn.init.constant_(self.mlp[-1].bias, 0.0)
 
-    def forward(self, x: torch.Tensor, source: torch.Tensor, source_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, source: torch.Tensor,
+                source_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B, D, N)``, ``(B, D, M)`` (optional ``(B, M)`` mask of real source points) -> ``(B, D, N)`` update."""
         message = self.attn(x, source, source, source_mask)
         return self.mlp(torch.cat([x, message], dim=1))

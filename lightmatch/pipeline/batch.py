@@ -53,10 +53,9 @@ from ..types import Features, Matches
 from .events import BatchStart, BatchSummary, EventCallback, ImageEvent, PairEvent, emit
 from .loader import LoadedImage, PrefetchLoader, extract_loaded, load_for_extractor
 from .match import plot_pair, store_attributes
-from .rotation import chosen_degrees, chosen_turn
 from .plan import Job, Load, Step, plan_pairs, unique_pairs, viz_filename
+from .rotation import chosen_degrees, chosen_turn
 from .verify import VerifyOptions
-
 
 # --------------------------------------------------------------------------------------------------- options ---
 

@@ -11,13 +11,13 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ..defaults import VIZ_MAX_MATCHES
 from ..errors import OutputError
 from ..io import h5
 from ..io.images import check_image
 from ..io.store import OutputStore
 from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
-from ..defaults import VIZ_MAX_MATCHES
 from .events import PairEvent
 from .loader import LoadedImage, extract_loaded, load_for_extractor
 from .rotation import chosen_turn

@@ -13,8 +13,14 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
-from ..defaults import (VERIFY_CONFIDENCE, VERIFY_ESTIMATOR, VERIFY_MAX_ITERS, VERIFY_MODEL, VERIFY_SEED,
-                        VERIFY_THRESHOLD_PX)
+from ..defaults import (
+    VERIFY_CONFIDENCE,
+    VERIFY_ESTIMATOR,
+    VERIFY_MAX_ITERS,
+    VERIFY_MODEL,
+    VERIFY_SEED,
+    VERIFY_THRESHOLD_PX,
+)
 from ..errors import ConfigError
 from ..estimators import check_estimator, estimate_fundamental, estimate_homography, estimate_relative_pose
 from ..types import Features, Matches
