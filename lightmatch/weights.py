@@ -14,7 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -29,6 +29,7 @@ _SG_COMMIT = "ddcf11f"  # the Magic Leap files are pinned to this commit; their 
 _SG_REPO = f"https://github.com/magicleap/SuperGluePretrainedNetwork/raw/{_SG_COMMIT}/models/weights/"
 _XFEAT_COMMIT = "e92685f57f8318b18725c5c8c0bd28c7fe188d9a"  # its weights/ blobs are the files whose sha256 is below
 _XFEAT_REPO = f"https://github.com/verlab/accelerated_features/raw/{_XFEAT_COMMIT}/weights/"
+CHECKPOINT_FORMAT = "lightmatch-train-checkpoint/2"  # the tag of a training run's resume checkpoint (last.pth)
 
 
 @dataclass(frozen=True)
@@ -256,10 +257,14 @@ def load_state_dict(name: str, explicit: Optional[str | os.PathLike] = None) -> 
     return state
 
 
+def is_training_checkpoint(state: Any) -> bool:
+    """Whether a loaded file is a resume checkpoint (``RUNDIR/last.pth``) rather than weights."""
+    return isinstance(state, dict) and isinstance(state.get("format"), str) \
+        and state["format"].startswith(CHECKPOINT_FORMAT.split("/")[0])
+
+
 def refuse_training_checkpoint(state: dict, path: Path) -> None:
     """A training run's resume checkpoint (``RUNDIR/last.pth``, ``best.pth``) given as weights: say what to pass."""
-    from .train.checkpoint import is_training_checkpoint
-
     if is_training_checkpoint(state):
         raise WeightsError(f"{path}: a training checkpoint (for 'lightmatch train -o RUNDIR --resume'), not weights; "
                            f"pass {path.parent / 'matcher.pth'} (the run's exported weights) instead")

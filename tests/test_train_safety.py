@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from lightmatch.cli import main
 from lightmatch.errors import InputError, WeightsError
 from lightmatch.train import checkpoint
+from lightmatch.weights import CHECKPOINT_FORMAT
 
 
 class Evil:
@@ -27,7 +28,7 @@ class Evil:
 
 def write_evil(path, marker, how: str) -> None:
     if how == "torch":
-        torch.save({"format": checkpoint.CHECKPOINT_FORMAT, "model": Evil(str(marker))}, path)
+        torch.save({"format": CHECKPOINT_FORMAT, "model": Evil(str(marker))}, path)
     else:
         path.write_bytes(pickle.dumps(Evil(str(marker))))
 
@@ -52,7 +53,7 @@ def test_cache_item_and_rng_round_trip(tmp_path):
     assert torch.equal(f0.descriptors, f.descriptors) and f1.image_size == (32, 24) and f1.scales is None
     assert (H1 == H).all()
     state = checkpoint.rng_state()
-    checkpoint.save({"format": checkpoint.CHECKPOINT_FORMAT, "rng": state}, tmp_path / "c.pth", "checkpoint")
+    checkpoint.save({"format": CHECKPOINT_FORMAT, "rng": state}, tmp_path / "c.pth", "checkpoint")
     a = (torch.rand(3), __import__("random").random(), __import__("numpy").random.rand())
     checkpoint.set_rng_state(torch.load(tmp_path / "c.pth", weights_only=True)["rng"])
     b = (torch.rand(3), __import__("random").random(), __import__("numpy").random.rand())
@@ -66,7 +67,7 @@ def test_training_checkpoint_as_weights_says_what_to_pass(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
-    checkpoint.save({"format": checkpoint.CHECKPOINT_FORMAT, "model": {}}, run / "last.pth", "checkpoint")
+    checkpoint.save({"format": CHECKPOINT_FORMAT, "model": {}}, run / "last.pth", "checkpoint")
     with pytest.raises(WeightsError) as err:
         weights.load_state_dict("aliked_lightglue", run / "last.pth")
     assert "matcher.pth" in str(err.value) and "--resume" in str(err.value)

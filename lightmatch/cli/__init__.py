@@ -5,6 +5,7 @@ Each module adds its commands to the ``main`` group of :mod:`.common`.
 
 from . import (
     evaluate,  # noqa: F401
+    export_onnx,  # noqa: F401  (registers `export onnx` on the group of .match)
     match,  # noqa: F401  (registers commands)
     reconstruct,  # noqa: F401
     store,  # noqa: F401

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -38,6 +37,7 @@ from .common import (
     plot_path,
     preset_option,
 )
+from .reporter import Reporter
 from .retrieval import describe, pop_retrieval_options, retrieval_options, retrieval_pairs_for, wants_retrieval
 
 EXIT_INTERRUPTED = 130
@@ -49,70 +49,6 @@ VERIFY_MODELS = ("homography", "fundamental", "essential")
 
 
 # ----------------------------------------------------------------------------------------------- helpers ---
-
-class _Reporter:
-    """Turns batch events into a tqdm bar and warnings on stderr and, with ``--json``, JSON lines on stdout."""
-
-    def __init__(self, as_json: bool, quiet: bool, unit: str) -> None:
-        self.as_json = as_json
-        self.quiet = quiet
-        self.unit = unit
-        self.bar = None
-        self.failed_images: set[str] = set()
-        self.stdout = sys.stdout  # JSON lines go here even while a Ray run sends its own notices to stderr
-        self.stdout_open = True
-
-    def __call__(self, event) -> None:
-        from ..pipeline.events import BatchStart, ImageEvent, PairEvent
-
-        if isinstance(event, BatchStart):
-            for path in event.removed:
-                self.warn(f"--overwrite: removed {path}")
-            total = event.pairs_todo if self.unit == "pair" else event.images_todo
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, file=sys.stderr, unit=self.unit, dynamic_ncols=True, leave=False,
-                            disable=self.quiet or not sys.stderr.isatty())
-            return
-        if isinstance(event, ImageEvent):
-            if event.status == "failed":
-                self.failed_images.add(event.name)
-                self.warn(f"{event.error} (image skipped)")
-            if self.unit == "image" and event.status in ("extracted", "failed"):
-                self.bar.update(1)
-            if event.status == "failed" or self.unit == "image":  # match: only failures get an image line
-                self.emit(event.to_json())
-        elif isinstance(event, PairEvent):
-            if event.status == "failed" and not {event.name0, event.name1} & self.failed_images:
-                self.warn(f"pair {event.name0} {event.name1} failed: {event.error}")
-            for warning in event.warnings:
-                self.warn(warning)
-            if event.status in ("ok", "failed"):
-                self.bar.update(1)
-            self.emit(event.to_json())
-
-    def emit(self, obj: dict) -> None:
-        if not self.as_json or not self.stdout_open:
-            return
-        try:
-            self.stdout.write(json.dumps(obj) + "\n")
-            self.stdout.flush()
-        except BrokenPipeError:  # the reader went away (e.g. `| head`): keep working, stop printing
-            self.stdout_open = False
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self.stdout.fileno())
-
-    def warn(self, message: str) -> None:
-        line = f"lightmatch: warning: {message}"
-        if self.bar is not None and not self.bar.disable:
-            self.bar.write(line, file=sys.stderr)
-        else:
-            click.echo(line, err=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
 
 def format_pair_text(line: dict, model: str) -> str:
     """Human-readable lines for one pair's JSON line (:meth:`lightmatch.pipeline.events.PairEvent.to_json`)."""
@@ -161,7 +97,7 @@ def format_batch_summary(summary) -> str:
     return "\n".join(lines)
 
 
-def _finish(summary, reporter: _Reporter, as_json: bool, quiet: bool) -> None:
+def _finish(summary, reporter: Reporter, as_json: bool, quiet: bool) -> None:
     reporter.close()
     if as_json:
         reporter.emit(summary.to_json())
@@ -394,7 +330,7 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
                    if pairs_mode else f"lightmatch: warning: no pairs in {pairs_file}", err=True)
     options = BatchOptions(verify_options, viz_dir, viz_max_matches, overwrite, workers, batch_pairs=batch_pairs)
     extractor, matcher = build_models(opts)
-    reporter = _Reporter(as_json, quiet, "pair")
+    reporter = Reporter(as_json, quiet, "pair")
     with _batch_run():
         if output_dir is None and not quiet:
             click.echo("lightmatch: note: no -o OUTDIR, features and matches are not kept", err=True)
@@ -527,7 +463,7 @@ def extract(image_dir: str, output_dir: str, as_json: bool, overwrite: bool, qui
     # the extractor exactly as `match` builds it; the nearest-neighbour matcher is free and unused
     opts = dict(opts, matcher="nn")
     extractor = build_models(opts)[0]
-    reporter = _Reporter(as_json, quiet, "image")
+    reporter = Reporter(as_json, quiet, "image")
     try:
         with _batch_run():
             summary = extract_batch(image_dir, names, output_dir, extractor,
@@ -593,6 +529,3 @@ def export_colmap_command(image_dir: str, features_path: str, matches_path: str,
         click.echo(f"{result.database}: {result.num_images} images, {result.num_cameras} cameras, "
                    f"{result.num_pairs} pairs ({result.num_verified_pairs} verified), {result.num_matches} matches "
                    f"({result.num_inlier_matches} inliers)")
-
-
-from . import export_onnx  # noqa: E402,F401  (registers `export onnx` on the group above)

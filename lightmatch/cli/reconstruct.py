@@ -12,11 +12,12 @@ import click
 from ..io.colmap import CAMERA_MODELS
 from ..retrieval.pairs import NUM_MATCHED
 from .common import EXIT_OK, EXIT_PARTIAL, SEED, ExistingPath, build_models, extractor_options, main, matcher_options
-from .match import EXIT_INTERRUPTED, MAX_WORKERS, _batch_run, _Reporter
+from .match import EXIT_INTERRUPTED, MAX_WORKERS, _batch_run
+from .reporter import Reporter
 from .retrieval import NUM_MATCHED_RANGE
 
 
-class _StageReporter(_Reporter):
+class _StageReporter(Reporter):
     """A progress bar per batch: images while extracting for retrieval, pairs while matching."""
 
     def __call__(self, event) -> None:

@@ -86,7 +86,7 @@ def retrieval_pairs_for(image_dir: str, store_dir: Optional[str], mode: str, win
     from ..io.pairs import list_images
     from ..retrieval.pairs import names_under, retrieval_pairs
     from .common import build_models
-    from .match import _Reporter
+    from .reporter import Reporter
 
     if model_opts.get("rotation_search"):
         raise click.UsageError("--rotation-search does not go with retrieval pairs (their features are upright)")
@@ -103,7 +103,7 @@ def retrieval_pairs_for(image_dir: str, store_dir: Optional[str], mode: str, win
     extractor = None
     if retrieval["global_features"] is None:  # the extractor exactly as `match` builds it (matcher unused)
         extractor = build_models(dict(model_opts, matcher="nn"))[0]
-    reporter = _Reporter(False, quiet, "image")
+    reporter = Reporter(False, quiet, "image")
     with contextlib.ExitStack() as stack:
         if store_dir is None:
             store_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="lightmatch-"))

@@ -21,7 +21,6 @@ from ..io.atomic import atomic_output
 from ..types import Features
 from ..weights import _load_error
 
-CHECKPOINT_FORMAT = "lightmatch-train-checkpoint/2"
 CACHE_FORMAT = "lightmatch-feature-cache/1"
 _FEATURE_TENSORS = ("keypoints", "scores", "descriptors")
 
@@ -47,12 +46,6 @@ def load(path: str | os.PathLike, fmt: str, what: str, hint: str,
         detail = f"format {found!r}, expected {fmt!r}" if isinstance(found, str) else "no lightmatch format tag"
         raise InputError(f"{path}: not a {what} written by this lightmatch ({detail}); {hint}")
     return obj
-
-
-def is_training_checkpoint(state: Any) -> bool:
-    """Whether a loaded file is a resume checkpoint (``RUNDIR/last.pth``) rather than weights."""
-    return isinstance(state, dict) and isinstance(state.get("format"), str) \
-        and state["format"].startswith(CHECKPOINT_FORMAT.split("/")[0])
 
 
 # ------------------------------------------------------------------------------------------------ RNG states

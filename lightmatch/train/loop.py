@@ -33,8 +33,9 @@ from ..models.padding import pad_stack
 from ..models.superglue import SuperGlue
 from ..models.xfeat import LIGHTERGLUE, lighterglue
 from ..types import Features
+from ..weights import CHECKPOINT_FORMAT
 from . import checkpoint
-from .checkpoint import CHECKPOINT_FORMAT, load_cache_item, rng_state, save_cache_item, set_rng_state
+from .checkpoint import load_cache_item, rng_state, save_cache_item, set_rng_state
 from .config import TrainConfig, check_run_folder, check_run_state, find_images, run_lock, split_images, total_steps
 from .data import HomographyConfig, PairSource, ground_truth
 from .losses import LossTerms, assignment_weights, lightglue_loss, superglue_loss
