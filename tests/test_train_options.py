@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 
-import cv2
-import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import make_images
 
 from lightmatch.cli import main
 
@@ -53,9 +52,7 @@ CASES = [  # (extra arguments, text the one-line message must contain)
 @pytest.fixture
 def images(tmp_path):
     folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i in range(2):
-        cv2.imwrite(str(folder / f"{i}.png"), np.random.default_rng(i).integers(0, 255, (96, 128, 3), np.uint8))
+    make_images(folder, 2, size=(128, 96))
     return folder
 
 

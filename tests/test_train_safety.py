@@ -9,6 +9,7 @@ import pickle
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import make_images
 
 from lightmatch.cli import main
 from lightmatch.errors import InputError, WeightsError
@@ -75,13 +76,8 @@ def test_training_checkpoint_as_weights_says_what_to_pass(tmp_path):
 
 @pytest.fixture
 def images(tmp_path):
-    import cv2
-    import numpy as np
-
     folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i in range(3):
-        cv2.imwrite(str(folder / f"{i}.png"), np.random.default_rng(i).integers(0, 255, (120, 160, 3), np.uint8))
+    make_images(folder, 3, size=(160, 120))
     return folder
 
 
