@@ -87,9 +87,8 @@ class OnnxExtractor(Extractor):
         super().__init__(resize=base.resize, precision="fp32")
         self.runner = pipeline.extractor
         self.name, self.descriptor_dim, self.grayscale = base.name, base.descriptor_dim, base.grayscale
-        for key in ("max_keypoints", "detection_threshold", "nms", "nms_radius"):
-            if hasattr(base, key):
-                setattr(self, key, getattr(base, key))
+        for key in base.detector_settings():  # the settings the graph takes, as the torch extractor holds them
+            setattr(self, key, getattr(base, key))
         self._base_type = type(base)
 
     def detector_settings(self) -> dict:
