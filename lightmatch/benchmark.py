@@ -232,7 +232,7 @@ def run_benchmark(
             if path not in images:
                 images[path] = load_image(path)
     backends = {"": (extractor, matcher)} if reference is None else {
-        "torch": reference, getattr(matcher, "backend", "other"): (extractor, matcher)}
+        "torch": reference, matcher.backend: (extractor, matcher)}
     records: list[BenchmarkRecord] = []
     total = len(num_keypoints) * (len(configs) + (reference is not None)) * len(pairs)
     done = 0
