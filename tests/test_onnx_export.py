@@ -23,10 +23,10 @@ from click.testing import CliRunner
 import lightmatch as lm
 from lightmatch.cli import main
 from lightmatch.errors import ConfigError
+from lightmatch.export.backend import cached_export, onnx_models
 from lightmatch.export.onnx import export_onnx
 from lightmatch.io import h5
 from lightmatch.models.base import resize_for_network
-from lightmatch.models.onnx_backend import cached_export, onnx_models
 from lightmatch.runtime.onnx_runner import MANIFEST
 
 REPO = Path(__file__).resolve().parents[1]

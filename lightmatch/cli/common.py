@@ -1,4 +1,4 @@
-"""Shared CLI pieces: the command group with its error handling, option sets, model construction."""
+"""Shared CLI pieces: the command group with its error handling, option sets and the model spec they give."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, NoReturn, Optional
 
 import click
 
-from ..defaults import DEFAULT_RESIZE, default_max_keypoints
+from ..defaults import DEFAULT_RESIZE
 from ..errors import ConfigError, LightmatchError
 from ..precision import PRECISIONS
 
@@ -286,51 +286,29 @@ def matcher_options(func):
     return func
 
 
-def build_models(opts: dict):
-    """Extractor and matcher from the parsed options."""
-    from ..models.factory import load_extractor, load_matcher
+def model_spec(opts: dict):
+    """The :class:`~lightmatch.pipeline.spec.ModelSpec` of the parsed :func:`extractor_options` and
+    :func:`matcher_options` (absent ones at their defaults)."""
+    from ..pipeline.spec import ModelSpec
 
     features = opts["features"]
-    extra: dict[str, Any] = {"detection_threshold": opts.get("detection_threshold"),
-                             "precision": opts.get("precision")}
+    extractor = {"max_keypoints": opts.get("max_keypoints"), "resize": opts.get("resize"),
+                 "upsample": opts.get("upsample", True), "detection_threshold": opts.get("detection_threshold")}
     if features.startswith("aliked"):
-        extra["nms"] = opts.get("aliked_nms")
-    backend = opts.get("backend") or "torch"
-    if backend == "openvino":
-        if features != "disk":
-            raise ConfigError(f"--backend {backend}: only DISK has one (the other extractors run faster in torch; "
-                              "docs/benchmarks.md)")
-        extra["backend"] = backend
-    max_kp = opts.get("max_keypoints")
-    if max_kp is None:
-        max_kp = default_max_keypoints(features)
-    resize = opts.get("resize")
-    extractor = load_extractor(features, max_keypoints=max_kp, resize=None if resize in (None, -1) else resize,
-                               device=opts.get("device", "auto"), weights=opts.get("extractor_weights"),
-                               upsample=opts.get("upsample", True), **extra)
+        extractor["nms"] = opts.get("aliked_nms")
     name = opts.get("matcher", "lightglue")
-    mopts: dict[str, Any] = {}
+    matcher: dict[str, Any] = {}
     if name == "lightglue":
-        mopts = {"depth_confidence": opts.get("depth_confidence"), "width_confidence": opts.get("width_confidence"),
-                 "filter_threshold": opts.get("filter_threshold"), "precision": opts.get("precision"),
-                 "compile": opts.get("compile_matcher") or None}
+        matcher = {"depth_confidence": opts.get("depth_confidence"), "width_confidence": opts.get("width_confidence"),
+                   "filter_threshold": opts.get("filter_threshold"), "compile": opts.get("compile_matcher") or None}
     elif name == "superglue":
-        mopts = {"variant": opts.get("superglue_weights"), "sinkhorn_iterations": opts.get("sinkhorn_iterations"),
-                 "match_threshold": opts.get("filter_threshold"), "precision": opts.get("precision")}
+        matcher = {"variant": opts.get("superglue_weights"), "sinkhorn_iterations": opts.get("sinkhorn_iterations"),
+                   "match_threshold": opts.get("filter_threshold")}
     elif name == "nn":
-        mopts = {"ratio_threshold": opts.get("ratio_threshold"),
-                 "distance_threshold": opts.get("distance_threshold")}
-    matcher = load_matcher(name, features=features, device=extractor.device, weights=opts.get("matcher_weights"),
-                           **mopts)
-    if backend == "onnxruntime":
-        from ..models.onnx_backend import onnx_models
-
-        extractor, matcher = onnx_models(extractor, matcher)
-    if opts.get("rotation_search"):
-        from ..pipeline.rotation import with_rotation_search
-
-        return with_rotation_search(extractor, matcher)
-    return extractor, matcher
+        matcher = {"ratio_threshold": opts.get("ratio_threshold"), "distance_threshold": opts.get("distance_threshold")}
+    return ModelSpec(features, name, opts.get("extractor_weights"), opts.get("matcher_weights"), extractor, matcher,
+                     opts.get("precision") or "auto", opts.get("device", "auto"), opts.get("backend") or "torch",
+                     bool(opts.get("rotation_search")))
 
 
 # ------------------------------------------------------------------------------------ estimators and presets ---

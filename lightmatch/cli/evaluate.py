@@ -18,11 +18,11 @@ from .common import (
     ExistingPath,
     FiniteFloatRange,
     SizeOrOriginal,
-    build_models,
     extractor_options,
     given_options,
     main,
     matcher_options,
+    model_spec,
     plot_path,
     preset_option,
 )
@@ -217,7 +217,7 @@ def eval_pose(ctx: click.Context, paths: tuple[str, ...], resize: list[int], int
         resize = [resize] if isinstance(resize, int) else resize
     extractor = matcher = None
     if features_h5 is None and matches_h5 is None:
-        extractor, matcher = build_models({**opts, "resize": -1})
+        extractor, matcher = model_spec({**opts, "resize": -1}).load()
     progress = _Progress("eval pose")
     try:
         report = evaluate_pose(pairs_source, image_dir, extractor, matcher, resize=resize, seed=seed,
@@ -329,7 +329,7 @@ def eval_homography(ctx: click.Context, dataset: Optional[str], synthetic_images
                                                          "ransac_threshold": ransac_threshold}, given, ESTIMATION_NAMES)
         resize, estimator, ransac_threshold = chosen.values()
     side, size = ("long", resize) if resize is not None else ("short", 480 if resize_short is None else resize_short)
-    extractor, matcher = build_models({**opts, "resize": -1})
+    extractor, matcher = model_spec({**opts, "resize": -1}).load()
     progress = _Progress("eval homography")
     try:
         report = evaluate_homography(extractor, matcher, dataset=dataset, synthetic_images=synthetic_images,
@@ -382,12 +382,12 @@ def benchmark(num_keypoints: list[int], repeat: int, warmup: int, pairs_dir: Opt
         torch.set_num_threads(threads)
     reference = None
     if opts.get("backend") == "onnxruntime":  # timed against the torch models it runs, in the same run
-        from ..models.onnx_backend import onnx_models
+        from ..export.backend import onnx_models
 
-        reference = build_models({**opts, "max_keypoints": max(num_keypoints), "backend": "torch"})
+        reference = model_spec({**opts, "max_keypoints": max(num_keypoints), "backend": "torch"}).load()
         extractor, matcher = onnx_models(*reference)
     else:
-        extractor, matcher = build_models({**opts, "max_keypoints": max(num_keypoints)})
+        extractor, matcher = model_spec({**opts, "max_keypoints": max(num_keypoints)}).load()
     progress = _Progress("benchmark")
     try:
         report = run_benchmark(extractor, matcher, num_keypoints, pairs_dir=pairs_dir, repeat=repeat, warmup=warmup,

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .common import build_models, extractor_options, matcher_options
+from .common import extractor_options, matcher_options, model_spec
 from .match import export
 
 
@@ -48,7 +48,7 @@ def export_onnx_command(output_dir: str, layout: str, no_extractor: bool, as_jso
     precision = {"auto": "fp32"}.get(opts["precision"], opts["precision"])
     if precision not in ("fp32", "fp16"):
         raise click.UsageError("export onnx writes fp32 graphs, or LightGlue's layers in fp16: --precision fp32|fp16")
-    extractor, matcher = build_models({**opts, "device": "cpu", "precision": "fp32"})
+    extractor, matcher = model_spec({**opts, "device": "cpu", "precision": "fp32"}).load()
     manifest = export_onnx(None if no_extractor else extractor, matcher, output_dir, layout, precision)
     if as_json:
         click.echo(json.dumps(manifest))

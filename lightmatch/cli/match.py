@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import signal
 import sys
@@ -29,11 +28,11 @@ from .common import (
     SEED,
     ExistingPath,
     FiniteFloatRange,
-    build_models,
     extractor_options,
     given_options,
     main,
     matcher_options,
+    model_spec,
     plot_path,
     preset_option,
 )
@@ -163,13 +162,13 @@ def _ray_options(opts: dict):
     return options
 
 
-def _executor(ray, opts: dict):
-    """Where a batch runs: None (this process) or Ray workers building the models of ``opts``."""
+def _executor(ray, spec):
+    """Where a batch runs: None (this process) or Ray workers building the models of ``spec``."""
     if ray is None:
         return None
     from ..pipeline.ray_executor import RayExecutor
 
-    return RayExecutor(functools.partial(build_models, opts), ray)
+    return RayExecutor(spec, ray)
 
 
 def batch_options(func):
@@ -329,14 +328,15 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
         click.echo(f"lightmatch: warning: no pairs to match (found no images in {image_dir})"
                    if pairs_mode else f"lightmatch: warning: no pairs in {pairs_file}", err=True)
     options = BatchOptions(verify_options, viz_dir, viz_max_matches, overwrite, workers, batch_pairs=batch_pairs)
-    extractor, matcher = build_models(opts)
+    spec = model_spec(opts)
+    extractor, matcher = spec.load()
     reporter = Reporter(as_json, quiet, "pair")
     with _batch_run():
         if output_dir is None and not quiet:
             click.echo("lightmatch: note: no -o OUTDIR, features and matches are not kept", err=True)
         try:
             summary = match_batch(image_dir, pairs, output_dir, extractor, matcher, options, reporter,
-                                  _executor(ray, opts))
+                                  _executor(ray, spec))
         finally:
             reporter.close()
     if retrieved is not None:  # images that failed before pairing count as failed images of the run
@@ -357,7 +357,7 @@ def _match_two(images: tuple[str, ...], output_dir: Optional[str], viz_path: Opt
     H = read_homography(homography) if homography else None
     check_matcher_weights(opts.get("matcher", "lightglue"), opts["features"], opts.get("matcher_weights"))
     check_inputs(list(images), output_dir)
-    extractor, matcher = build_models(opts)
+    extractor, matcher = model_spec(opts).load()
     result = match_pair(images[0], images[1], extractor, matcher, output_dir=output_dir, viz_path=viz_path,
                         homography=H, overwrite=overwrite, viz_max_matches=viz_max_matches)
     for warning in result.warnings:
@@ -461,13 +461,13 @@ def extract(image_dir: str, output_dir: str, as_json: bool, overwrite: bool, qui
     if not names:
         click.echo(f"lightmatch: warning: no images found in {image_dir}", err=True)
     # the extractor exactly as `match` builds it; the nearest-neighbour matcher is free and unused
-    opts = dict(opts, matcher="nn")
-    extractor = build_models(opts)[0]
+    spec = model_spec(dict(opts, matcher="nn"))
+    extractor = spec.load()[0]
     reporter = Reporter(as_json, quiet, "image")
     try:
         with _batch_run():
             summary = extract_batch(image_dir, names, output_dir, extractor,
-                                    BatchOptions(overwrite=overwrite, workers=workers), reporter, _executor(ray, opts))
+                                    BatchOptions(overwrite=overwrite, workers=workers), reporter, _executor(ray, spec))
     finally:
         reporter.close()
     _finish(summary, reporter, as_json, quiet)

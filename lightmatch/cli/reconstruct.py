@@ -11,7 +11,7 @@ import click
 
 from ..io.colmap import CAMERA_MODELS
 from ..retrieval.pairs import NUM_MATCHED
-from .common import EXIT_OK, EXIT_PARTIAL, SEED, ExistingPath, build_models, extractor_options, main, matcher_options
+from .common import EXIT_OK, EXIT_PARTIAL, SEED, ExistingPath, extractor_options, main, matcher_options, model_spec
 from .match import EXIT_INTERRUPTED, MAX_WORKERS, _batch_run
 from .reporter import Reporter
 from .retrieval import NUM_MATCHED_RANGE
@@ -110,7 +110,7 @@ def reconstruct_command(image_dir: str, output_dir: str, pairs_mode: str, num_ma
                                  mapper=mapper, camera_model=camera_model, single_camera=single_camera,
                                  verify=VerifyOptions(VERIFY_MODEL, seed=seed), seed=seed, workers=workers,
                                  mapper_log=mapper_log)
-    extractor, matcher = build_models(opts)
+    extractor, matcher = model_spec(opts).load()
     reporter = _StageReporter(False, quiet, "pair")
 
     def stage(text: str) -> None:

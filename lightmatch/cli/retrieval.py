@@ -85,7 +85,7 @@ def retrieval_pairs_for(image_dir: str, store_dir: Optional[str], mode: str, win
     from ..errors import InputError
     from ..io.pairs import list_images
     from ..retrieval.pairs import names_under, retrieval_pairs
-    from .common import build_models
+    from .common import model_spec
     from .reporter import Reporter
 
     if model_opts.get("rotation_search"):
@@ -102,7 +102,7 @@ def retrieval_pairs_for(image_dir: str, store_dir: Optional[str], mode: str, win
     k = retrieval["retrieval"] if mode == "sequential" else (retrieval["num_matched"] or NUM_MATCHED)
     extractor = None
     if retrieval["global_features"] is None:  # the extractor exactly as `match` builds it (matcher unused)
-        extractor = build_models(dict(model_opts, matcher="nn"))[0]
+        extractor = model_spec(dict(model_opts, matcher="nn")).load()[0]
     reporter = Reporter(False, quiet, "image")
     with contextlib.ExitStack() as stack:
         if store_dir is None:

@@ -1,7 +1,8 @@
 """ONNX Runtime as the runtime of a whole extractor and matcher (``--backend onnxruntime``, the extra
 ``pip install "lightmatch[onnx]"``): our torch models exported once (:mod:`lightmatch.export.onnx`, cached by their
 weights) and run through :mod:`lightmatch.runtime.onnx_runner` behind the :class:`Extractor` / :class:`Matcher`
-contract, so every feature of ``match`` (batches, resume, verification, rotation search) works unchanged.
+contract, so every feature of ``match`` (batches, resume, verification, rotation search) works unchanged
+(:mod:`lightmatch.export.backend` makes the export and wraps it).
 
 Preprocessing (colour, resize) stays torch's, so the network sees the image the torch extractor sees; the stores
 record ``backend: onnxruntime`` in the extractor's and the matcher's settings.
@@ -11,16 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from ..runtime.onnx_runner import FORMAT_VERSION, NumpyFeatures, OnnxPipeline, import_onnxruntime
+from ..runtime.onnx_runner import FORMAT_VERSION, NumpyFeatures, OnnxPipeline
 from ..types import Features, Matches
 from .base import Extractor, Matcher
 
@@ -44,29 +42,6 @@ def export_key(extractor: Extractor, matcher: Matcher) -> str:
             digest.update(key.encode())
             digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:20]
-
-
-def cached_export(extractor: Extractor, matcher: Matcher, root: Optional[Path] = None) -> Path:
-    """The export folder of these models, made the first time (in a temporary folder renamed into place, so
-    concurrent runs never see half an export)."""
-    from ..export.onnx import export_onnx
-
-    folder = (root or cache_root()) / export_key(extractor, matcher)
-    if folder.is_dir():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
-    try:
-        export_onnx(extractor, matcher, tmp)
-        try:
-            tmp.rename(folder)
-        except OSError:  # another run finished the same export first
-            if not folder.is_dir():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
 
 
 def numpy_features(feats: Features) -> NumpyFeatures:
@@ -135,18 +110,3 @@ class OnnxMatcher(Matcher):
         out = self.runner.match(numpy_features(feats0), numpy_features(feats1))
         return Matches(torch.from_numpy(out.matches0), torch.from_numpy(out.scores0), stop_layer=out.stop_layer,
                        info=out.info)
-
-
-def onnx_models(extractor: Extractor, matcher: Matcher, folder: Optional[str | os.PathLike] = None,
-                providers: Optional[list[str]] = None) -> tuple[OnnxExtractor, OnnxMatcher]:
-    """``extractor`` and ``matcher`` run by ONNX Runtime: from the export ``folder``, or from one made (and cached)
-    now. The graphs use torch's CPU thread count."""
-    import_onnxruntime()
-    from ..export.onnx import refuse_extractor, refuse_matcher
-
-    for reason in (refuse_extractor(extractor), refuse_matcher(matcher, "lightmatch")):
-        if reason:
-            raise ConfigError(f"--backend {BACKEND}: {reason}")
-    path = Path(folder) if folder is not None else cached_export(extractor, matcher)
-    pipeline = OnnxPipeline(path, providers, threads=torch.get_num_threads())
-    return OnnxExtractor(extractor, pipeline), OnnxMatcher(matcher, pipeline)

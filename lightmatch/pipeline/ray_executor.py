@@ -41,12 +41,10 @@ import torch
 
 from ..errors import ConfigError, InputError, LightmatchError
 from ..io.store import PartWriter
-from ..models.base import Extractor, Matcher
 from .batch import BatchOptions, BatchRun, error_text, fail_pair
 from .events import BatchSummary, EventCallback, ImageEvent, emit
 from .match import store_attributes
-
-ModelFactory = Callable[[], tuple[Extractor, Matcher]]
+from .spec import ModelSpec
 
 ATTEMPTS = 3  # tries of one chunk by the driver (each try is itself retried by Ray on a restarted actor)
 MAX_CHUNK_PAIRS = 32
@@ -133,7 +131,7 @@ def import_ray(embedded: bool = False):
 class _Config:
     """What every worker needs; sent once when the actors start."""
 
-    make_models: ModelFactory
+    spec: ModelSpec
     image_dir: Path
     output_dir: Path
     options: BatchOptions
@@ -155,7 +153,7 @@ class Worker:
 
     def __init__(self, index: int, config: _Config) -> None:
         self.config = config
-        self.extractor, self.matcher = config.make_models()
+        self.extractor, self.matcher = config.spec.load()
         match_attrs = (store_attributes(self.extractor, self.matcher, config.options.verify) if config.matching
                        else None)
         self.writer = PartWriter(config.output_dir, store_attributes(self.extractor), match_attrs, f"w{index}")
@@ -413,18 +411,17 @@ class RayExecutor:
     :class:`~lightmatch.pipeline.batch.BatchRun` as a local run on its share: the same files, and the same events
     (pair events come in the order chunks complete).
 
-    ``make_models`` builds the extractor and matcher in each worker (it must be picklable, e.g. a
-    :func:`functools.partial` of a module-level function). ``options.workers``, ``prefetch`` and ``cache_images``
-    hold per Ray worker; chunks of pairs hold whole groups of ``options.batch_pairs``, so the groups matched
-    together are those of a local run. The summary's ``per_worker`` holds each worker's pairs, images and busy
-    seconds.
+    Each worker builds its extractor and matcher from ``spec`` (:meth:`~lightmatch.pipeline.spec.ModelSpec.load`).
+    ``options.workers``, ``prefetch`` and ``cache_images`` hold per Ray worker; chunks of pairs hold whole groups
+    of ``options.batch_pairs``, so the groups matched together are those of a local run. The summary's
+    ``per_worker`` holds each worker's pairs, images and busy seconds.
     """
 
     name = "ray"
 
-    def __init__(self, make_models: ModelFactory, options: RayOptions) -> None:
+    def __init__(self, spec: ModelSpec, options: RayOptions) -> None:
         import_ray(embedded=options.address is None)
-        self.make_models = make_models
+        self.spec = spec
         self.options = options
         # the workers run on CUDA when given GPUs: the settings the stores are checked against (device, precision
         # resolved there) are theirs, not those of the driver's models
@@ -463,7 +460,7 @@ class RayExecutor:
     @contextlib.contextmanager
     def _pool(self, work: BatchRun, matching: bool) -> Iterator[_Pool]:
         """The run's worker actors (in a Ray session), stopped at the end; their statistics go into the summary."""
-        config = _Config(self.make_models, work.image_dir.resolve(), work.store.folder.resolve(), work.options,
+        config = _Config(self.spec, work.image_dir.resolve(), work.store.folder.resolve(), work.options,
                          matching)
         with _Session(self.options) as ray:
             pool = _Pool(ray, self.options, config)

@@ -27,11 +27,12 @@ from ..eval.metrics import evaluate_homography_pair, homography_summary
 from ..io.atomic import atomic_output
 from ..io.lock import fcntl
 from ..models.base import Extractor
-from ..models.factory import feature_family, load_extractor, resolve_device
+from ..models.factory import feature_family, resolve_device
 from ..models.lightglue import VARIANTS, LightGlue, PaddedPairs, filter_matches
 from ..models.padding import pad_stack
 from ..models.superglue import SuperGlue
 from ..models.xfeat import LIGHTERGLUE, lighterglue
+from ..pipeline.spec import ORIGINAL_SIZE, ModelSpec
 from ..types import Features
 from ..weights import CHECKPOINT_FORMAT
 from . import checkpoint
@@ -88,10 +89,12 @@ def build_matcher(config: TrainConfig) -> torch.nn.Module:
 
 def build_extractor(config: TrainConfig, device: torch.device) -> Extractor:
     """Frozen extractor with exactly ``num_keypoints`` per image (detection threshold 0, no resizing)."""
-    options: dict[str, Any] = {"detection_threshold": 0.0} if config.features != "sift" else {}
-    extractor = load_extractor(config.features, max_keypoints=config.num_keypoints, resize=None, device=device,
-                               weights=config.weights, **options)
-    return extractor.eval().requires_grad_(False)
+    settings: dict[str, Any] = {"max_keypoints": config.num_keypoints, "resize": ORIGINAL_SIZE}
+    if config.features != "sift":
+        settings["detection_threshold"] = 0.0
+    spec = ModelSpec(config.features, "nn", extractor_weights=config.weights, extractor_settings=settings,
+                     precision="fp32", device=str(device))
+    return spec.load()[0].eval().requires_grad_(False)
 
 
 def export_matcher(model: torch.nn.Module, config: TrainConfig, path: Path) -> None:
