@@ -27,6 +27,7 @@ _EXPORTS = {
     "load_extractor": ".models.factory",
     "load_matcher": ".models.factory",
     "resolve_device": ".models.factory",
+    "ModelSpec": ".pipeline.spec",
     "PairResult": ".pipeline.match",
     "match_pair": ".pipeline.match",
     "match_batch": ".pipeline.batch",

@@ -98,6 +98,7 @@ def test_ray_driver_records_the_workers_device(tmp_path):
     from lightmatch.pipeline.batch import BatchOptions, LocalExecutor, MatchRun
     from lightmatch.pipeline.match import store_attributes
     from lightmatch.pipeline.ray_executor import RayExecutor, RayOptions
+    from lightmatch.pipeline.spec import ModelSpec
 
     pytest.importorskip("ray")
     extractor = load_extractor("sift", max_keypoints=64, device="cpu")
@@ -107,7 +108,7 @@ def test_ray_driver_records_the_workers_device(tmp_path):
     run = MatchRun.prepare(tmp_path, [], tmp_path, extractor, matcher, BatchOptions(), LocalExecutor())
     assert run.store.match_attrs == store.match_attrs
     store = MatchRun.prepare(tmp_path, [], tmp_path, extractor, matcher, BatchOptions(),
-                             RayExecutor(lambda: (extractor, matcher), RayOptions(gpus=1.0))).store
+                             RayExecutor(ModelSpec("sift", "lightglue"), RayOptions(gpus=1.0))).store
     assert store.match_attrs["lightmatch_precision"] == "fp16" and store.match_attrs["lightmatch_device"] == "cuda"
     assert store.feature_attrs["lightmatch_precision"] == "fp32"  # extractors run fp32 unless asked
     assert store.feature_attrs["lightmatch_device"] == "cuda"

@@ -171,6 +171,7 @@ def evaluate_homography(
         settings["dataset"] = str(dataset)
 
     uses = Counter([str(p.path0) for p in pairs] + [str(p.path1) for p in pairs])
+    extractor = extractor.with_settings(resize=None)  # images arrive resized to the evaluation size
     cache: dict[str, tuple[Features, tuple[int, int], tuple[int, int], Optional[np.ndarray]]] = {}
 
     def image(path: Path, timings: dict[str, float]):
@@ -196,52 +197,47 @@ def evaluate_homography(
 
     records: list[dict[str, Any]] = []
     results: list[HomographyResult] = []
-    saved_resize = extractor.resize
-    extractor.resize = None
-    try:
-        for i, pair in enumerate(pairs):
-            timings: dict[str, float] = {}
-            f0, size0, new0, shown0 = image(pair.path0, timings)
-            f1, size1, new1, shown1 = image(pair.path1, timings)
-            t = time.perf_counter()
-            matches: Matches = matcher.match(f0, f1)
-            timings["match"] = time.perf_counter() - t
-            degrees = chosen_degrees(matches)
-            f0, f1, matches = chosen_turn(f0, f1, matches)  # a rotation search's: the turn it kept
-            m0 = matches.matches0.cpu().numpy()
-            H = rescale_homography(pair.H_0to1, (new0[0] / size0[0], new0[1] / size0[1]),
-                                   (new1[0] / size1[0], new1[1] / size1[1]))
-            k0, k1 = f0.keypoints.numpy(), f1.keypoints.numpy()
-            result = evaluate_homography_pair(k0, k1, m0, H, new0, estimator=estimator, ransac_thresh=ransac_thresh,
-                                              seed=seed)
-            results.append(result)
-            records.append(finite({
-                "image0": pair.name0, "image1": pair.name1, "scene": pair.scene,
-                "error_ransac": result.error_ransac, "error_dlt": result.error_dlt,
-                "precision": result.precision, "recall": result.recall,
-                "num_keypoints0": len(f0), "num_keypoints1": len(f1), "num_matches": result.num_matches,
-                "num_correct": result.num_correct, "num_matchable": result.num_matchable,
-                "num_inliers": result.num_inliers, "stop_layer": matches.stop_layer,
-                **({} if degrees is None else {"rotation_degrees": degrees}),
-                "timings_ms": {k: round(v * 1000, 2) for k, v in timings.items()}}))
-            if viz:
-                from ..viz import plot_matches
+    for i, pair in enumerate(pairs):
+        timings: dict[str, float] = {}
+        f0, size0, new0, shown0 = image(pair.path0, timings)
+        f1, size1, new1, shown1 = image(pair.path1, timings)
+        t = time.perf_counter()
+        matches: Matches = matcher.match(f0, f1)
+        timings["match"] = time.perf_counter() - t
+        degrees = chosen_degrees(matches)
+        f0, f1, matches = chosen_turn(f0, f1, matches)  # a rotation search's: the turn it kept
+        m0 = matches.matches0.cpu().numpy()
+        H = rescale_homography(pair.H_0to1, (new0[0] / size0[0], new0[1] / size0[1]),
+                               (new1[0] / size1[0], new1[1] / size1[1]))
+        k0, k1 = f0.keypoints.numpy(), f1.keypoints.numpy()
+        result = evaluate_homography_pair(k0, k1, m0, H, new0, estimator=estimator, ransac_thresh=ransac_thresh,
+                                          seed=seed)
+        results.append(result)
+        records.append(finite({
+            "image0": pair.name0, "image1": pair.name1, "scene": pair.scene,
+            "error_ransac": result.error_ransac, "error_dlt": result.error_dlt,
+            "precision": result.precision, "recall": result.recall,
+            "num_keypoints0": len(f0), "num_keypoints1": len(f1), "num_matches": result.num_matches,
+            "num_correct": result.num_correct, "num_matchable": result.num_matchable,
+            "num_inliers": result.num_inliers, "stop_layer": matches.stop_layer,
+            **({} if degrees is None else {"rotation_degrees": degrees}),
+            "timings_ms": {k: round(v * 1000, 2) for k, v in timings.items()}}))
+        if viz:
+            from ..viz import plot_matches
 
-                index_pairs = matches.pairs()
-                mk0, mk1 = matched_keypoints(k0, k1, m0)
-                correct = np.nan_to_num(symmetric_homography_error(mk0, mk1, H), nan=np.inf) \
-                    < HOMOGRAPHY_CORRECT_THRESHOLD
-                name = f"{pair.name0}_{pair.name1}".replace("/", "-").replace(".", "-") + ".png"
-                plot_matches(shown0, shown1, k0, k1, index_pairs, out / "viz" / name, correct=correct,
-                             text=[f"{extractor.name} + {matcher.name}", f"Keypoints: {len(f0)}:{len(f1)}",
-                                   f"Matches: {result.num_matches} (correct {result.num_correct})",
-                                   f"Corner error: RANSAC {result.error_ransac:.2f} px, DLT {result.error_dlt:.2f} px"])
-            release(pair.path0)
-            release(pair.path1)
-            if progress is not None:
-                progress(i + 1, len(pairs))
-    finally:
-        extractor.resize = saved_resize
+            index_pairs = matches.pairs()
+            mk0, mk1 = matched_keypoints(k0, k1, m0)
+            correct = np.nan_to_num(symmetric_homography_error(mk0, mk1, H), nan=np.inf) \
+                < HOMOGRAPHY_CORRECT_THRESHOLD
+            name = f"{pair.name0}_{pair.name1}".replace("/", "-").replace(".", "-") + ".png"
+            plot_matches(shown0, shown1, k0, k1, index_pairs, out / "viz" / name, correct=correct,
+                         text=[f"{extractor.name} + {matcher.name}", f"Keypoints: {len(f0)}:{len(f1)}",
+                               f"Matches: {result.num_matches} (correct {result.num_correct})",
+                               f"Corner error: RANSAC {result.error_ransac:.2f} px, DLT {result.error_dlt:.2f} px"])
+        release(pair.path0)
+        release(pair.path1)
+        if progress is not None:
+            progress(i + 1, len(pairs))
 
     summary: dict[str, Any] = homography_summary(results)
     summary["mean_keypoints"] = float(np.mean([(r["num_keypoints0"] + r["num_keypoints1"]) / 2 for r in records]))

@@ -382,55 +382,49 @@ def evaluate_pose(
         attrs["lightmatch_resize"] = -1  # extraction runs on the evaluation image, resized here
         settings.update({"extractor": extractor.name, "matcher": matcher.name, "store_attributes": attrs})
         uses = Counter([(p.name0, p.rot0) for p in pairs] + [(p.name1, p.rot1) for p in pairs])
+        extractor = extractor.with_settings(resize=None)  # images arrive resized to the evaluation size
         source = _ModelSource(image_dir, extractor, matcher, resize, interpolation, viz, uses, upsample)
 
     records: list[dict[str, Any]] = []
     results: list[PoseResult] = []
     files: dict[str, str] = {}
     write_stores = out is not None and not from_stores
-    saved_resize = extractor.resize if extractor is not None else None
-    if extractor is not None:
-        extractor.resize = None  # images arrive resized to the evaluation size
-    try:
-        store_attrs = {**settings.get("store_attributes", {}), "lightmatch_eval_resize": resize,
-                       "lightmatch_keypoint_frame": "original-image pixels"}
-        store = None
-        if write_stores:
-            from ..io.store import OutputStore
+    store_attrs = {**settings.get("store_attributes", {}), "lightmatch_eval_resize": resize,
+                   "lightmatch_keypoint_frame": "original-image pixels"}
+    store = None
+    if write_stores:
+        from ..io.store import OutputStore
 
-            match_attrs = {**store_attrs, "lightmatch_verify": "none"}
-            store = OutputStore(out, store_attrs, match_attrs, overwrite=overwrite)
-        with store if store is not None else contextlib.nullcontext():
-            for i, pair in enumerate(pairs):
-                im0, im1, matches, timings = source.pair(pair)
-                # a rotation search's pair: the keypoints of the turn it kept (the stores keep every turn)
-                f0, f1, compared = chosen_turn(im0.features, im1.features, matches)
-                k0, k1 = f0.keypoints.numpy(), f1.keypoints.numpy()
-                K0, K1, T_0to1 = adapt_pair_to_images(pair, im0.size, im1.size, resize, upsample)
-                result = evaluate_pose_pair(k0, k1, compared.matches0.numpy(), K0, K1, T_0to1, ransac_thresh,
-                                            seed=seed, estimator=estimator)
-                results.append(result)
-                records.append(_pair_record(pair, result, len(f1), None if from_stores else compared, timings))
-                if store is not None:
-                    features = {name: _original_features(im, resize, rot, upsample)
-                                for name, rot, im in ((pair.name0, pair.rot0, im0), (pair.name1, pair.rot1, im1))}
-                    store.commit(features=features, matches={(pair.name0, pair.name1): (matches, None)})
-                if viz:
-                    from ..viz import plot_matches
+        match_attrs = {**store_attrs, "lightmatch_verify": "none"}
+        store = OutputStore(out, store_attrs, match_attrs, overwrite=overwrite)
+    with store if store is not None else contextlib.nullcontext():
+        for i, pair in enumerate(pairs):
+            im0, im1, matches, timings = source.pair(pair)
+            # a rotation search's pair: the keypoints of the turn it kept (the stores keep every turn)
+            f0, f1, compared = chosen_turn(im0.features, im1.features, matches)
+            k0, k1 = f0.keypoints.numpy(), f1.keypoints.numpy()
+            K0, K1, T_0to1 = adapt_pair_to_images(pair, im0.size, im1.size, resize, upsample)
+            result = evaluate_pose_pair(k0, k1, compared.matches0.numpy(), K0, K1, T_0to1, ransac_thresh,
+                                        seed=seed, estimator=estimator)
+            results.append(result)
+            records.append(_pair_record(pair, result, len(f1), None if from_stores else compared, timings))
+            if store is not None:
+                features = {name: _original_features(im, resize, rot, upsample)
+                            for name, rot, im in ((pair.name0, pair.rot0, im0), (pair.name1, pair.rot1, im1))}
+                store.commit(features=features, matches={(pair.name0, pair.name1): (matches, None)})
+            if viz:
+                from ..viz import plot_matches
 
-                    index_pairs = compared.pairs()
-                    stem = f"{Path(pair.name0).stem}_{Path(pair.name1).stem}_evaluation.png"
-                    title = "stores" if from_stores else f"{extractor.name} + {matcher.name}"
-                    plot_matches(im0.image, im1.image, k0, k1, index_pairs, out / "viz" / stem,
-                                 correct=result.epipolar_errors < EPIPOLAR_CORRECT_THRESHOLD,
-                                 text=_viz_text(title, result, len(f1)))
-                source.release(pair.name0, pair.rot0)
-                source.release(pair.name1, pair.rot1)
-                if progress is not None:
-                    progress(i + 1, len(pairs))
-    finally:
-        if extractor is not None:
-            extractor.resize = saved_resize
+                index_pairs = compared.pairs()
+                stem = f"{Path(pair.name0).stem}_{Path(pair.name1).stem}_evaluation.png"
+                title = "stores" if from_stores else f"{extractor.name} + {matcher.name}"
+                plot_matches(im0.image, im1.image, k0, k1, index_pairs, out / "viz" / stem,
+                             correct=result.epipolar_errors < EPIPOLAR_CORRECT_THRESHOLD,
+                             text=_viz_text(title, result, len(f1)))
+            source.release(pair.name0, pair.rot0)
+            source.release(pair.name1, pair.rot1)
+            if progress is not None:
+                progress(i + 1, len(pairs))
     if write_stores:
         files.update({"features": str(out / "features.h5"), "matches": str(out / "matches.h5")})
     if viz:

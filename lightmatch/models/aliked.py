@@ -251,8 +251,8 @@ class ALIKED(Extractor):
 
     def __init__(self, model: str = "aliked-n16", max_keypoints: int = 2048, detection_threshold: float = 0.2,
                  nms_radius: int = 2, nms: NmsMode = "reference", resize: Optional[int] = 1024,
-                 weights_path: Optional[str] = None, precision: str = "fp32") -> None:
-        super().__init__(resize=resize, precision=precision)
+                 weights_path: Optional[str] = None, precision: str = "fp32", upsample: bool = True) -> None:
+        super().__init__(resize=resize, precision=precision, upsample=upsample)
         if model not in MODELS:
             raise ConfigError(f"unknown ALIKED model '{model}': choose from {', '.join(MODELS)}")
         if nms not in ("reference", "strict"):

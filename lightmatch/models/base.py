@@ -19,10 +19,12 @@ Model = TypeVar("Model", bound=nn.Module)
 
 
 def with_values(model: Model, values: dict[str, Any]) -> Model:
-    """A shallow copy of ``model`` (the same weights and submodules) with the plain attributes ``values`` replaced;
-    ``model`` itself is left as it is."""
+    """A copy of ``model`` sharing its weights and submodules, with its own registries of them (so registering or
+    moving one on the copy leaves ``model`` as it is) and the plain attributes ``values`` (deep-copied) replaced."""
     out = copy.copy(model)
-    for key, value in values.items():
+    for registry in ("_parameters", "_buffers", "_modules"):
+        out.__dict__[registry] = copy.copy(model.__dict__[registry])
+    for key, value in copy.deepcopy(values).items():
         setattr(out, key, value)
     return out
 
@@ -80,10 +82,11 @@ class Extractor(nn.Module):
     backend: str = "torch"  # the runtime of the network
     auto_precision: Mapping[str, str] = {}  # what ``auto`` runs per device type (see lightmatch.precision)
 
-    def __init__(self, resize: Optional[int] = 1024, precision: str = "fp32") -> None:
+    def __init__(self, resize: Optional[int] = 1024, precision: str = "fp32", upsample: bool = True) -> None:
         super().__init__()
         self.resize = resize
         self.precision = amp.check(precision)
+        self.upsample = upsample
 
     @property
     def device(self) -> torch.device:
@@ -116,7 +119,15 @@ class Extractor(nn.Module):
             out["backend"] = self.backend
         if not self.upsample:
             out["upsample"] = False
-        return out
+        return copy.deepcopy(out)
+
+    def with_settings(self, **overrides: Any) -> "Extractor":
+        """This extractor with ``resize``, ``upsample`` or some of its :meth:`detector_settings` replaced, as a new
+        extractor sharing the weights (this one is unchanged)."""
+        unknown = set(overrides) - {"resize", "upsample", *self.detector_settings()}
+        if unknown:
+            raise ConfigError(f"extractor '{self.name}' has no setting {', '.join(sorted(unknown))}")
+        return with_values(self, overrides)
 
     # ------------------------------------------------------------------ keypoint budget
     def budget_settings(self, n: int) -> tuple[dict[str, Any], bool]:
@@ -204,7 +215,7 @@ class Matcher(nn.Module):
         out = recorded_settings(self.matching_settings(), self.precision)
         if self.backend != "torch":
             out["backend"] = self.backend
-        return out
+        return copy.deepcopy(out)
 
     def with_settings(self, **overrides: Any) -> "Matcher":
         """This matcher with some of its :meth:`matching_settings` replaced, as a new matcher sharing the weights

@@ -40,8 +40,8 @@ class DISK(Extractor):
 
     def __init__(self, max_keypoints: Optional[int] = 2048, detection_threshold: float = 0.0, nms_window: int = 5,
                  resize: Optional[int] = 1024, weights_path: Optional[str] = None, precision: str = "fp32",
-                 backend: str = "torch") -> None:
-        super().__init__(resize=resize, precision=precision)
+                 backend: str = "torch", upsample: bool = True) -> None:
+        super().__init__(resize=resize, precision=precision, upsample=upsample)
         if backend not in BACKENDS:
             raise ConfigError(f"unknown backend '{backend}': choose {', '.join(BACKENDS)}")
         self.backend = backend

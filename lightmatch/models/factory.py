@@ -82,7 +82,7 @@ def load_extractor(name: str = "aliked", max_keypoints: Optional[int] = DEFAULT_
         raise ConfigError(f"max_keypoints must be at least 1, or -1 / None for no cap; got {max_keypoints}")
     cap = NO_KEYPOINT_CAP if max_keypoints is None else max_keypoints
     device = resolve_device(device) if isinstance(device, str) else device
-    options = _drop_none(options)
+    options = dict(_drop_none(options), upsample=upsample)
     builders: dict[str, Callable[[], Extractor]] = {}
     if name.startswith("aliked"):
         from .aliked import ALIKED
@@ -105,9 +105,7 @@ def load_extractor(name: str = "aliked", max_keypoints: Optional[int] = DEFAULT_
                                        **options)
     if name not in builders:
         raise ConfigError(f"unknown extractor '{name}': choose from {', '.join(EXTRACTORS)}")
-    extractor = builders[name]()
-    extractor.upsample = upsample
-    return extractor.to(device)
+    return builders[name]().to(device)
 
 
 def load_matcher(name: str = "lightglue", features: str = "aliked", device: str | torch.device = "auto",

@@ -59,7 +59,7 @@ class OnnxExtractor(Extractor):
     backend = BACKEND
 
     def __init__(self, base: Extractor, pipeline: OnnxPipeline) -> None:
-        super().__init__(resize=base.resize, precision="fp32")
+        super().__init__(resize=base.resize, precision="fp32", upsample=base.upsample)
         self.runner = pipeline.extractor
         self.name, self.descriptor_dim, self.grayscale = base.name, base.descriptor_dim, base.grayscale
         for key in base.detector_settings():  # the settings the graph takes, as the torch extractor holds them

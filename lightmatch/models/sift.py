@@ -59,8 +59,9 @@ class SIFT(Extractor):
         sigma: float = 1.6,
         detection_threshold: Optional[float] = None,
         precision: str = "fp32",
+        upsample: bool = True,
     ) -> None:
-        super().__init__(resize=resize, precision=precision)
+        super().__init__(resize=resize, precision=precision, upsample=upsample)
         max_keypoints = -1 if max_keypoints is None else int(max_keypoints)
         if max_keypoints == 0 or max_keypoints < -1:
             raise ConfigError(f"sift: max_keypoints must be positive or -1 (all), got {max_keypoints}")

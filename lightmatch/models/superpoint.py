@@ -151,8 +151,9 @@ class SuperPoint(Extractor):
         state_dict: Optional[dict[str, torch.Tensor]] = None,
         pretrained: bool = True,
         precision: str = "fp32",
+        upsample: bool = True,
     ) -> None:
-        super().__init__(resize=resize, precision=precision)
+        super().__init__(resize=resize, precision=precision, upsample=upsample)
         max_keypoints = -1 if max_keypoints is None else int(max_keypoints)
         if max_keypoints == 0 or max_keypoints < -1:
             raise ConfigError(f"superpoint: max_keypoints must be positive or -1 (all), got {max_keypoints}")

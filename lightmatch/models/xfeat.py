@@ -25,8 +25,9 @@ class XFeat(Extractor):
     descriptor_dim = 64
 
     def __init__(self, max_keypoints: int = 4096, detection_threshold: Optional[float] = None,
-                 resize: Optional[int] = None, weights_path: Optional[str] = None, precision: str = "fp32") -> None:
-        super().__init__(resize=resize, precision=precision)
+                 resize: Optional[int] = None, weights_path: Optional[str] = None, precision: str = "fp32",
+                 upsample: bool = True) -> None:
+        super().__init__(resize=resize, precision=precision, upsample=upsample)
         self.max_keypoints = max_keypoints
         self.detection_threshold = 0.05 if detection_threshold is None else max(detection_threshold, 0.0)
         self.net = KorniaXFeat(top_k=max_keypoints, detection_threshold=self.detection_threshold)

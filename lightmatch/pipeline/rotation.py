@@ -127,10 +127,6 @@ class RotationSearchExtractor(Extractor):
     def resize(self) -> Optional[int]:  # type: ignore[override]
         return self.base.resize
 
-    @resize.setter
-    def resize(self, value: Optional[int]) -> None:
-        self.base.resize = value
-
     @property
     def precision(self) -> str:  # type: ignore[override]
         return self.base.precision
@@ -146,12 +142,11 @@ class RotationSearchExtractor(Extractor):
     def upsample(self) -> bool:  # type: ignore[override]
         return self.base.upsample
 
-    @upsample.setter
-    def upsample(self, value: bool) -> None:
-        self.base.upsample = value
-
     def budget_settings(self, n: int) -> tuple[dict[str, Any], bool]:
         return self.base.budget_settings(n)
+
+    def with_settings(self, **overrides: Any) -> "RotationSearchExtractor":
+        return RotationSearchExtractor(self.base.with_settings(**overrides))
 
     def with_keypoint_budget(self, n: int) -> tuple["RotationSearchExtractor", bool]:
         base, exact = self.base.with_keypoint_budget(n)
