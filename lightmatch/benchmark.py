@@ -32,7 +32,8 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from .errors import ConfigError, InputError
-from .io.images import is_image_path, load_image
+from .io.images import load_image
+from .io.pairs import list_images
 from .models.base import Extractor, Matcher
 from .types import Features, Matches
 
@@ -121,7 +122,7 @@ def benchmark_pairs(pairs_dir: Optional[str | os.PathLike] = None, include_sampl
         folder = Path(pairs_dir)
         if not folder.is_dir():
             raise InputError(f"{folder}: not a folder")
-        images = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
+        images = [folder / name for name in list_images(folder, recursive=False)]
         known = [BenchmarkPair(name, folder / a, folder / b) for name, a, b in LIGHTGLUE_PAIRS
                  if (folder / a).is_file() and (folder / b).is_file()]
         if known:

@@ -27,7 +27,8 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from ..estimators import check_estimator
-from ..io.images import image_to_tensor, is_image_path, read_image
+from ..io.images import image_to_tensor, read_image
+from ..io.pairs import list_images
 from ..models.base import Extractor, Matcher
 from ..pipeline.rotation import chosen_degrees, chosen_turn
 from ..types import Features, Matches
@@ -92,7 +93,7 @@ def image_files_in(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
-    images = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
+    images = [folder / name for name in list_images(folder, recursive=False)]
     if not images:
         raise InputError(f"{folder}: no images (jpg, png, ...) in folder")
     return images

@@ -21,8 +21,9 @@ from .images import is_image_path
 Pair = tuple[str, str]
 
 
-def list_images(image_dir: str | os.PathLike) -> list[str]:
-    """Sorted names of all images under ``image_dir``, recursively, relative to it with ``/`` separators.
+def list_images(image_dir: str | os.PathLike, recursive: bool = True) -> list[str]:
+    """Sorted names of all images under ``image_dir`` (in its subfolders too unless not ``recursive``), relative to
+    it with ``/`` separators: the one lister of image folders.
 
     Images are recognised by extension, case-insensitively (:func:`lightmatch.io.images.is_image_path`). Hidden
     files and folders (name starting with ``.``, e.g. macOS ``._x.jpg`` resource forks) are skipped. Symbolic links
@@ -41,7 +42,7 @@ def list_images(image_dir: str | os.PathLike) -> list[str]:
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
         for name in files:
             if name.startswith(".") or not is_image_path(name):
                 continue

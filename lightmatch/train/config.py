@@ -188,14 +188,14 @@ def parse_patch(text: str) -> tuple[int, ...]:
 # ------------------------------------------------------------------------------------------------ images
 def find_images(folders: Sequence[str | os.PathLike]) -> list[Path]:
     """Image files under ``folders``, recursively, sorted; a folder without any is an :class:`InputError`."""
-    from ..io.images import is_image_path
+    from ..io.pairs import list_images
 
     images: list[Path] = []
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
             raise InputError(f"{folder}: not a folder (--images)")
-        found = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_path(p))
+        found = [folder / name for name in list_images(folder)]
         if not found:
             raise InputError(f"{folder}: no images (jpg, png, ...) in folder or its subfolders (--images)")
         images += found
