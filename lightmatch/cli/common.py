@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
-from typing import Any, NoReturn, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 import click
 
@@ -212,6 +213,29 @@ def _float(kind: click.ParamType, value: Any, param: Optional[click.Parameter], 
 POSITIVE_FLOAT = FiniteFloatRange(min=0, min_open=True)
 
 
+def option_group(name: str, *options: Callable) -> Callable:
+    """A decorator adding ``options`` (``click.option`` decorators) to a command, whose values reach it as one
+    dict argument ``name`` (by parameter name) instead of one argument each."""
+    def probe() -> None:
+        """Only carries the options' parameters, to read their names."""
+
+    for option in options:
+        option(probe)
+    names = [param.name for param in getattr(probe, "__click_params__")]
+
+    def decorate(func: Callable) -> Callable:
+        @functools.wraps(func)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            kwargs[name] = {key: kwargs.pop(key) for key in names}
+            return func(*args, **kwargs)
+
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 def extractor_options(func):
     """Options shared by every command that extracts features."""
     options = [
@@ -309,6 +333,11 @@ def model_spec(opts: dict):
     return ModelSpec(features, name, opts.get("extractor_weights"), opts.get("matcher_weights"), extractor, matcher,
                      opts.get("precision") or "auto", opts.get("device", "auto"), opts.get("backend") or "torch",
                      bool(opts.get("rotation_search")))
+
+
+def extractor_spec(spec):
+    """``spec`` for its extractor alone: the nearest-neighbour matcher, free and unused, in place of its matcher."""
+    return spec.replace(matcher="nn", matcher_weights=None, matcher_settings={})
 
 
 # ------------------------------------------------------------------------------------ estimators and presets ---

@@ -29,10 +29,12 @@ from .common import (
     ExistingPath,
     FiniteFloatRange,
     extractor_options,
+    extractor_spec,
     given_options,
     main,
     matcher_options,
     model_spec,
+    option_group,
     plot_path,
     preset_option,
 )
@@ -143,11 +145,10 @@ def _batch_run():
             cv2.utils.logging.setLogLevel(level)
 
 
-def _ray_options(opts: dict):
-    """Take the executor options out of ``opts``: None for the local executor, else the
+def _ray_options(batch: dict):
+    """The executor options of the ``batch`` group: None for the local executor, else the
     :class:`~lightmatch.pipeline.ray_executor.RayOptions` (a one-line error when Ray is not installed)."""
-    executor, address, count, gpus = (opts.pop(k, None) for k in ("executor", "ray_address", "ray_workers",
-                                                                   "worker_gpus"))
+    executor, address, count, gpus = (batch[k] for k in ("executor", "ray_address", "ray_workers", "worker_gpus"))
     if executor != "ray":
         given = [n for n, v in (("--ray-address", address), ("--ray-workers", count), ("--worker-gpus", gpus))
                  if v is not None]
@@ -171,87 +172,114 @@ def _executor(ray, spec):
     return RayExecutor(spec, ray)
 
 
-def batch_options(func):
-    """Options of the batch forms of ``match`` and of ``extract``."""
-    options = [
-        click.option("--overwrite", is_flag=True,
-                     help="Discard OUTDIR's features.h5 and matches.h5 and start afresh (default: add to them, "
-                          "skipping the images and pairs already there; stores made with other settings are "
-                          "refused)."),
-        click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary text (warnings remain)."),
-        click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=2, show_default=True,
-                     help="Background threads decoding and resizing images ahead of the network (per Ray worker "
-                          "with --executor ray)."),
-        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                     help="local: this process; ray: Ray worker actors on this machine or a cluster (needs the "
-                          "'ray' extra), same output files."),
-        click.option("--ray-address", default=None, metavar="ADDR",
-                     help="--executor ray: a running cluster (host:port, or auto); default: start Ray on this "
-                          "machine for the run."),
-        click.option("--ray-workers", type=click.IntRange(1, MAX_RAY_WORKERS), default=None,
-                     help="--executor ray: worker actors, each holding one loaded model.  [default: one per CPU, "
-                          "or per --worker-gpus of the GPUs]"),
-        click.option("--worker-gpus", type=FiniteFloatRange(min=0), default=None,
-                     help="--executor ray: GPUs per worker (0.5: two workers per GPU).  [default: 0]"),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+batch_options = option_group(
+    "batch",
+    click.option("--overwrite", is_flag=True,
+                 help="Discard OUTDIR's features.h5 and matches.h5 and start afresh (default: add to them, skipping "
+                      "the images and pairs already there; stores made with other settings are refused)."),
+    click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary text (warnings remain)."),
+    click.option("--workers", type=click.IntRange(1, MAX_WORKERS), default=2, show_default=True,
+                 help="Background threads decoding and resizing images ahead of the network (per Ray worker with "
+                      "--executor ray)."),
+    click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                 help="local: this process; ray: Ray worker actors on this machine or a cluster (needs the 'ray' "
+                      "extra), same output files."),
+    click.option("--ray-address", default=None, metavar="ADDR",
+                 help="--executor ray: a running cluster (host:port, or auto); default: start Ray on this machine "
+                      "for the run."),
+    click.option("--ray-workers", type=click.IntRange(1, MAX_RAY_WORKERS), default=None,
+                 help="--executor ray: worker actors, each holding one loaded model.  [default: one per CPU, or "
+                      "per --worker-gpus of the GPUs]"),
+    click.option("--worker-gpus", type=FiniteFloatRange(min=0), default=None,
+                 help="--executor ray: GPUs per worker (0.5: two workers per GPU).  [default: 0]"),
+)
+"""Options of the batch forms of ``match`` and of ``extract`` (the ``batch`` argument): resume, threads, executor."""
+
+output_options = option_group(
+    "output",
+    click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), default=None,
+                 help="Folder for features.h5 and matches.h5 (hloc layout)."),
+    click.option("--viz", "viz_path", type=click.Path(dir_okay=False), default=None, callback=plot_path,
+                 help="Two-image form: write a match plot (PNG), matches coloured by confidence."),
+    click.option("--homography", type=ExistingPath("homography file", dir_okay=False), default=None,
+                 help="Two-image form: ground-truth 3x3 homography (text) image0 -> image1: report matches correct "
+                      "within 3 px."),
+    click.option("--json", "as_json", is_flag=True,
+                 help="Print one JSON object per pair on stdout (batches: then a final summary line)."),
+    click.option("--viz-dir", type=click.Path(file_okay=False), default=None,
+                 help="Batch: write a match plot per pair matched in this run ({name0}_{name1}_matches.png)."),
+    click.option("--viz-max-matches", type=click.IntRange(min=-1), default=VIZ_MAX_MATCHES, show_default=True,
+                 help="Most match lines in a plot (--viz, --viz-dir); beyond, a random subset with every wrong "
+                      "match (-1: all)."),
+)
+"""What ``match`` writes and prints (the ``output`` argument)."""
+
+pairs_options = option_group(
+    "source",
+    click.option("--image-dir", type=ExistingPath("image folder", file_okay=False), default=None,
+                 help="Batch form: root of the images; pair names are relative to it."),
+    click.option("--pairs", "pairs_file", type=ExistingPath("pairs file", dir_okay=False, allow_dash=True),
+                 default=None, metavar="FILE|-",
+                 help="Batch: pairs file ('name0 name1' lines, names relative to --image-dir), '-' for stdin."),
+    click.option("--pairs-mode", type=click.Choice(PAIR_MODES), default=None,
+                 help="Batch: pair the images of --image-dir (recursively, sorted by name) instead of --pairs."),
+    click.option("--window", type=click.IntRange(min=1), default=None,
+                 help="--pairs-mode sequential: pair each image with the next K.  [default: 5]"),
+    click.option("--loop", is_flag=True,
+                 help="--pairs-mode sequential: the sequence is closed (last pairs with first)."),
+    click.option("--batch-pairs", type=click.IntRange(1, MAX_BATCH_PAIRS), default=BATCH_PAIRS, show_default=True,
+                 help="Batch: pairs matched together by LightGlue/SuperGlue (padded and masked, the same matches); "
+                      "1 on the CPU, where batching does not pay; try 4-16 on a GPU."),
+)
+"""The batch form's images and pairs (the ``source`` argument)."""
+
+verify_options = option_group(
+    "verify",
+    click.option("--verify", type=click.Choice(VERIFY_MODELS), default=None,
+                 help="Batch: verify matches with a robust model (MAGSAC++) and store 'inliers' beside them."),
+    click.option("--verify-threshold", type=FiniteFloatRange(min=0, min_open=True), default=None,
+                 help=f"Inlier threshold in pixels.  [default: {VERIFY_THRESHOLD_PX}]"),
+    click.option("--verify-confidence", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=None,
+                 help=f"RANSAC confidence.  [default: {VERIFY_CONFIDENCE}]"),
+    click.option("--seed", type=SEED, default=None,
+                 help=f"RANSAC random seed (same seed, same inliers).  [default: {VERIFY_SEED}]"),
+    click.option("--estimator", type=click.Choice(ESTIMATOR_CHOICES), default=None,
+                 help="--verify: robust estimator, opencv (RANSAC), magsac (MAGSAC++), poselib (LO-RANSAC + "
+                      f"refinement, extra lightmatch[poselib]) or colmap (pycolmap).  [default: {VERIFY_ESTIMATOR}]"),
+)
+"""Geometric verification of the batch form (the ``verify`` argument)."""
+
+
+def _verify_options(verify: dict):
+    """The :class:`~lightmatch.pipeline.verify.VerifyOptions` of the ``verify`` group (None without --verify);
+    its settings without --verify are a usage error."""
+    from ..pipeline.verify import VerifyOptions
+
+    settings = {"threshold": verify["verify_threshold"], "confidence": verify["verify_confidence"],
+                "seed": verify["seed"], "estimator": verify["estimator"]}
+    if verify["verify"] is None:
+        for name, value in zip(("--verify-threshold", "--verify-confidence", "--seed", "--estimator"),
+                               settings.values()):
+            if value is not None:
+                raise click.UsageError(f"{name} needs --verify")
+        return None
+    return VerifyOptions(verify["verify"], **{k: v for k, v in settings.items() if v is not None})
 
 
 # -------------------------------------------------------------------------------------------------- match ---
 
 @main.command()
 @click.argument("images", nargs=-1, type=ExistingPath("image", dir_okay=False))
-@click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder for features.h5 and matches.h5 (hloc layout).")
-@click.option("--viz", "viz_path", type=click.Path(dir_okay=False), default=None, callback=plot_path,
-              help="Two-image form: write a match plot (PNG), matches coloured by confidence.")
-@click.option("--homography", type=ExistingPath("homography file", dir_okay=False), default=None,
-              help="Two-image form: ground-truth 3x3 homography (text) image0 -> image1: report matches correct "
-                   "within 3 px.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object per pair on stdout (batches: then a final summary line).")
-@click.option("--image-dir", type=ExistingPath("image folder", file_okay=False), default=None,
-              help="Batch form: root of the images; pair names are relative to it.")
-@click.option("--pairs", "pairs_file", type=ExistingPath("pairs file", dir_okay=False, allow_dash=True),
-              default=None, metavar="FILE|-",
-              help="Batch: pairs file ('name0 name1' lines, names relative to --image-dir), '-' for stdin.")
-@click.option("--pairs-mode", type=click.Choice(PAIR_MODES), default=None,
-              help="Batch: pair the images of --image-dir (recursively, sorted by name) instead of --pairs.")
-@click.option("--window", type=click.IntRange(min=1), default=None,
-              help="--pairs-mode sequential: pair each image with the next K.  [default: 5]")
-@click.option("--loop", is_flag=True, help="--pairs-mode sequential: the sequence is closed (last pairs with first).")
-@click.option("--verify", type=click.Choice(VERIFY_MODELS), default=None,
-              help="Batch: verify matches with a robust model (MAGSAC++) and store 'inliers' beside them.")
-@click.option("--verify-threshold", type=FiniteFloatRange(min=0, min_open=True), default=None,
-              help=f"Inlier threshold in pixels.  [default: {VERIFY_THRESHOLD_PX}]")
-@click.option("--verify-confidence", type=FiniteFloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help=f"RANSAC confidence.  [default: {VERIFY_CONFIDENCE}]")
-@click.option("--seed", type=SEED, default=None,
-              help=f"RANSAC random seed (same seed, same inliers).  [default: {VERIFY_SEED}]")
-@click.option("--estimator", type=click.Choice(ESTIMATOR_CHOICES), default=None,
-              help="--verify: robust estimator, opencv (RANSAC), magsac (MAGSAC++), poselib (LO-RANSAC + "
-                   f"refinement, extra lightmatch[poselib]) or colmap (pycolmap).  [default: {VERIFY_ESTIMATOR}]")
-@click.option("--batch-pairs", type=click.IntRange(1, MAX_BATCH_PAIRS), default=BATCH_PAIRS, show_default=True,
-              help="Batch: pairs matched together by LightGlue/SuperGlue (padded and masked, the same matches); "
-                   "1 on the CPU, where batching does not pay; try 4-16 on a GPU.")
+@output_options
+@pairs_options
+@verify_options
 @preset_option
-@click.option("--viz-dir", type=click.Path(file_okay=False), default=None,
-              help="Batch: write a match plot per pair matched in this run ({name0}_{name1}_matches.png).")
-@click.option("--viz-max-matches", type=click.IntRange(min=-1), default=VIZ_MAX_MATCHES, show_default=True,
-              help="Most match lines in a plot (--viz, --viz-dir); beyond, a random subset with every wrong match "
-                   "(-1: all).")
 @retrieval_options
 @batch_options
 @extractor_options
 @matcher_options
-def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional[str], homography: Optional[str],
-          as_json: bool, image_dir: Optional[str], pairs_file: Optional[str], pairs_mode: Optional[str],
-          window: Optional[int], loop: bool, verify: Optional[str], verify_threshold: Optional[float],
-          verify_confidence: Optional[float], seed: Optional[int], estimator: Optional[str], batch_pairs: int,
-          preset: Optional[str], viz_dir: Optional[str], viz_max_matches: int,
-          overwrite: bool, quiet: bool, workers: int, **opts: Any) -> None:
+def match(images: tuple[str, ...], output: dict, source: dict, verify: dict, batch: dict, preset: Optional[str],
+          **opts: Any) -> None:
     """Match IMAGE0 and IMAGE1, or every pair of a folder.
 
     \b
@@ -265,42 +293,48 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     Batches extract each image once, resume where a previous (even killed) run stopped, and skip unreadable
     images. Exit status: 0 all pairs matched, 3 some images or pairs failed, 2 usage error, 1 error.
     """
-    ctx = click.get_current_context()
-    given = given_options(ctx)
+    given = given_options(click.get_current_context())
     retrieval = pop_retrieval_options(opts)
-    if verify is None:
-        for name, value in (("--verify-threshold", verify_threshold), ("--verify-confidence", verify_confidence),
-                            ("--seed", seed), ("--estimator", estimator)):
-            if value is not None:
-                raise click.UsageError(f"{name} needs --verify")
-    if "viz_max_matches" in given and viz_path is None and viz_dir is None:
+    verify_options = _verify_options(verify)
+    if "viz_max_matches" in given and output["viz_path"] is None and output["viz_dir"] is None:
         raise click.UsageError("--viz-max-matches needs --viz (two images) or --viz-dir (batches)")
-    if "batch_pairs" in given and image_dir is None:
+    if "batch_pairs" in given and source["image_dir"] is None:
         raise click.UsageError("--batch-pairs needs --image-dir (the batch form)")
     if preset is not None:  # fills in what the user did not give; verification settings only with --verify
-        opts, chosen = apply_preset_split(preset, opts, {"estimator": estimator, "verify_threshold": verify_threshold},
-                                          given | (set() if verify else {"estimator", "verify_threshold"}),
+        chosen_verify = {"estimator": verify["estimator"], "verify_threshold": verify["verify_threshold"]}
+        opts, chosen = apply_preset_split(preset, opts, chosen_verify,
+                                          given | (set() if verify_options else set(chosen_verify)),
                                           {"threshold": "verify_threshold"})
-        estimator, verify_threshold = chosen.values()
-    ray = _ray_options(opts)
-    if image_dir is None:
+        verify_options = _verify_options({**verify, **chosen})
+    ray = _ray_options(batch)
+    if source["image_dir"] is None:
         if ray is not None:
             raise click.UsageError("--executor ray is for batches (--image-dir)")
-        batch_only = {"--pairs": pairs_file, "--pairs-mode": pairs_mode, "--window": window, "--loop": loop,
-                      "--verify": verify, "--viz-dir": viz_dir}
-        given = [name for name, value in batch_only.items() if value not in (None, False)]
-        if given:
-            raise click.UsageError(f"{given[0]} needs --image-dir (the batch form)")
-        if overwrite and output_dir is None:
+        batch_only = {"--pairs": source["pairs_file"], "--pairs-mode": source["pairs_mode"],
+                      "--window": source["window"], "--loop": source["loop"], "--verify": verify["verify"],
+                      "--viz-dir": output["viz_dir"]}
+        named = [name for name, value in batch_only.items() if value not in (None, False)]
+        if named:
+            raise click.UsageError(f"{named[0]} needs --image-dir (the batch form)")
+        if batch["overwrite"] and output["output_dir"] is None:
             raise click.UsageError("--overwrite needs -o OUTDIR")
-        _match_two(images, output_dir, viz_path, viz_max_matches, homography, as_json, overwrite, opts)
+        _match_two(images, output, batch["overwrite"], model_spec(opts))
         return
+    _match_batch(images, output, source, verify_options, batch, ray, retrieval, model_spec(opts))
+
+
+def _match_batch(images: tuple[str, ...], output: dict, source: dict, verify, batch: dict, ray, retrieval: dict,
+                 spec) -> None:
+    """``match --image-dir``: the batch form."""
+    image_dir, pairs_file, pairs_mode, window, loop = (source[k] for k in ("image_dir", "pairs_file", "pairs_mode",
+                                                                            "window", "loop"))
+    output_dir, as_json, quiet = output["output_dir"], output["as_json"], batch["quiet"]
     if images:
         raise click.UsageError("give either IMAGE0 IMAGE1 or --image-dir, not both")
-    for name, value in (("--viz", viz_path), ("--homography", homography)):
+    for name, value in (("--viz", output["viz_path"]), ("--homography", output["homography"])):
         if value is not None:
             raise click.UsageError(f"{name} is for two images; batches take --viz-dir")
-    if output_dir is None and not (viz_dir or as_json):
+    if output_dir is None and not (output["viz_dir"] or as_json):
         raise click.UsageError("batches need an output folder: -o OUTDIR (or --viz-dir / --json to only look)")
     if (pairs_file is None) == (pairs_mode is None):
         raise click.UsageError("give the pairs: --pairs FILE (or - for stdin) or --pairs-mode "
@@ -308,27 +342,22 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     if (window is not None or loop) and pairs_mode != "sequential":
         raise click.UsageError("--window and --loop go with --pairs-mode sequential")
 
-    from ..pipeline.batch import BatchOptions, VerifyOptions, match_batch
+    from ..pipeline.batch import BatchOptions, match_batch
 
     retrieved = None
     if wants_retrieval(pairs_mode, retrieval):
         if output_dir is None:
             raise click.UsageError("retrieval pairs need -o OUTDIR (features and global descriptors are kept there)")
-        retrieved = retrieval_pairs_for(image_dir, output_dir, pairs_mode, window, loop, retrieval, opts, quiet,
-                                        workers)
+        retrieved = retrieval_pairs_for(image_dir, output_dir, pairs_mode, window, loop, retrieval, spec, quiet,
+                                        batch["workers"])
         if not quiet:
             click.echo(f"lightmatch: {describe(retrieved)}", err=True)
     pairs = retrieved.pairs if retrieved is not None else _pairs_for(image_dir, pairs_file, pairs_mode, window, loop)
-    verify_options = None
-    if verify is not None:
-        settings = {"threshold": verify_threshold, "confidence": verify_confidence, "seed": seed,
-                    "estimator": estimator}
-        verify_options = VerifyOptions(verify, **{k: v for k, v in settings.items() if v is not None})
     if not pairs:
         click.echo(f"lightmatch: warning: no pairs to match (found no images in {image_dir})"
                    if pairs_mode else f"lightmatch: warning: no pairs in {pairs_file}", err=True)
-    options = BatchOptions(verify_options, viz_dir, viz_max_matches, overwrite, workers, batch_pairs=batch_pairs)
-    spec = model_spec(opts)
+    options = BatchOptions(verify, output["viz_dir"], output["viz_max_matches"], batch["overwrite"], batch["workers"],
+                           batch_pairs=source["batch_pairs"])
     extractor, matcher = spec.load()
     reporter = Reporter(as_json, quiet, "pair")
     with _batch_run():
@@ -345,25 +374,26 @@ def match(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional
     _finish(summary, reporter, as_json, quiet)
 
 
-def _match_two(images: tuple[str, ...], output_dir: Optional[str], viz_path: Optional[str],
-               viz_max_matches: int, homography: Optional[str], as_json: bool, overwrite: bool,
-               opts: dict) -> None:
+def _match_two(images: tuple[str, ...], output: dict, overwrite: bool, spec) -> None:
+    """``match IMAGE0 IMAGE1``: the two-image form."""
     from ..io.homography import read_homography
     from ..models.factory import check_matcher_weights
     from ..pipeline.match import check_inputs, match_pair
 
     if len(images) != 2:
         raise click.UsageError("give exactly two images (IMAGE0 IMAGE1), or --image-dir for a batch")
-    H = read_homography(homography) if homography else None
-    check_matcher_weights(opts.get("matcher", "lightglue"), opts["features"], opts.get("matcher_weights"))
-    check_inputs(list(images), output_dir)
-    extractor, matcher = model_spec(opts).load()
-    result = match_pair(images[0], images[1], extractor, matcher, output_dir=output_dir, viz_path=viz_path,
-                        homography=H, overwrite=overwrite, viz_max_matches=viz_max_matches)
+    H = read_homography(output["homography"]) if output["homography"] else None
+    check_matcher_weights(spec.matcher, spec.extractor, spec.matcher_weights)
+    check_inputs(list(images), output["output_dir"])
+    extractor, matcher = spec.load()
+    result = match_pair(images[0], images[1], extractor, matcher, output_dir=output["output_dir"],
+                        viz_path=output["viz_path"], homography=H, overwrite=overwrite,
+                        viz_max_matches=output["viz_max_matches"])
     for warning in result.warnings:
         click.echo(f"lightmatch: warning: {warning}", err=True)
 
     line = result.event(matcher.num_layers).to_json()
+    as_json = output["as_json"]
     click.echo(json.dumps(line) if as_json else format_pair_text(line, f"{extractor.name} + {matcher.name}"))
 
 
@@ -416,7 +446,8 @@ def pairs_command(image_dir: str, mode: str, window: Optional[int], loop: bool, 
     retrieval = pop_retrieval_options(opts)
     failed: dict[str, str] = {}  # images retrieval could not read
     if wants_retrieval(mode, retrieval):
-        result = retrieval_pairs_for(image_dir, store_dir, mode, window, loop, retrieval, opts, quiet, 2)
+        result = retrieval_pairs_for(image_dir, store_dir, mode, window, loop, retrieval, model_spec(opts), quiet,
+                                     2)
         if not quiet:
             click.echo(f"lightmatch: {describe(result)}", err=True)
         pairs, failed = result.pairs, result.failed_images
@@ -443,8 +474,7 @@ def pairs_command(image_dir: str, mode: str, window: Optional[int], loop: bool, 
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image on stdout, then a summary line.")
 @batch_options
 @extractor_options
-def extract(image_dir: str, output_dir: str, as_json: bool, overwrite: bool, quiet: bool, workers: int,
-            **opts: Any) -> None:
+def extract(image_dir: str, output_dir: str, as_json: bool, batch: dict, **opts: Any) -> None:
     """Extract features of every image under IMAGE_DIR (recursive) into OUTDIR/features.h5.
 
     \b
@@ -456,21 +486,21 @@ def extract(image_dir: str, output_dir: str, as_json: bool, overwrite: bool, qui
     from ..io.pairs import list_images
     from ..pipeline.batch import BatchOptions, extract_batch
 
-    ray = _ray_options(opts)
+    ray = _ray_options(batch)
     names = list_images(image_dir)
     if not names:
         click.echo(f"lightmatch: warning: no images found in {image_dir}", err=True)
-    # the extractor exactly as `match` builds it; the nearest-neighbour matcher is free and unused
-    spec = model_spec(dict(opts, matcher="nn"))
+    spec = extractor_spec(model_spec(opts))  # the extractor exactly as `match` builds it
     extractor = spec.load()[0]
-    reporter = Reporter(as_json, quiet, "image")
+    reporter = Reporter(as_json, batch["quiet"], "image")
     try:
         with _batch_run():
             summary = extract_batch(image_dir, names, output_dir, extractor,
-                                    BatchOptions(overwrite=overwrite, workers=workers), reporter, _executor(ray, spec))
+                                    BatchOptions(overwrite=batch["overwrite"], workers=batch["workers"]), reporter,
+                                    _executor(ray, spec))
     finally:
         reporter.close()
-    _finish(summary, reporter, as_json, quiet)
+    _finish(summary, reporter, as_json, batch["quiet"])
 
 
 # ------------------------------------------------------------------------------------------------ export ---
@@ -507,15 +537,11 @@ def export_colmap_command(image_dir: str, features_path: str, matches_path: str,
     lightmatch export colmap --image-dir imgs --features out/features.h5 --matches out/matches.h5 \\
         --database out/database.db
     """
-    from ..io.colmap import export_colmap
-    from ..io.store import unfinished_parts
+    from ..io.colmap import export_colmap, unfinished_inputs
 
-    for path in (features_path, matches_path):
-        parts = unfinished_parts(path)
-        if parts is not None:
-            click.echo(f"lightmatch: warning: {parts} holds results of an interrupted run that are not in "
-                       f"{path} yet; rerun that command to finish it", err=True)
-            break
+    warning = unfinished_inputs(features_path, matches_path)
+    if warning is not None:
+        click.echo(f"lightmatch: warning: {warning}", err=True)
     result = export_colmap(image_dir, features_path, matches_path, database, pairs=pairs_file,
                            camera_model=camera_model, single_camera=single_camera)
     if result.num_verified_pairs < result.num_pairs:

@@ -79,16 +79,17 @@ def wants_retrieval(mode: Optional[str], retrieval: dict) -> bool:
 
 
 def retrieval_pairs_for(image_dir: str, store_dir: Optional[str], mode: str, window: Optional[int], loop: bool,
-                        retrieval: dict, model_opts: dict, quiet: bool, workers: int):
-    """Run retrieval (extraction into ``store_dir`` when needed, progress on stderr) and return its
+                        retrieval: dict, spec: Any, quiet: bool, workers: int):
+    """Run retrieval (extraction into ``store_dir`` when needed, by the extractor of ``spec``, a
+    :class:`~lightmatch.pipeline.spec.ModelSpec`; progress on stderr) and return its
     :class:`~lightmatch.retrieval.pairs.RetrievalResult`; ``store_dir`` None: a temporary folder."""
     from ..errors import InputError
     from ..io.pairs import list_images
     from ..retrieval.pairs import names_under, retrieval_pairs
-    from .common import model_spec
+    from .common import extractor_spec
     from .reporter import Reporter
 
-    if model_opts.get("rotation_search"):
+    if spec.rotation_search:
         raise click.UsageError("--rotation-search does not go with retrieval pairs (their features are upright)")
     if not Path(image_dir).is_dir():
         raise InputError(f"{image_dir}: no such image directory")
@@ -102,7 +103,7 @@ def retrieval_pairs_for(image_dir: str, store_dir: Optional[str], mode: str, win
     k = retrieval["retrieval"] if mode == "sequential" else (retrieval["num_matched"] or NUM_MATCHED)
     extractor = None
     if retrieval["global_features"] is None:  # the extractor exactly as `match` builds it (matcher unused)
-        extractor = model_spec(dict(model_opts, matcher="nn")).load()[0]
+        extractor = extractor_spec(spec).load()[0]
     reporter = Reporter(False, quiet, "image")
     with contextlib.ExitStack() as stack:
         if store_dir is None:

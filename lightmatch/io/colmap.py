@@ -224,6 +224,19 @@ def _image_size(group: h5py.Group, image_dir: Path, name: str) -> tuple[int, int
     return width, height
 
 
+def unfinished_inputs(*store_files: str | os.PathLike) -> Optional[str]:
+    """A warning for an export of ``store_files`` when one of them lacks results of an interrupted run (held in its
+    part folder until that run is rerun); else None."""
+    from .store import unfinished_parts
+
+    for path in store_files:
+        parts = unfinished_parts(path)
+        if parts is not None:
+            return (f"{parts} holds results of an interrupted run that are not in {path} yet; rerun that command "
+                    "to finish it")
+    return None
+
+
 def export_colmap(
     image_dir: str | os.PathLike,
     features_h5: str | os.PathLike,
