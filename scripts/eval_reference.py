@@ -164,13 +164,11 @@ FULL = {"depth_confidence": -1, "width_confidence": -1}
 
 def _ours(features: str, matcher: str, nms: str = "reference", threshold: Optional[float] = None,
           **mopts: Any) -> Callable[[], tuple]:
-    def build():
-        extra: dict[str, Any] = {"nms": nms} if features.startswith("aliked") else {}
-        if threshold is not None:
-            extra["detection_threshold"] = threshold
-        ex = lightmatch.load_extractor(features, max_keypoints=2048, resize=None, device="cpu", **extra)
-        return ex, lightmatch.load_matcher(matcher, features=features, device="cpu", **mopts)
-    return build
+    settings: dict[str, Any] = {"max_keypoints": 2048, "resize": -1, "detection_threshold": threshold}
+    if features.startswith("aliked"):
+        settings["nms"] = nms
+    return lightmatch.ModelSpec(features, matcher, extractor_settings=settings, matcher_settings=mopts,
+                                device="cpu").load
 
 
 def _reference(features: str, matcher: str, threshold: Optional[float] = None, **mopts: Any) -> Callable[[], tuple]:
