@@ -16,6 +16,7 @@ from typing import Any, Mapping, Optional
 from ..defaults import default_max_keypoints
 from ..errors import ConfigError
 from ..models.base import Extractor, Matcher
+from ..models.factory import load_extractor, load_matcher, resolve_device
 
 BACKENDS = ("torch", "openvino", "onnxruntime")
 ORIGINAL_SIZE = -1  # ``resize``: the network sees the image at its own size
@@ -71,8 +72,6 @@ class ModelSpec:
 
     def load(self) -> tuple[Extractor, Matcher]:
         """The extractor and the matcher this spec describes, on its device (weights resolved and checked)."""
-        from ..models.factory import load_extractor, load_matcher, resolve_device
-
         device = resolve_device(self.device)
         precision = {"precision": self.precision}
         extractor_options = {"max_keypoints": default_max_keypoints(self.extractor), **self.extractor_settings,
