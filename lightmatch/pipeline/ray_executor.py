@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import math
 import os
 import secrets
@@ -292,6 +293,9 @@ class _Pool:
                 on_failed(i, error_text(exc.cause or exc))
                 continue
             except ray.exceptions.RayError as exc:  # the actor died for good (restarts used up) or is unreachable
+                cause = _start_error(ray, exc)
+                if cause is not None:  # every worker builds the same models: none would start
+                    raise ConfigError(f"a Ray worker could not load its models: {error_text(cause)}") from None
                 if a in self.alive:
                     self.alive.remove(a)
                 if attempts[i] < ATTEMPTS and self.alive:
@@ -314,6 +318,14 @@ class _Pool:
 
     def per_worker(self) -> dict[str, dict[str, float]]:
         return {f"worker-{i}": {k: round(v, 3) for k, v in s.items()} for i, s in self.stats.items()}
+
+
+def _start_error(ray, exc: BaseException) -> Optional[BaseException]:
+    """What the worker's ``__init__`` (loading its models) raised, when ``exc`` says its actor died of that; e.g. a
+    weights file that exists on the driver's machine only."""
+    if not (isinstance(exc, ray.exceptions.ActorDiedError) and exc.actor_init_failed):
+        return None
+    return next((a.cause for a in exc.args if isinstance(a, ray.exceptions.RayTaskError) and a.cause), exc)
 
 
 def _chunks(items: list, workers: int, largest: int, multiple: int = 1) -> list[list]:
@@ -387,14 +399,16 @@ class _Session:
     authentication token its processes share) in a temporary folder of its own, removed when it stops (instead of
     ``/tmp/ray`` and ``~/.ray``).
 
-    Ray prints its own notices (a worker died, a task is retried) on ``sys.stdout``; while the session lasts they
-    go to ``sys.stderr``, so that a caller's stdout (e.g. JSON lines) stays clean."""
+    Ray prints its own notices (a worker died, a task is retried, with tracebacks) on ``sys.stdout``; while the
+    session lasts they are dropped, so that a caller's stdout (e.g. JSON lines) stays clean and an error stays one
+    line: what they announce reaches the caller as events, the summary or a :class:`LightmatchError`, and a
+    cluster keeps them in its own session logs."""
 
     def __init__(self, options: RayOptions) -> None:
         self.ray = import_ray(embedded=options.address is None)
         self.options = options
         self.started = False
-        self.redirect = contextlib.redirect_stdout(sys.stderr)
+        self.redirect = contextlib.redirect_stdout(io.StringIO())
         self.temp_dir: Optional[str] = None
         self.saved_env: dict[str, Optional[str]] = {}
 
