@@ -34,6 +34,7 @@ from helpers import (
 )
 
 from lightmatch.pipeline.plan import viz_filename
+from lightmatch.pipeline.ray_executor import EMBEDDED_ENV
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process tree")
 
@@ -160,17 +161,25 @@ class Cluster:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.address = f"127.0.0.1:{port}"
-        hook = Path(tempfile.mkdtemp(prefix="lm-ray-hook-"))
-        (hook / "sitecustomize.py").write_text(HIDE_FOLDERS)
-        self.folders = [hook]
+        own = Path(tempfile.mkdtemp(prefix="lm-ray-"))  # the hook, and the temporary files of the workers
+        (own / "sitecustomize.py").write_text(HIDE_FOLDERS)
+        (own / "tmp").mkdir()
+        self.folders = [own]
         # not RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (which keeps Ray on 127.0.0.1 only): it refuses a second node
         self.env = {**{k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"},
+                    **EMBEDDED_ENV,  # no usage reports, no cloud metadata lookups
                     "RAY_AUTH_MODE": "disabled",  # a loopback-only test cluster needs no token
-                    "PYTHONPATH": os.pathsep.join([str(hook), *filter(None, [os.environ.get("PYTHONPATH")])]),
+                    "TMPDIR": str(own / "tmp"),  # what a worker killed mid-chunk leaves, removed with the cluster
+                    "PYTHONPATH": os.pathsep.join([str(own), *filter(None, [os.environ.get("PYTHONPATH")])]),
                     "LM_TEST_HIDDEN": os.pathsep.join(str(p) for p in hidden)}
         self.processes: list[subprocess.Popen] = []
-        self.head = self._start(["--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false"])
-        self.node = self.start_node()
+        try:
+            self.head = self._start(["--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard",
+                                     "false"])
+            self.node = self.start_node()
+        except BaseException:
+            self.stop()
+            raise
 
     def _start(self, args: list[str]) -> int:
         temp = tempfile.mkdtemp(prefix="lm-ray-")  # short: Ray's socket paths live below it
