@@ -1,6 +1,8 @@
-"""``--executor ray``: the same files and pair lines as the local executor, on a Ray cluster started here on
-127.0.0.1 (2 CPUs, a small object store); a worker killed mid-run, a driver killed and resumed, a bad image, and
-the one-line error without Ray installed.
+"""``--executor ray``: the same files and pair lines as the local executor, on a two-node Ray cluster started
+here on 127.0.0.1 as separate processes (`ray start --head` and `ray start --address`, each node with its own
+temporary folder and CPUs), whose workers cannot see the image and output folders (no shared file system); a
+worker killed mid-run, the worker node killed mid-run, a driver killed and resumed, a bad image, ALIKED + LightGlue
+within the stated tolerance, a weights file only on the driver, and the one-line error without Ray installed.
 """
 
 from __future__ import annotations
