@@ -224,3 +224,24 @@ def register_as_official(monkeypatch, name: str, path: Path) -> None:
 
     spec = dataclasses.replace(weights.REGISTRY[name], git_sha1=weights.git_blob_sha1(path))
     monkeypatch.setitem(weights.REGISTRY, name, spec)
+
+
+def store_differences(a: Path, b: Path) -> tuple[float, float]:
+    """How far the stores of folders ``a`` and ``b`` (the same images and pairs) differ: the largest keypoint
+    difference in pixels over images with as many keypoints in both (an image whose keypoint count differs counts
+    as ``inf``), and the share of identical matches (matches of both over matches of either, all pairs
+    together)."""
+    fa, fb = store_contents(a / "features.h5"), store_contents(b / "features.h5")
+    assert fa.keys() == fb.keys()
+    worst = 0.0
+    for key in (k for k in fa if k.endswith("/keypoints")):
+        same_shape = fa[key].shape == fb[key].shape
+        worst = max(worst, float(np.abs(fa[key] - fb[key]).max(initial=0.0)) if same_shape else float("inf"))
+    ma, mb = store_contents(a / "matches.h5"), store_contents(b / "matches.h5")
+    assert ma.keys() == mb.keys()
+    both = either = 0
+    for key in (k for k in ma if k.endswith("/matches0")):
+        pa = {(i, j) for i, j in enumerate(ma[key].tolist()) if j >= 0}
+        pb = {(i, j) for i, j in enumerate(mb[key].tolist()) if j >= 0}
+        both, either = both + len(pa & pb), either + len(pa | pb)
+    return worst, both / max(either, 1)

@@ -1,6 +1,8 @@
-"""``--executor ray``: the same files and pair lines as the local executor, on a Ray cluster started here on
-127.0.0.1 (2 CPUs, a small object store); a worker killed mid-run, a driver killed and resumed, a bad image, and
-the one-line error without Ray installed.
+"""``--executor ray``: the same files and pair lines as the local executor, on a two-node Ray cluster started
+here on 127.0.0.1 as separate processes (`ray start --head` and `ray start --address`, each node with its own
+temporary folder and CPUs), whose workers cannot see the image and output folders (no shared file system); a
+worker killed mid-run, the worker node killed mid-run, a driver killed and resumed, a bad image, ALIKED + LightGlue
+within the stated tolerance, a weights file only on the driver, and the one-line error without Ray installed.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +32,11 @@ from helpers import (
     make_images,
     run,
     store_contents,
+    store_differences,
 )
+
+from lightmatch.pipeline.plan import viz_filename
+from lightmatch.pipeline.ray_executor import EMBEDDED_ENV
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process tree")
 
@@ -99,39 +106,117 @@ def pair_lines(stdout: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- fixtures ---
 
-@pytest.fixture(scope="module")
-def cluster():
-    """A Ray head on 127.0.0.1 with 2 CPUs, stopped (its whole process group) at the end; yields its address
-    and the pid of the `ray start` process."""
-    pytest.importorskip("ray")
-    ray_cli = Path(sys.executable).parent / "ray"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    temp = tempfile.mkdtemp(prefix="lmray")  # short: Ray's socket paths live below it
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # listen on 127.0.0.1 only
-        mp.setenv("RAY_AUTH_MODE", "disabled")  # a loopback-only test cluster needs no token
-        log = open(Path(temp) / "start.log", "w")
-        head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-                                 "--port", str(port), "--num-cpus", "2", "--object-store-memory", str(OBJECT_STORE),
-                                 "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+# Every Python process of the test cluster runs this first: it hides the image and output folders of the tests
+# (``LM_TEST_HIDDEN``), as on a cluster without a shared file system.
+HIDE_FOLDERS = """
+import os, sys
+_hidden = tuple(p for p in os.environ.get("LM_TEST_HIDDEN", "").split(os.pathsep) if p)
+def _hide(event, args):
+    path = args[0] if args and isinstance(args[0], (str, bytes, os.PathLike)) else None
+    watched = event in ("open", "os.listdir", "os.scandir", "os.mkdir", "os.rename", "os.remove")
+    if watched and path is not None and os.path.abspath(os.fsdecode(path)).startswith(_hidden):
+        raise FileNotFoundError(2, "hidden from the Ray workers", os.fsdecode(args[0]))
+if _hidden:
+    sys.addaudithook(_hide)
+"""
+
+
+def start_node(ray_cli: Path, temp: str, args: list[str], env: dict) -> subprocess.Popen:
+    """``ray start --block`` with its own temporary folder ``temp``; returns once the node runs."""
+    log = Path(temp) / "start.log"
+    with open(log, "w") as out:
+        node = subprocess.Popen([str(ray_cli), "start", "--block", "--node-ip-address", "127.0.0.1",
+                                 "--object-store-memory", str(OBJECT_STORE), "--disable-usage-stats",
+                                 "--temp-dir", temp, *args], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    started = wait_until(node, lambda: "runtime started" in log.read_text(), 90)
+    assert started, log.read_text()[-2000:]
+    return node
+
+
+def kill_tree(root: int) -> None:
+    """SIGKILL process ``root``, all its descendants and its process group (the pids are taken first, so that
+    orphans are not missed)."""
+    tree, pids, todo = children(), [root], [root]
+    while todo:
+        found = tree.get(todo.pop(), [])
+        pids += found
+        todo += found
+    for pid in pids:
         try:
-            started = wait_until(head, lambda: "runtime started" in (Path(temp) / "start.log").read_text(), 90)
-            assert started, (Path(temp) / "start.log").read_text()[-2000:]
-            yield f"127.0.0.1:{port}", head.pid
-        finally:
-            head.send_signal(signal.SIGTERM)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.killpg(root, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class Cluster:
+    """A two-node Ray cluster on 127.0.0.1, each node with its own temporary folder: the head (2 CPUs) and a
+    worker node (1 CPU). ``address``; ``head`` and ``node``: the pids of their ``ray start`` processes."""
+
+    def __init__(self, hidden: list[Path]) -> None:
+        self.ray_cli = Path(sys.executable).parent / "ray"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.address = f"127.0.0.1:{port}"
+        own = Path(tempfile.mkdtemp(prefix="lm-ray-"))  # the hook, and the temporary files of the workers
+        (own / "sitecustomize.py").write_text(HIDE_FOLDERS)
+        (own / "tmp").mkdir()
+        self.folders = [own]
+        # not RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (which keeps Ray on 127.0.0.1 only): it refuses a second node
+        self.env = {**{k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"},
+                    **EMBEDDED_ENV,  # no usage reports, no cloud metadata lookups
+                    "RAY_AUTH_MODE": "disabled",  # a loopback-only test cluster needs no token
+                    "TMPDIR": str(own / "tmp"),  # what a worker killed mid-chunk leaves, removed with the cluster
+                    "PYTHONPATH": os.pathsep.join([str(own), *filter(None, [os.environ.get("PYTHONPATH")])]),
+                    "LM_TEST_HIDDEN": os.pathsep.join(str(p) for p in hidden)}
+        self.processes: list[subprocess.Popen] = []
+        try:
+            self.head = self._start(["--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard",
+                                     "false"])
+            self.node = self.start_node()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, args: list[str]) -> int:
+        temp = tempfile.mkdtemp(prefix="lm-ray-")  # short: Ray's socket paths live below it
+        self.folders.append(Path(temp))
+        node = start_node(self.ray_cli, temp, args, self.env)
+        self.processes.append(node)
+        return node.pid
+
+    def start_node(self) -> int:
+        """Start (again) the worker node; returns the pid of its ``ray start``."""
+        self.node = self._start(["--address", self.address, "--num-cpus", "1"])
+        return self.node
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.send_signal(signal.SIGTERM)
             try:
-                head.wait(30)
+                process.wait(30)
             except subprocess.TimeoutExpired:
                 pass
-            try:
-                os.killpg(head.pid, signal.SIGKILL)  # whatever of its group is left
-            except ProcessLookupError:
-                pass
-            log.close()
+            kill_tree(process.pid)  # whatever of it is left
+        for folder in self.folders:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, shared_data):
+    """The two-node :class:`Cluster`, whose workers cannot see the shared data nor the tests' folders; stopped
+    (every process it started) at the end."""
+    pytest.importorskip("ray")
+    started = Cluster([shared_data, tmp_path_factory.getbasetemp()])
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 @pytest.fixture(scope="module")
@@ -166,9 +251,8 @@ def test_without_ray_one_line_error_names_the_extra(tmp_path):
 
 @pytest.mark.slow
 def test_ray_equals_local(cluster, reference, tmp_path):
-    address, _ = cluster
     ref, ref_lines = reference
-    proc = subprocess.run(ray_args(address, tmp_path / "ray"), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(ray_args(cluster.address, tmp_path / "ray"), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert_same_stores(ref, tmp_path / "ray")
     assert_store_invariant(tmp_path / "ray")
@@ -176,17 +260,19 @@ def test_ray_equals_local(cluster, reference, tmp_path):
     summary = json_lines(proc.stdout)[-1]
     assert summary["executor"] == "ray" and sorted(summary["per_worker"]) == ["worker-0", "worker-1"]
     assert sum(w["pairs"] for w in summary["per_worker"].values()) == summary["pairs_matched"] == len(ref_lines)
+    assert all(w["pairs"] > 0 for w in summary["per_worker"].values())  # both nodes worked
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_run_is_replaced(cluster, reference, tmp_path):
-    address, head = cluster
+def test_worker_killed_mid_run_is_replaced(cluster, reference, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIGHTMATCH_STORE_CHUNK", "1")  # the driver seals a part per image and pair: progress shows
     out = tmp_path / "ray"
-    process = subprocess.Popen(ray_args(address, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(ray_args(cluster.address, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
     killed = []
     for kind, count in (("f", 2), ("m", 1)):  # once while extracting, once while matching
-        if wait_until(process, lambda: parts(out, kind) >= count and ray_workers(head)):
-            victim = ray_workers(head)[0]
+        if wait_until(process, lambda: parts(out, kind) >= count and ray_workers(cluster.head)):
+            victim = ray_workers(cluster.head)[0]
             os.kill(victim, signal.SIGKILL)
             killed.append(victim)
     stdout, stderr = process.communicate(timeout=300)
@@ -198,15 +284,39 @@ def test_worker_killed_mid_run_is_replaced(cluster, reference, tmp_path):
 
 
 @pytest.mark.slow
-def test_driver_killed_then_resumed(cluster, reference, tmp_path):
-    address, _ = cluster
+def test_worker_node_lost_mid_run(cluster, reference, tmp_path, monkeypatch):
+    """The worker node killed (its `ray start`, raylet and workers) while the run extracts: Ray restarts its worker
+    on the head and the chunks it held are redone; the run completes with the local run's files and lines."""
+    monkeypatch.setenv("LIGHTMATCH_STORE_CHUNK", "1")
     out = tmp_path / "ray"
-    process = subprocess.Popen(ray_args(address, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(ray_args(cluster.address, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        assert wait_until(process, lambda: parts(out, "f") >= 2 and ray_workers(cluster.node)), \
+            "the run ended before the node could be killed"
+        kill_tree(cluster.node)
+        assert not (out / "matches.h5").exists() and parts(out, "m") == 0  # mid-run: no pair matched yet
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+        cluster.start_node()  # for the tests after this one
+    assert process.returncode == 0, stderr
+    assert_same_stores(reference[0], out)
+    assert_store_invariant(out)
+    assert pair_lines(stdout) == reference[1]
+
+
+@pytest.mark.slow
+def test_driver_killed_then_resumed(cluster, reference, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIGHTMATCH_STORE_CHUNK", "1")
+    out = tmp_path / "ray"
+    process = subprocess.Popen(ray_args(cluster.address, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
     assert wait_until(process, lambda: parts(out, "f") >= 4), "the run ended before it could be killed"
     process.kill()
     process.wait()
     assert parts(out, "f") >= 4 and not (out / "matches.h5").exists()  # killed mid-run
-    proc = subprocess.run(ray_args(address, out), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(ray_args(cluster.address, out), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     summary = json_lines(proc.stdout)[-1]
     assert summary["images_reused"] >= 4 and summary["images_extracted"] == summary["images_total"] - \
@@ -217,12 +327,11 @@ def test_driver_killed_then_resumed(cluster, reference, tmp_path):
 
 @pytest.mark.slow
 def test_bad_image_fails_only_its_pairs_and_extract(cluster, tmp_path):
-    address, _ = cluster
     make_images(tmp_path / "imgs", 4, size=(160, 120))
     (tmp_path / "imgs" / "img01.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     common = ["--image-dir", tmp_path / "imgs", "--pairs-mode", "sequential", "--window", "2", "--features", "sift",
               "--matcher", "nn", "--json", "-q"]
-    ray = ["--executor", "ray", "--ray-address", address, "--ray-workers", "2"]
+    ray = ["--executor", "ray", "--ray-address", cluster.address, "--ray-workers", "2"]
     local = run("match", *common, "-o", tmp_path / "local", check_code=3)
     remote = run("match", *common, "-o", tmp_path / "ray", *ray, check_code=3)
     assert pair_lines(remote.stdout) == pair_lines(local.stdout)
@@ -268,3 +377,43 @@ def test_batch_pairs_under_ray_equals_local(tmp_path):
     assert_store_invariant(tmp_path / "ray")
     with pytest.raises(AssertionError, match="matching_scores0"):
         assert_same_stores(tmp_path / "local", tmp_path / "one")
+
+
+KEYPOINT_TOLERANCE_PX = 1e-3  # README "Run on a Ray cluster": Ray against local with ALIKED + LightGlue
+IDENTICAL_MATCHES = 0.99
+
+
+@pytest.mark.slow
+def test_default_models_within_the_stated_tolerance(cluster, tmp_path):
+    """ALIKED + LightGlue on the two-node cluster against a local run with torch's default threads (the workers run
+    one thread each): keypoints within :data:`KEYPOINT_TOLERANCE_PX`, at least :data:`IDENTICAL_MATCHES` of the
+    matches identical, the same settings and pairs; with --viz-dir, the plots come back to the driver."""
+    names = sorted(p.name for p in DATA.glob("*.png"))[:6]
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("".join(f"{a} {b}\n" for i, a in enumerate(names) for b in names[i + 1:i + 3]))
+    common = ["match", "--image-dir", DATA, "--pairs", pairs, "--max-keypoints", "512", "--resize", "512", "-q"]
+    run(*common, "-o", tmp_path / "local")
+    run(*common, "-o", tmp_path / "ray", "--viz-dir", tmp_path / "viz", "--executor", "ray", "--ray-address",
+        cluster.address, "--ray-workers", "2")
+    keypoints_px, identical = store_differences(tmp_path / "local", tmp_path / "ray")
+    assert keypoints_px <= KEYPOINT_TOLERANCE_PX and identical >= IDENTICAL_MATCHES, (keypoints_px, identical)
+    assert store_contents(tmp_path / "local" / "matches.h5")["@attrs"] == \
+        store_contents(tmp_path / "ray" / "matches.h5")["@attrs"]
+    assert_store_invariant(tmp_path / "ray")
+    assert sorted(p.name for p in (tmp_path / "viz").iterdir()) == sorted(
+        viz_filename(a, b) for a, b in (line.split() for line in pairs.read_text().splitlines()))
+
+
+@pytest.mark.slow
+def test_file_only_on_the_driver_one_line_error(cluster, tmp_path):
+    """Model files are not sent to the workers: a --weights file that only the driver's machine has stops the run
+    at once with a one-line error naming it (the images and the output folder need no such care)."""
+    from lightmatch import weights
+
+    shutil.copy(weights.resolve("aliked-n16"), tmp_path / "aliked-n16.pth")
+    make_images(tmp_path / "imgs", 3, size=(160, 120))
+    proc = run("match", "--image-dir", tmp_path / "imgs", "--pairs-mode", "exhaustive", "--weights",
+               tmp_path / "aliked-n16.pth", "-o", tmp_path / "out", "--executor", "ray", "--ray-address",
+               cluster.address, "--ray-workers", "2", check_code=None)
+    assert_one_line_error(proc, "a Ray worker could not load its models", str(tmp_path / "aliked-n16.pth"))
+    assert proc.returncode == 2

@@ -101,8 +101,8 @@ def test_ray_worker_builds_from_the_spec(tmp_path):
     from lightmatch.pipeline.ray_executor import Worker, _Config
 
     spec = ModelSpec("sift", "nn", extractor_settings={"max_keypoints": 64, "resize": 128}, device="cpu")
-    config = pickle.loads(pickle.dumps(_Config(spec, tmp_path, tmp_path / "out", BatchOptions(), matching=True)))
-    worker = Worker(0, config)
+    config = pickle.loads(pickle.dumps(_Config(spec, str(tmp_path), BatchOptions())))
+    worker = Worker(config)
     extractor, matcher = spec.load()
     assert store_attributes(worker.extractor, worker.matcher) == store_attributes(extractor, matcher)
     assert worker.extractor.max_keypoints == 64 and worker.extractor.resize == 128

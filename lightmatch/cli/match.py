@@ -186,7 +186,8 @@ batch_options = option_group(
                       "extra), same output files."),
     click.option("--ray-address", default=None, metavar="ADDR",
                  help="--executor ray: a running cluster (host:port, or auto); default: start Ray on this machine "
-                      "for the run."),
+                      "for the run. Only this command reads the images and writes OUTDIR: the workers need no "
+                      "shared file system, only the model weights."),
     click.option("--ray-workers", type=click.IntRange(1, MAX_RAY_WORKERS), default=None,
                  help="--executor ray: worker actors, each holding one loaded model.  [default: one per CPU, or "
                       "per --worker-gpus of the GPUs]"),

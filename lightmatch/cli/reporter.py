@@ -18,7 +18,7 @@ class Reporter:
         self.unit = unit
         self.bar = None
         self.failed_images: set[str] = set()
-        self.stdout = sys.stdout  # JSON lines go here even while a Ray run sends its own notices to stderr
+        self.stdout = sys.stdout  # JSON lines go here even while a Ray run drops its own notices
         self.stdout_open = True
 
     def __call__(self, event) -> None:

@@ -37,13 +37,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     Raises :class:`InputError` with the path and the problem for a missing, empty, undecodable or too small file.
     """
-    path = check_regular_file(path, "image")
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    if data.size == 0:
-        raise InputError(f"{path}: empty file")
+    data = np.frombuffer(image_bytes(path), dtype=np.uint8)
     # ANYDEPTH keeps 16 bit, ANYCOLOR keeps grayscale as one channel; both still apply the EXIF orientation.
     image = _imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR, path)
     if image.ndim == 3:
@@ -55,6 +49,19 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if min(h, w) < MIN_SIZE:
         raise InputError(f"{path}: image is {w}x{h} px, smaller than the minimum {MIN_SIZE} px")
     return image
+
+
+def image_bytes(path: str | os.PathLike) -> bytes:
+    """The contents of image file ``path``, undecoded; :class:`InputError` naming it when it is missing, not a
+    regular file, unreadable or empty (as :func:`read_image` reports them)."""
+    path = check_regular_file(path, "image")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if not data:
+        raise InputError(f"{path}: empty file")
+    return data
 
 
 def check_image(path: str | os.PathLike) -> None:

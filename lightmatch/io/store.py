@@ -185,7 +185,7 @@ class OutputStore:
         empty parts folder and the lock file, release the folder."""
         try:
             self.consolidate()
-            self._remove_stale()  # left by a writer killed during this run (a Ray worker); it has been replaced
+            self._remove_stale()
             self._finished = True
         finally:
             self.close()
@@ -450,66 +450,3 @@ def seal_part(handle: h5py.File, tmp: Path, final: Path) -> None:
         raise write_error(final, "results", exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def write_part(final: Path, features: dict[str, Features],
-               matches: dict[tuple[str, str], tuple[Matches, Optional[np.ndarray]]], feature_attrs: dict,
-               match_attrs: Optional[dict]) -> Path:
-    """Write one part file durably: to a hidden temporary name in the same folder, flushed, then renamed to
-    ``final``. A part that exists is complete. Any write error (OSError such as ENOSPC, EFBIG, EROFS, EACCES, or
-    h5py's RuntimeError) removes the temporary file and raises a one-line :class:`OutputError` naming ``final``."""
-    tmp = final.parent / f".{final.name}.tmp"
-    handle = open_part(tmp, feature_attrs, match_attrs)
-    try:
-        put_items(handle, features, matches)
-    except WRITE_ERRORS as exc:
-        handle.close()
-        tmp.unlink(missing_ok=True)
-        raise write_error(final, "results", exc) from exc
-    seal_part(handle, tmp, final)
-    return final
-
-
-class PartWriter:
-    """The worker side of a store whose folder another process (the driver) holds: writes part files under the
-    same rules as :meth:`OutputStore.commit`, never the stores themselves, and reads features from
-    ``features.h5`` (consolidated by the driver before the workers read it). Takes no lock.
-
-    ``run`` makes the part names unique among the writers of one run (e.g. the worker's index). Each commit is
-    one part file (the driver renames each into a shard); writing chunks here would need the driver to wait for
-    the workers' open parts before it consolidates features mid-run.
-    """
-
-    def __init__(self, folder: str | os.PathLike, feature_attrs: dict, match_attrs: Optional[dict],
-                 run: str) -> None:
-        self.folder = Path(folder)
-        self.parts_dir = self.folder / PARTS_DIR
-        self.feature_attrs = feature_attrs
-        self.match_attrs = match_attrs
-        self._run = f"{time.time_ns():020d}-{run}-{os.getpid()}"
-        self._counter = 0
-        self._store: Optional[h5py.File] = None
-
-    def _features(self) -> h5py.File:
-        if self._store is None:
-            self._store = h5py.File(self.folder / FEATURES_FILE, "r")
-        return self._store
-
-    def read_features(self, name: str) -> Features:
-        return h5.get_features(self._features()[name])
-
-    def commit(self, features: Optional[dict[str, Features]] = None,
-               matches: Optional[dict[tuple[str, str], tuple[Matches, Optional[np.ndarray]]]] = None) -> Path:
-        """As :meth:`OutputStore.commit`; matches need both images in ``features.h5`` or in the same call."""
-        features, matches = features or {}, matches or {}
-        missing = {n for pair in matches for n in pair if n not in features and n not in self._features()}
-        if missing:
-            raise ValueError(f"matches committed before the features of {', '.join(sorted(missing))}")
-        self._counter += 1
-        return write_part(self.parts_dir / f"{self._run}-{self._counter:07d}-{'m' if matches else 'f'}.h5",
-                          features, matches, self.feature_attrs, self.match_attrs)
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None

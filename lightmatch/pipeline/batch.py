@@ -47,7 +47,7 @@ from ..defaults import BATCH_PAIRS, VIZ_MAX_MATCHES
 from ..errors import ConfigError, InputError, LightmatchError, OutputError
 from ..io import h5
 from ..io.pairs import normalise_name
-from ..io.store import OutputStore, PartWriter
+from ..io.store import OutputStore
 from ..models.base import Extractor, Matcher
 from ..types import Features, Matches
 from .events import BatchStart, BatchSummary, EventCallback, ImageEvent, PairEvent, emit
@@ -128,6 +128,18 @@ def _normalised(name: str, image_dir: Path) -> str:
         return normalise_name(name, image_dir)
     except ValueError as exc:
         raise InputError(f"image name {exc}") from None
+
+
+class Store(Protocol):
+    """Where a :class:`BatchRun` reads features back and writes its results: the :class:`OutputStore` locally; in a
+    Ray worker, features the driver sent and results it gets back (:mod:`.ray_executor`)."""
+
+    def read_features(self, name: str) -> Features:
+        """The stored features of image ``name``."""
+
+    def commit(self, features: Optional[dict[str, Features]] = None,
+               matches: Optional[dict[tuple[str, str], tuple[Matches, Optional[np.ndarray]]]] = None) -> object:
+        """Store ``features`` (name -> Features) and ``matches`` ((name0, name1) -> (Matches, inliers or None))."""
 
 
 class Executor(Protocol):
@@ -325,12 +337,12 @@ class ClosingRun:
 
 class BatchRun:
     """The work of a batch, wherever it runs: decode (ahead, in threads), extract or read back, match (in groups of
-    ``options.batch_pairs``), verify, plot and write through ``store`` (the :class:`OutputStore` locally, a
-    :class:`~lightmatch.io.store.PartWriter` in a Ray worker), counting into ``summary`` and reporting each image
-    and pair to ``on_event``. The executor decides which pairs and images a run gets."""
+    ``options.batch_pairs``), verify, plot and write through ``store`` (a :class:`Store`), counting into
+    ``summary`` and reporting each image and pair to ``on_event``. The executor decides which pairs and images a run
+    gets."""
 
     def __init__(self, image_dir: Path, extractor: Extractor, matcher: Optional[Matcher], options: BatchOptions,
-                 store: OutputStore | PartWriter, summary: BatchSummary, on_event: Optional[EventCallback]) -> None:
+                 store: Store, summary: BatchSummary, on_event: Optional[EventCallback]) -> None:
         self.image_dir = image_dir
         self.extractor = extractor
         self.matcher = matcher
@@ -424,9 +436,7 @@ class BatchRun:
                     summary.images_reused += 1
             seen.add(name)
         except InputError as exc:
-            summary.images_failed += 1
-            summary.failed_images[name] = error_text(exc)
-            emit(self.on_event, ImageEvent(name, "failed", error=error_text(exc)))
+            fail_image(name, error_text(exc), summary, self.on_event)
             return
         cache[name] = _Entry(feats, loaded.viz if loaded is not None else None,
                              loaded.viz_scale if loaded is not None else 1.0)
@@ -508,6 +518,13 @@ class BatchRun:
         plot_pair(e0.viz, e1.viz, e0.viz_scale, e1.viz_scale, e0.features, e1.features, m, path, text,
                   correct=correct, title=f"{a}  {b}", max_lines=self.options.viz_max_matches,
                   labels=("inlier", "outlier"))
+
+
+def fail_image(name: str, error: str, summary: BatchSummary, on_event: Optional[EventCallback]) -> None:
+    """Count a failed image in ``summary`` and report it (its pairs fail when they come)."""
+    summary.images_failed += 1
+    summary.failed_images[name] = error
+    emit(on_event, ImageEvent(name, "failed", error=error))
 
 
 def fail_pair(name0: str, name1: str, error: str, summary: BatchSummary, on_event: Optional[EventCallback],

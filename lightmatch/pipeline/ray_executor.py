@@ -5,26 +5,34 @@ or a cluster (``address``).
 Data flow of ``match_batch(..., executor=RayExecutor(...))``::
 
     driver: OutputStore.open (lock, settings check, consolidates a killed run's parts) ─► todo pairs (as locally)
-      ─► extraction: the todo images lacking features, in chunks, spread over the actors (each holds one loaded
-         extractor and matcher) ─► each actor writes one part file per image (PartWriter: the store's rules)
-      ─► the driver consolidates the feature parts into features.h5
-      ─► matching: the todo pairs in chunks of neighbouring pairs (in the given order, as the local planner
-         goes), so an actor reads an image's features from features.h5 once per chunk ─► one part file per pair
-      ─► the driver consolidates into matches.h5 (OutputStore.finish)
+      ─► extraction: the todo images lacking features, in chunks spread over the actors (each holds one loaded
+         extractor and matcher); the driver reads each chunk's image files and sends their bytes
+      ─► the actor decodes them from a temporary folder of its own, extracts, and returns the features
+      ─► the driver commits them through its OutputStore (part files of chunks of items, as locally)
+      ─► matching: the todo pairs in chunks of neighbouring pairs (in the given order, as the local planner goes),
+         each sent with the features of its images (read back from the driver's store); the actor returns the
+         matches (and, with --viz-dir, the plots' PNG bytes) ─► committed by the driver
+      ─► the driver consolidates into features.h5 / matches.h5 (OutputStore.finish)
 
-Only the driver writes ``features.h5`` and ``matches.h5``. The image folder and the output folder must be at the
-same path on every node (a shared file system on a cluster); only events and timings travel through Ray.
+**No shared file system.** Everything a worker needs travels through Ray's object store, and everything it
+produces comes back through it: only the driver reads the image folder and writes the output folder (and
+``--viz-dir``). Workers may run on machines that see neither; an image the driver cannot read fails with the
+error a local run gives, naming the driver's path. Per chunk in flight this moves the image files (extraction)
+or the features of the chunk's images (matching), at most two chunks per actor.
 
-**Faults.** Ray restarts a killed actor (``max_restarts``) and retries the chunk it held (``max_task_retries``);
-a chunk whose actor is gone for good goes to another actor (up to :data:`ATTEMPTS` tries, then its items fail).
-Work a dead actor finished is in part files already: redoing it writes the same values again, and consolidation
-keeps one copy per image and pair. A killed driver takes its actors with it; rerunning the command resumes from
-the parts as a local run does. A bad image fails its pairs only, as locally.
+**Faults.** Ray restarts a killed actor (``max_restarts``), on another node when its node is lost, and retries
+the chunk it held (``max_task_retries``); a chunk whose actor is gone for good, or whose result was lost with its
+node, goes to another actor (up to :data:`ATTEMPTS` tries, then its items fail). Results are written by the
+driver only, once per chunk, so a chunk redone writes nothing twice. A killed driver takes its actors with it;
+rerunning the command resumes from the part files as a local run does. A bad image fails its pairs only, as
+locally.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import io
 import math
 import os
 import secrets
@@ -35,21 +43,22 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError, InputError, LightmatchError
-from ..io.store import PartWriter
-from .batch import BatchOptions, BatchRun, error_text, fail_pair
+from ..io.images import image_bytes
+from ..types import Features, Matches
+from .batch import BatchOptions, BatchRun, error_text, fail_image, fail_pair
 from .events import BatchSummary, EventCallback, ImageEvent, emit
-from .match import store_attributes
 from .spec import ModelSpec
 
 ATTEMPTS = 3  # tries of one chunk by the driver (each try is itself retried by Ray on a restarted actor)
 MAX_CHUNK_PAIRS = 32
 MAX_CHUNK_IMAGES = 8
-EMBEDDED_OBJECT_STORE = 128 * 1024 ** 2  # bytes; only events and timings go through it
+EMBEDDED_OBJECT_STORE = 256 * 1024 ** 2  # bytes; image files, features and matches of the chunks in flight
 MISSING_RAY = '--executor ray needs Ray, an optional extra: pip install "lightmatch[ray]"'
 
 
@@ -129,59 +138,107 @@ def import_ray(embedded: bool = False):
 
 @dataclass
 class _Config:
-    """What every worker needs; sent once when the actors start."""
+    """What every worker needs; sent once when the actors start. ``image_dir``: the image folder as the driver
+    names it (only to name an image in an error message: workers never read it)."""
 
     spec: ModelSpec
-    image_dir: Path
-    output_dir: Path
+    image_dir: str
     options: BatchOptions
-    matching: bool
 
 
 @dataclass
 class _Result:
-    """A chunk done by a worker: its events in order, its counts and times, and how long it took."""
+    """A chunk done by a worker: its events in order, its counts and times, how long it took, and its results for
+    the driver to store: features (name -> Features), matches ((name0, name1) -> (Matches, inliers)) and match
+    plots (file name in ``--viz-dir`` -> PNG bytes)."""
 
     events: list
     summary: BatchSummary
     busy_s: float
+    features: dict[str, Features] = field(default_factory=dict)
+    matches: dict[tuple[str, str], tuple[Matches, Optional[np.ndarray]]] = field(default_factory=dict)
+    plots: dict[str, bytes] = field(default_factory=dict)
     pid: int = field(default_factory=os.getpid)
 
 
-class Worker:
-    """One Ray actor: one loaded extractor and matcher, writing part files of the driver's output folder."""
+class _Collector:
+    """The store of a worker's :class:`BatchRun` (a :class:`~.batch.Store`): features are those the driver sent,
+    results are kept for the driver, which writes them through its :class:`~lightmatch.io.store.OutputStore`."""
 
-    def __init__(self, index: int, config: _Config) -> None:
+    def __init__(self, features: dict[str, Features]) -> None:
+        self.given = features
+        self.features: dict[str, Features] = {}
+        self.matches: dict[tuple[str, str], tuple[Matches, Optional[np.ndarray]]] = {}
+
+    def read_features(self, name: str) -> Features:
+        return self.given[name]
+
+    def commit(self, features: Optional[dict[str, Features]] = None,
+               matches: Optional[dict[tuple[str, str], tuple[Matches, Optional[np.ndarray]]]] = None) -> None:
+        self.features.update({name: f.to("cpu") for name, f in (features or {}).items()})
+        self.matches.update(matches or {})
+
+
+class Worker:
+    """One Ray actor: one loaded extractor and matcher. It touches no file of the driver's: images come as their
+    bytes, features to match with come from the driver, and results go back to it (:class:`_Result`); the images
+    are decoded from a temporary folder of the worker's own, removed after each chunk."""
+
+    def __init__(self, config: _Config) -> None:
         self.config = config
         self.extractor, self.matcher = config.spec.load()
-        match_attrs = (store_attributes(self.extractor, self.matcher, config.options.verify) if config.matching
-                       else None)
-        self.writer = PartWriter(config.output_dir, store_attributes(self.extractor), match_attrs, f"w{index}")
 
-    def _run(self, command: str, events: list) -> BatchRun:
-        c = self.config
-        return BatchRun(c.image_dir, self.extractor, self.matcher, c.options, self.writer, BatchSummary(command, ""),
-                        events.append)
+    def extract(self, images: dict[str, bytes]) -> _Result:
+        """Extract the images given as ``name -> file bytes``."""
+        return self._chunk("extract", images, {}, {}, lambda run: run.extract(list(images)))
 
-    def extract(self, names: list[str]) -> _Result:
-        """Extract ``names``; one part file per image."""
+    def match(self, pairs: list[tuple[str, str]], features: dict[str, Features], images: dict[str, bytes],
+              failed_images: dict[str, str]) -> _Result:
+        """Match ``pairs`` with the ``features`` of their images (and plot them with ``images``' bytes under
+        ``--viz-dir``); pairs of ``failed_images`` fail as locally."""
+        return self._chunk("match", images, features, failed_images,
+                           lambda run: run.match(*run.plan(pairs, lambda name: True)))
+
+    def _chunk(self, command: str, images: dict[str, bytes], features: dict[str, Features],
+               failed_images: dict[str, str], work: Callable[[BatchRun], None]) -> _Result:
         start = time.perf_counter()
         events: list = []
-        run = self._run("extract", events)
-        run.extract(names)
-        return _Result(events, run.summary, time.perf_counter() - start)
+        with tempfile.TemporaryDirectory(prefix="lm-ray-w-") as folder:
+            root = Path(folder) / "images"
+            for name, data in images.items():
+                path = root / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            options = self.config.options
+            viz = options.viz_dir is not None
+            if viz:
+                options = dataclasses.replace(options, viz_dir=Path(folder) / "viz")
+            store = _Collector(features)
+            run = BatchRun(root, self.extractor, self.matcher, options, store, BatchSummary(command, ""),
+                           events.append)
+            run.summary.failed_images = dict(failed_images)
+            work(run)
+            plots = {p.name: p.read_bytes() for p in options.viz_dir.glob("*.png")} if viz else {}
+        result = _Result(events, run.summary, time.perf_counter() - start, store.features, store.matches, plots)
+        _name_driver_paths(result, root, self.config.image_dir, images)
+        return result
 
-    def match(self, pairs: list[tuple[str, str]], failed_images: dict[str, str]) -> _Result:
-        """Match ``pairs`` with features read from ``features.h5``; pairs of ``failed_images`` fail as locally."""
-        start = time.perf_counter()
-        events: list = []
-        run = self._run("match", events)
-        run.summary.failed_images = dict(failed_images)
-        try:
-            run.match(*run.plan(pairs, lambda name: True))
-        finally:
-            self.writer.close()  # features.h5 is replaced between runs: never keep it open across chunks
-        return _Result(events, run.summary, time.perf_counter() - start)
+
+def _name_driver_paths(result: _Result, root: Path, image_dir: str, names: Iterable[str]) -> None:
+    """Errors of ``result`` name each image by the driver's path, as a local run does, not by the worker's
+    temporary copy under ``root``."""
+    copies = [(str(root / name), str(Path(image_dir) / name)) for name in names]
+
+    def fix(text: Optional[str]) -> Optional[str]:
+        for copy, original in copies:
+            text = text.replace(copy, original) if text else text
+        return text
+
+    for event in result.events:
+        event.error = fix(event.error)
+    summary = result.summary
+    summary.failed_images = {name: fix(error) for name, error in summary.failed_images.items()}
+    summary.failed_pairs = [(a, b, fix(error)) for a, b, error in summary.failed_pairs]
 
 
 # ----------------------------------------------------------------------------------------------- driver ---
@@ -197,20 +254,23 @@ class _Pool:
             _check_fits(options, resources, f"the Ray cluster at {options.address}")
         if count is None:
             count = int(resources.get("GPU", 0) / options.gpus) if options.gpus else int(resources.get("CPU", 1))
+        # SPREAD: the workers go to as many nodes as there are, so that losing a node loses few of them
         actor = ray.remote(num_cpus=1, num_gpus=options.gpus, max_restarts=options.restarts,
-                           max_task_retries=options.restarts)(Worker)
-        self.actors = [actor.remote(i, config) for i in range(max(1, count))]
+                           max_task_retries=options.restarts, scheduling_strategy="SPREAD")(Worker)
+        self.actors = [actor.remote(config) for _ in range(max(1, count))]
         self.alive = list(range(len(self.actors)))
         self.stats: dict[int, dict[str, float]] = {i: {"pairs": 0, "images": 0, "busy_s": 0.0}
                                                   for i in range(len(self.actors))}
 
-    def run(self, method: str, chunks: Sequence[tuple], on_done: Callable[[int, _Result], None],
-            on_failed: Callable[[int, str], None]) -> None:
-        """Call ``method(*chunk)`` on the actors for every chunk (at most two in flight per actor), calling
-        ``on_done(index, result)`` as each completes, or ``on_failed(index, error)`` after :data:`ATTEMPTS`."""
+    def run(self, method: str, count: int, arguments: Callable[[int], tuple],
+            on_done: Callable[[int, _Result], None], on_failed: Callable[[int, str], None]) -> None:
+        """Call ``method(*arguments(i))`` on the actors for chunks ``i`` in ``range(count)`` (at most two in flight
+        per actor; the arguments are made as a chunk is sent, so that the driver holds the data of the chunks in
+        flight only), calling ``on_done(i, result)`` as each completes, or ``on_failed(i, error)`` after
+        :data:`ATTEMPTS`."""
         ray = self.ray
-        queue = list(range(len(chunks)))
-        attempts = [0] * len(chunks)
+        queue = list(range(count))
+        attempts = [0] * count
         flight: dict[Any, tuple[int, int]] = {}  # object ref -> (chunk, actor)
         while queue or flight:
             for a in list(self.alive):
@@ -218,7 +278,7 @@ class _Pool:
                     if queue:
                         i = queue.pop(0)
                         attempts[i] += 1
-                        flight[getattr(self.actors[a], method).remote(*chunks[i])] = (i, a)
+                        flight[getattr(self.actors[a], method).remote(*arguments(i))] = (i, a)
             if not flight:
                 break
             ready, _ = ray.wait(list(flight), num_returns=1)
@@ -231,6 +291,9 @@ class _Pool:
                 on_failed(i, error_text(exc.cause or exc))
                 continue
             except ray.exceptions.RayError as exc:  # the actor died for good (restarts used up) or is unreachable
+                cause = _start_error(ray, exc)
+                if cause is not None:  # every worker builds the same models: none would start
+                    raise ConfigError(f"a Ray worker could not load its models: {error_text(cause)}") from None
                 if a in self.alive:
                     self.alive.remove(a)
                 if attempts[i] < ATTEMPTS and self.alive:
@@ -253,6 +316,14 @@ class _Pool:
 
     def per_worker(self) -> dict[str, dict[str, float]]:
         return {f"worker-{i}": {k: round(v, 3) for k, v in s.items()} for i, s in self.stats.items()}
+
+
+def _start_error(ray, exc: BaseException) -> Optional[BaseException]:
+    """What the worker's ``__init__`` (loading its models) raised, when ``exc`` says its actor died of that; e.g. a
+    weights file that exists on the driver's machine only."""
+    if not (isinstance(exc, ray.exceptions.ActorDiedError) and exc.actor_init_failed):
+        return None
+    return next((a.cause for a in exc.args if isinstance(a, ray.exceptions.RayTaskError) and a.cause), exc)
 
 
 def _chunks(items: list, workers: int, largest: int, multiple: int = 1) -> list[list]:
@@ -326,14 +397,16 @@ class _Session:
     authentication token its processes share) in a temporary folder of its own, removed when it stops (instead of
     ``/tmp/ray`` and ``~/.ray``).
 
-    Ray prints its own notices (a worker died, a task is retried) on ``sys.stdout``; while the session lasts they
-    go to ``sys.stderr``, so that a caller's stdout (e.g. JSON lines) stays clean."""
+    Ray prints its own notices (a worker died, a task is retried, with tracebacks) on ``sys.stdout``; while the
+    session lasts they are dropped, so that a caller's stdout (e.g. JSON lines) stays clean and an error stays one
+    line: what they announce reaches the caller as events, the summary or a :class:`LightmatchError`, and a
+    cluster keeps them in its own session logs."""
 
     def __init__(self, options: RayOptions) -> None:
         self.ray = import_ray(embedded=options.address is None)
         self.options = options
         self.started = False
-        self.redirect = contextlib.redirect_stdout(sys.stderr)
+        self.redirect = contextlib.redirect_stdout(io.StringIO())
         self.temp_dir: Optional[str] = None
         self.saved_env: dict[str, Optional[str]] = {}
 
@@ -428,42 +501,41 @@ class RayExecutor:
         self.device = torch.device("cuda") if options.gpus else None
 
     def extract(self, work: BatchRun, names: list[str]) -> None:
-        """Extract ``names`` over the workers (one part file per image)."""
+        """Extract ``names`` over the workers."""
         if names:
-            with self._pool(work, matching=False) as pool:
-                _extract_all(pool, names, work.summary, work.on_event)
+            with self._pool(work) as pool:
+                _extract_all(pool, work, names)
 
     def match(self, work: BatchRun, todo: list[tuple[str, str]]) -> None:
-        """Extract the images of ``todo`` the store lacks, consolidate them into ``features.h5`` (which the
-        workers read), then match ``todo`` in chunks of neighbouring pairs (one part file per pair)."""
+        """Extract the images of ``todo`` the store lacks, then match ``todo`` in chunks of neighbouring pairs, each
+        sent with the features of its images (read from the store here)."""
         store, summary = work.store, work.summary
         needed = list(dict.fromkeys(n for pair in todo for n in pair))
         missing = [n for n in needed if not store.has_features(n)]
         summary.images_reused = len(needed) - len(missing)
         if not todo:
             return
-        with self._pool(work, matching=True) as pool:
-            _extract_all(pool, missing, summary, work.on_event)
-            t = time.perf_counter()
-            store.consolidate()
-            summary.times["consolidate"] += time.perf_counter() - t
-            chunks = [(chunk, {n: summary.failed_images[n] for pair in chunk for n in pair
-                               if n in summary.failed_images})
-                      for chunk in _chunks(todo, len(pool.actors), MAX_CHUNK_PAIRS, work.options.batch_pairs)]
+        with self._pool(work) as pool:
+            _extract_all(pool, work, missing)
+            chunks = _chunks(todo, len(pool.actors), MAX_CHUNK_PAIRS, work.options.batch_pairs)
+
+            def arguments(i: int) -> tuple:
+                names = list(dict.fromkeys(n for pair in chunks[i] for n in pair))
+                images = _read_images(work, names) if work.options.viz_dir is not None else {}
+                return (chunks[i], {n: store.read_features(n) for n in names if n not in summary.failed_images},
+                        images, {n: summary.failed_images[n] for n in names if n in summary.failed_images})
 
             def failed(i: int, error: str) -> None:
-                for a, b in chunks[i][0]:
+                for a, b in chunks[i]:
                     fail_pair(a, b, error, summary, work.on_event)
 
-            pool.run("match", chunks, lambda i, result: _forward(summary, result, work.on_event), failed)
+            pool.run("match", len(chunks), arguments, lambda i, result: _store_result(work, result), failed)
 
     @contextlib.contextmanager
-    def _pool(self, work: BatchRun, matching: bool) -> Iterator[_Pool]:
+    def _pool(self, work: BatchRun) -> Iterator[_Pool]:
         """The run's worker actors (in a Ray session), stopped at the end; their statistics go into the summary."""
-        config = _Config(self.spec, work.image_dir.resolve(), work.store.folder.resolve(), work.options,
-                         matching)
         with _Session(self.options) as ray:
-            pool = _Pool(ray, self.options, config)
+            pool = _Pool(ray, self.options, _Config(self.spec, str(work.image_dir), work.options))
             try:
                 yield pool
             finally:
@@ -471,14 +543,43 @@ class RayExecutor:
                 pool.close()
 
 
-def _extract_all(pool: _Pool, names: list[str], summary: BatchSummary, on_event: Optional[EventCallback]) -> None:
-    """Extract ``names`` over the pool's workers (one part file per image)."""
-    chunks = [(chunk,) for chunk in _chunks(names, len(pool.actors), MAX_CHUNK_IMAGES)]
+def _read_images(work: BatchRun, names: list[str]) -> dict[str, bytes]:
+    """The file bytes of ``names``, read here on the driver (workers need no access to the image folder); an image
+    that cannot be read fails here, with the error a local run gives."""
+    images = {}
+    for name in names:
+        if name not in work.summary.failed_images:
+            try:
+                images[name] = image_bytes(work.image_dir / name)
+            except InputError as exc:
+                fail_image(name, error_text(exc), work.summary, work.on_event)
+    return images
+
+
+def _store_result(work: BatchRun, result: _Result) -> None:
+    """Write a chunk's results through the driver's store, one item per commit as a local run does (so the part
+    files hold chunks of items as locally), and its plots into ``--viz-dir``; then count and report the chunk."""
+    t = time.perf_counter()
+    for name, feats in result.features.items():
+        work.store.commit(features={name: feats})
+    for pair, found in result.matches.items():
+        work.store.commit(matches={pair: found})
+    if result.plots:
+        work.options.viz_dir.mkdir(parents=True, exist_ok=True)
+        for name, data in result.plots.items():
+            (work.options.viz_dir / name).write_bytes(data)
+    work.summary.times["write"] = work.summary.times.get("write", 0.0) + time.perf_counter() - t
+    _forward(work.summary, result, work.on_event)
+
+
+def _extract_all(pool: _Pool, work: BatchRun, names: list[str]) -> None:
+    """Extract ``names`` over the pool's workers, each chunk sent as its images' file bytes."""
+    chunks = _chunks(names, len(pool.actors), MAX_CHUNK_IMAGES)
 
     def failed(i: int, error: str) -> None:
-        for name in chunks[i][0]:
-            summary.images_failed += 1
-            summary.failed_images[name] = error
-            emit(on_event, ImageEvent(name, "failed", error=error))
+        for name in chunks[i]:
+            if name not in work.summary.failed_images:
+                fail_image(name, error, work.summary, work.on_event)
 
-    pool.run("extract", chunks, lambda i, result: _forward(summary, result, on_event), failed)
+    pool.run("extract", len(chunks), lambda i: (_read_images(work, chunks[i]),),
+             lambda i, result: _store_result(work, result), failed)
