@@ -27,9 +27,9 @@ def test_compact_pairs_without_padding_left_drops_the_mask():
     new_mask, split, same = compact_pairs(full, 2, values)
     assert new_mask is None and split == 2 and same is values  # nothing cut: the same tensor
     kept = torch.tensor([[True, False, True, False, True, True], [False, True, True, True, False, True]])
-    new_mask, split, new_values = compact_pairs(kept, 2, values)  # one point left in each image 0, two in image 1
+    new_mask, split, new_values = compact_pairs(kept, 2, values)  # one point left in each image 0, three in image 1
     assert new_mask is None and split == 1
-    assert new_values[..., 0].tolist() == [[0.0, 2.0, 5.0], [7.0, 8.0, 11.0]]
+    assert new_values[..., 0].tolist() == [[0.0, 2.0, 4.0, 5.0], [7.0, 8.0, 9.0, 11.0]]
 
 
 def test_a_single_pair_runs_unpadded_and_unmasked(monkeypatch):
