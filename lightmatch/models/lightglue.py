@@ -3,8 +3,10 @@
 Architecture and parameter names follow LightGlue (Lindenberger et al., ICCV 2023) so the official checkpoints load
 with ``strict=True``; the computation is reorganised for speed, with the same results:
 
-* the tokens of both images live in one ``(M + N, D)`` tensor, so every linear layer is one matrix product for the
-  pair (the reference runs each image separately);
+* one forward for any number of pairs: the tokens of a batch of pairs live in one ``(B, M + N, D)`` tensor (image 0's
+  ``M`` first, image 1's ``N`` after, each side padded to the batch's largest count, with a mask only when something
+  is padded), so every linear layer is one matrix product for the batch (the reference runs each image separately);
+  a single pair is a batch of one without padding or masks;
 * the query/key/value projection is reordered once per forward into contiguous q, k, v blocks, and the rotary
   encoding is written in one pass, without the reference's layout copies;
 * cross-attention computes the similarity in both orientations by a matrix product each, so both softmaxes run
@@ -33,7 +35,7 @@ from ..errors import ConfigError
 from ..geometry import normalize_keypoints
 from ..types import Features, Matches
 from .base import Matcher
-from .padding import compact, pad_stack
+from .padding import compact_pairs, pad_stack
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,10 @@ VARIANTS: dict[str, LightGlueVariant] = {
     "sift": LightGlueVariant("sift_lightglue", 128, add_scale_ori=True),
 }
 
-# Pruning costs a gather per layer; it pays off only above this many points (the reference's measured values; CUDA
-# runs flash attention). Device types not listed always prune.
-PRUNING_MIN_POINTS = {"cpu": -1, "mps": -1, "cuda": 1536}
+# Pruning costs a gather per layer; it pays off only above this many points in an image. CUDA: the reference's value
+# measured with flash attention (cvg/LightGlue's ``pruning_keypoint_thresholds["flash"]``; our CUDA path always runs
+# ``scaled_dot_product_attention``), not re-measured here. Other device types (CPU, MPS) always prune.
+PRUNING_MIN_POINTS = {"cuda": 1536}
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -116,28 +119,45 @@ def flash_attention(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention of ``(H, Tq, dh)`` queries over ``(H, Tk, dh)`` keys/values."""
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Softmax attention of ``(..., Tq, dh)`` queries over ``(..., Tk, dh)`` keys/values; ``key_mask`` (broadcast to
+    ``(..., Tq, Tk)``, True: attend) leaves out padded keys."""
     if q.shape[-2] == 0 or k.shape[-2] == 0:
         return q.new_zeros(q.shape[:-1] + (v.shape[-1],))
-    return F.scaled_dot_product_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
 
 
-def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_bytes: int = 1 << 22) -> torch.Tensor:
-    """Unscaled softmax attention ``softmax(q k^T) v`` of ``(H, Tq, dh)`` over ``(H, Tk, dh)``, computed in blocks of
-    query rows whose similarity stays in cache (~4 MiB): the same numbers as the unblocked product, about twice as
-    fast on the CPU as materialising the whole similarity."""
-    rows = max(16, block_bytes // max(1, 4 * q.shape[0] * k.shape[-2]))
+def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: Optional[torch.Tensor] = None,
+                      block_bytes: int = 1 << 22) -> torch.Tensor:
+    """Unscaled softmax attention ``softmax(q k^T) v`` of ``(..., Tq, dh)`` over ``(..., Tk, dh)``, computed in
+    blocks of query rows whose similarity stays in cache (~4 MiB): the same numbers as the unblocked product, about
+    twice as fast on the CPU as materialising the whole similarity. ``key_mask`` (broadcast to ``(..., Tq, Tk)``,
+    True: attend) leaves out padded keys."""
+    rows = max(16, block_bytes // max(1, 4 * q.shape[:-2].numel() * k.shape[-2]))
     kt = k.transpose(-1, -2)
     if torch.is_autocast_enabled(q.device.type):  # cast once here, not once per block (the same numbers)
         dtype = torch.get_autocast_dtype(q.device.type)
         # contiguous once: the reduced-precision matmul would copy the strided kt and v for every block (fp32's
         # kernel takes the strides as they are)
         q, kt, v = q.to(dtype), kt.to(dtype).contiguous(), v.to(dtype).contiguous()
+    padded = None if key_mask is None else ~key_mask
+
+    def block(qb: torch.Tensor) -> torch.Tensor:
+        sim = torch.matmul(qb, kt)
+        if padded is not None:
+            sim = sim.masked_fill(padded, float("-inf"))
+        return torch.matmul(sim.softmax(-1), v)
+
     if rows >= q.shape[-2]:
-        return torch.matmul(torch.matmul(q, kt).softmax(-1), v)
-    return torch.cat([torch.matmul(torch.matmul(q[:, i:i + rows], kt).softmax(-1), v)
-                      for i in range(0, q.shape[-2], rows)], dim=1)
+        return block(q)
+    return torch.cat([block(q[..., i:i + rows, :]) for i in range(0, q.shape[-2], rows)], dim=-2)
+
+
+def _side_masks(mask: Optional[torch.Tensor], split: int) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """Key masks ``(B, 1, 1, L_i)`` of image 0 and image 1 from the ``(B, T)`` token mask (None: nothing padded)."""
+    if mask is None:
+        return None, None
+    return mask[:, None, None, :split], mask[:, None, None, split:]
 
 
 class SelfBlock(nn.Module):
@@ -155,36 +175,27 @@ class SelfBlock(nn.Module):
         self.register_buffer("qkv_order", order, persistent=False)
         self._fused = FusedWeights()
 
-    def forward(self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(M + N, D)`` tokens of both images (image 0 first, ``split`` = M); cos/sin ``(M + N, dh)``."""
-        t, d = x.shape
-        weight, bias = self._fused.get(lambda: (self.Wqkv.weight[self.qkv_order], self.Wqkv.bias[self.qkv_order]),
-                                       self.Wqkv.weight, self.Wqkv.bias)
-        qkv = F.linear(x, weight, bias)
-        qkv = qkv.view(t, 3, self.num_heads, self.head_dim).permute(1, 2, 0, 3)  # (3, H, T, dh)
-        q = apply_rotary(qkv[0], cos, sin)
-        k = apply_rotary(qkv[1], cos, sin)
-        v = qkv[2]
-        if 2 * split == t:  # equal sizes: both images in one batched call
-            def pair(z: torch.Tensor) -> torch.Tensor:
-                return z.unflatten(1, (2, split)).transpose(0, 1)  # (2, H, M, dh)
-            context = _attend(pair(q), pair(k), pair(v)).transpose(0, 1).flatten(1, 2)
-        else:
-            context = torch.cat([_attend(q[:, :split], k[:, :split], v[:, :split]),
-                                 _attend(q[:, split:], k[:, split:], v[:, split:])], dim=1)
-        message = self.out_proj(context.transpose(0, 1).reshape(t, d))
-        return x + self.ffn(torch.cat([x, message], -1))
-
-    def forward_batch(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Padded images: ``x`` ``(B, L, D)``, ``mask`` ``(B, L)`` (padding is not attended to), cos/sin
-        ``(B, L, dh)``. Every image needs at least one valid token."""
+    def forward(self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor,
+                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x`` ``(B, M + N, D)`` tokens of pairs (image 0's first, ``split`` = M), cos/sin ``(B, M + N, dh)``,
+        ``mask`` ``(B, M + N)`` the real tokens (None: nothing padded; padding is not attended to). Every image
+        needs at least one valid token."""
         b, t, d = x.shape
         weight, bias = self._fused.get(lambda: (self.Wqkv.weight[self.qkv_order], self.Wqkv.bias[self.qkv_order]),
                                        self.Wqkv.weight, self.Wqkv.bias)
         qkv = F.linear(x, weight, bias).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q = apply_rotary(qkv[0], cos[:, None], sin[:, None])
-        k = apply_rotary(qkv[1], cos[:, None], sin[:, None])
-        context = F.scaled_dot_product_attention(q, k, qkv[2], attn_mask=mask[:, None, None, :])
+        cos, sin = cos[:, None], sin[:, None]
+        q, k, v = apply_rotary(qkv[0], cos, sin), apply_rotary(qkv[1], cos, sin), qkv[2]  # (B, H, T, dh)
+        if 2 * split == t:  # equal sizes: both images in one batched call
+            def images(z: torch.Tensor) -> torch.Tensor:
+                return z.unflatten(2, (2, split)).transpose(1, 2).flatten(0, 1)  # (2B, H, M, dh)
+            key_mask = None if mask is None else mask.reshape(2 * b, 1, 1, split)
+            context = _attend(images(q), images(k), images(v), key_mask)
+            context = context.unflatten(0, (b, 2)).transpose(1, 2).flatten(2, 3)
+        else:
+            mask0, mask1 = _side_masks(mask, split)
+            context = torch.cat([_attend(q[..., :split, :], k[..., :split, :], v[..., :split, :], mask0),
+                                 _attend(q[..., split:, :], k[..., split:, :], v[..., split:, :], mask1)], dim=2)
         message = self.out_proj(context.transpose(1, 2).reshape(b, t, d))
         return x + self.ffn(torch.cat([x, message], -1))
 
@@ -202,47 +213,27 @@ class CrossBlock(nn.Module):
         self.ffn = _ffn(dim)
         self._fused = FusedWeights()
 
-    def forward(self, x: torch.Tensor, split: int) -> torch.Tensor:
-        t, d = x.shape
+    def forward(self, x: torch.Tensor, split: int, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x`` ``(B, M + N, D)`` tokens of pairs (image 0's first, ``split`` = M), ``mask`` ``(B, M + N)`` the real
+        tokens (None: nothing padded; padding is not attended to)."""
+        b, t, d = x.shape
         weight, bias = self._fused.get(
             lambda: (torch.cat([self.to_qk.weight, self.to_v.weight]), torch.cat([self.to_qk.bias, self.to_v.bias])),
             self.to_qk.weight, self.to_v.weight, self.to_qk.bias, self.to_v.bias)
-        qkv = F.linear(x, weight, bias)
-        qkv = qkv.view(t, 2, self.heads, self.head_dim).permute(1, 2, 0, 3)  # (2, H, T, dh)
-        qk0, qk1 = qkv[0, :, :split], qkv[0, :, split:]
-        v0, v1 = qkv[1, :, :split], qkv[1, :, split:]
         if split == 0 or split == t:
-            message = x.new_zeros((t, d))
+            message = x.new_zeros((b, t, d))
         else:
+            qkv = F.linear(x, weight, bias).view(b, t, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            qk0, qk1 = qkv[0][..., :split, :], qkv[0][..., split:, :]  # (B, H, M | N, dh)
+            v0, v1 = qkv[1][..., :split, :], qkv[1][..., split:, :]
+            mask0, mask1 = _side_masks(mask, split)
             if flash_attention(x.device):
-                m0, m1 = _attend(qk0, qk1, v1), _attend(qk1, qk0, v0)
+                m0, m1 = _attend(qk0, qk1, v1, mask1), _attend(qk1, qk0, v0, mask0)
             else:
                 s = self.head_dim ** -0.25  # scale both sides, as the reference does (same rounding)
                 qk0, qk1 = qk0 * s, qk1 * s
-                m0, m1 = blocked_attention(qk0, qk1, v1), blocked_attention(qk1, qk0, v0)
-            message = torch.cat([m0, m1], dim=1).transpose(0, 1).reshape(t, d)
-            message = self.to_out(message)
-        return x + self.ffn(torch.cat([x, message], -1))
-
-    def forward_batch(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Padded pairs: ``x`` ``(B, 2, L, D)`` (image 0, image 1), ``mask`` ``(B, 2, L)``; padded tokens are not
-        attended to."""
-        b, _, t, d = x.shape
-        weight, bias = self._fused.get(
-            lambda: (torch.cat([self.to_qk.weight, self.to_v.weight]), torch.cat([self.to_qk.bias, self.to_v.bias])),
-            self.to_qk.weight, self.to_v.weight, self.to_qk.bias, self.to_v.bias)
-        qkv = F.linear(x, weight, bias).view(b, 2, t, 2, self.heads, self.head_dim).permute(3, 1, 0, 4, 2, 5)
-        qk, v = qkv[0], qkv[1]  # (2, B, H, L, dh)
-        key_mask0, key_mask1 = mask[:, 0, None, None, :], mask[:, 1, None, None, :]
-        if flash_attention(x.device):
-            m0 = F.scaled_dot_product_attention(qk[0], qk[1], v[1], attn_mask=key_mask1)
-            m1 = F.scaled_dot_product_attention(qk[1], qk[0], v[0], attn_mask=key_mask0)
-        else:  # the single-pair path's arithmetic (both sides scaled), masked
-            qk = qk * self.head_dim ** -0.25
-            ninf = qk.new_tensor(float("-inf"))
-            m0 = torch.where(key_mask1, qk[0] @ qk[1].transpose(-1, -2), ninf).softmax(-1) @ v[1]
-            m1 = torch.where(key_mask0, qk[1] @ qk[0].transpose(-1, -2), ninf).softmax(-1) @ v[0]
-        message = self.to_out(torch.stack([m0, m1], 1).transpose(2, 3).reshape(b, 2, t, d))
+                m0, m1 = blocked_attention(qk0, qk1, v1, mask1), blocked_attention(qk1, qk0, v0, mask0)
+            message = self.to_out(torch.cat([m0, m1], dim=2).transpose(1, 2).reshape(b, t, d))
         return x + self.ffn(torch.cat([x, message], -1))
 
 
@@ -260,16 +251,10 @@ class TransformerLayer(nn.Module):
         self.self_attn = SelfBlock(dim, num_heads)
         self.cross_attn = CrossBlock(dim, num_heads)
 
-    def forward(self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        return self.cross_attn(self.self_attn(x, split, cos, sin), split)
-
-    def forward_batch(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Padded pairs: ``x`` ``(B, 2, L, D)``, ``mask`` ``(B, 2, L)``, cos/sin ``(B, 2, L, dh)``."""
-        b, _, t, d = x.shape
-        mask = attendable(mask)
-        x = self.self_attn.forward_batch(x.reshape(2 * b, t, d), mask.reshape(2 * b, t), cos.flatten(0, 1),
-                                         sin.flatten(0, 1))
-        return self.cross_attn.forward_batch(x.view(b, 2, t, d), mask)
+    def forward(self, x: torch.Tensor, split: int, cos: torch.Tensor, sin: torch.Tensor,
+                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Tokens ``(B, M + N, D)`` of pairs (``split`` = M) with their rotary factors and mask (None: no padding)."""
+        return self.cross_attn(self.self_attn(x, split, cos, sin, mask), split, mask)
 
 
 class MatchAssignment(nn.Module):
@@ -435,7 +420,7 @@ class LightGlue(Matcher):
                 "filter_threshold": self.filter_threshold}
 
     def pruning_min_points(self, device: torch.device) -> int:
-        """Pruning is only worth its overhead above this many points in an image on ``device``."""
+        """Pruning is only worth its overhead above this many points in an image on ``device`` (-1: always)."""
         return PRUNING_MIN_POINTS.get(device.type, -1)
 
     def should_stop(self, confidence: torch.Tensor, layer: int, num_points: int | torch.Tensor,
@@ -457,11 +442,32 @@ class LightGlue(Matcher):
             keep |= confidence <= self.confidence_thresholds[layer]
         return keep
 
-    @torch.inference_mode()
     def match(self, feats0: Features, feats1: Features) -> Matches:
+        """Match image 0's features to image 1's: :meth:`match_many` of this one pair (a batch of one, neither
+        padded nor masked)."""
+        return self.match_many([(feats0, feats1)])[0]
+
+    @torch.inference_mode()
+    def match_many(self, pairs: Sequence[tuple[Features, Features]]) -> list[Matches]:
+        """Match pairs in one batch, each image side padded to the batch's largest count and masked: each pair's
+        matches as matched alone (scores equal up to float rounding), early exit and pruning decided per pair;
+        finished pairs leave the batch."""
         device = self.device
-        with self.autocast(device):
-            return self._match(feats0.to(device), feats1.to(device))
+        results: list[Optional[Matches]] = [None] * len(pairs)
+        todo = []
+        for i, (f0, f1) in enumerate(pairs):
+            if len(f0) and len(f1):
+                todo.append(i)
+            else:
+                results[i] = Matches(torch.full((len(f0),), -1, dtype=torch.long, device=device),
+                                     torch.zeros((len(f0),), device=device), stop_layer=0,
+                                     info={"pruned0": 0, "pruned1": 0})
+        if todo:
+            with self.autocast(device):
+                found = self._forward([(pairs[i][0].to(device), pairs[i][1].to(device)) for i in todo])
+            for i, matches in zip(todo, found):
+                results[i] = matches
+        return results  # type: ignore[return-value]
 
     def _check_descriptors(self, feats: Sequence[Features]) -> None:
         for f in feats:
@@ -478,151 +484,127 @@ class LightGlue(Matcher):
             kpts = torch.cat([kpts, feats.scales[:, None], feats.oris[:, None]], -1)
         return kpts
 
-    def _match(self, feats0: Features, feats1: Features) -> Matches:
-        m, n = len(feats0), len(feats1)
-        device = feats0.device
-        if m == 0 or n == 0:
-            return Matches(torch.full((m,), -1, dtype=torch.long, device=device), feats0.keypoints.new_zeros((m,)),
-                           stop_layer=0, info={"pruned0": 0, "pruned1": 0})
-        self._check_descriptors((feats0, feats1))
-        x = self.input_proj(torch.cat([feats0.descriptors, feats1.descriptors]).float())
-        cos, sin = self.posenc(torch.cat([self._encode_positions(feats0), self._encode_positions(feats1)]))
-        ind0 = torch.arange(m, device=device)
-        ind1 = torch.arange(n, device=device)
-        split = m
-        early_stop = self.depth_confidence > 0
-        prune = self.width_confidence > 0
-        prune_min = self.pruning_min_points(device)
-        n_layers = len(self.transformers)
-        for i in range(n_layers):
-            x = self.transformers[i](x, split, cos, sin)
-            if i == n_layers - 1:
-                break
-            confidence = None
-            if early_stop:
-                confidence = self.token_confidence[i](x)
-                if bool(self.should_stop(confidence, i, m + n)):
-                    break
-            if prune:
-                keep = torch.ones(len(x), dtype=torch.bool, device=device)
-                need = [split > prune_min, len(x) - split > prune_min]
-                if any(need):
-                    matchability = self.log_assignment[i].get_matchability(x)
-                    mask = self.prune_mask(matchability, confidence, i)
-                    if need[0]:
-                        keep[:split] = mask[:split]
-                    if need[1]:
-                        keep[split:] = mask[split:]
-                if not bool(keep.all()):
-                    ind0, ind1 = ind0[keep[:split]], ind1[keep[split:]]
-                    split = len(ind0)
-                    x, cos, sin = x[keep], cos[keep], sin[keep]
-                if split == 0 or split == len(x):
-                    break
-        return self._final_matches(x, split, ind0, ind1, m, n, i)
+    def _pad_images(self, feats: Sequence[Features],
+                    length: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Positions ``(B, L, P)``, descriptors ``(B, L, D_in)`` and mask ``(B, L)`` of images padded to ``length``
+        points (default: the largest count)."""
+        self._check_descriptors(feats)
+        positions, mask = pad_stack([self._encode_positions(f) for f in feats], length)
+        descriptors, _ = pad_stack([f.descriptors.float() for f in feats], length)
+        return positions, descriptors, mask
 
-    def _final_matches(self, x: torch.Tensor, split: int, ind0: torch.Tensor, ind1: torch.Tensor, m: int, n: int,
-                       layer: int) -> Matches:
-        """Matches from the tokens ``x`` ``(M' + N', D)`` left after ``layer`` (``split`` = M'), whose original
-        indices are ``ind0`` ``(M',)`` and ``ind1`` ``(N',)`` among the pair's ``m`` and ``n`` points."""
+    def _forward(self, pairs: Sequence[tuple[Features, Features]]) -> list[Matches]:
+        """The inference forward of non-empty pairs on the model's device: tokens ``(B, L0 + L1, D)``, image 0's
+        padded to ``L0`` (= split), image 1's to ``L1``, a mask only while something is padded. After each layer
+        :meth:`_adapt` decides which pairs stop and which points are pruned; stopped pairs leave the batch and
+        pruned points are cut (:func:`compact_pairs`)."""
+        sides = [self._pad_images([pair[k] for pair in pairs]) for k in (0, 1)]
+        split = sides[0][2].shape[1]
+        positions, descriptors, full_mask = (torch.cat(parts, 1) for parts in zip(*sides))
+        device = full_mask.device
+        x = self.input_proj(descriptors)
+        cos, sin = self.posenc(positions)
+        index = torch.cat([torch.arange(split, device=device),
+                           torch.arange(full_mask.shape[1] - split, device=device)]).expand(full_mask.shape)
+        mask, split, x, cos, sin, index = compact_pairs(full_mask, split, x, cos, sin, index)  # None if unpadded
+        sizes = [(len(f0), len(f1)) for f0, f1 in pairs]
+        totals = torch.tensor([m + n for m, n in sizes], device=device)
+        active = list(range(len(pairs)))  # the pair of each row of the batch
+        results: list[Optional[Matches]] = [None] * len(pairs)
+        last = len(self.transformers) - 1
+        for i, layer in enumerate(self.transformers):
+            x = layer(x, split, cos, sin, mask)
+            if i == last:
+                done, kept = torch.ones(len(active), dtype=torch.bool, device=device), mask
+            else:
+                done, kept = self._adapt(x, i, split, mask, totals)
+            finished = done.nonzero()[:, 0].tolist()
+            for row in finished:
+                results[active[row]] = self._final_matches(x[row], split, index[row],
+                                                           None if kept is None else kept[row], *sizes[active[row]], i)
+            if len(finished) == len(active):
+                break
+            if finished:
+                left = ~done
+                active = [a for a, stop in zip(active, done.tolist()) if not stop]
+                x, cos, sin, index, totals = x[left], cos[left], sin[left], index[left], totals[left]
+                kept = None if kept is None else kept[left]
+            mask = kept
+            if kept is not None:
+                mask, split, x, cos, sin, index = compact_pairs(kept, split, x, cos, sin, index)
+        return results  # type: ignore[return-value]
+
+    def _adapt(self, x: torch.Tensor, layer: int, split: int, mask: Optional[torch.Tensor],
+               num_points: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """After ``layer``, for tokens ``x`` ``(B, T, D)`` (mask ``(B, T)``, None: all real) of pairs with
+        ``num_points`` ``(B,)`` points before pruning: which pairs stop ``(B,)`` (:meth:`should_stop`, or an image
+        left without points) and the points kept ``(B, T)`` (:meth:`prune_mask`, where an image has more than
+        :meth:`pruning_min_points`; unchanged for the pairs that stop; ``mask`` itself when nothing is pruned)."""
+        b, t = x.shape[:2]
+        confidence = None
+        done = torch.zeros(b, dtype=torch.bool, device=x.device)
+        if self.depth_confidence > 0:
+            confidence = self.token_confidence[layer](x)
+            done = self.should_stop(confidence, layer, num_points, mask)
+        prune_min = self.pruning_min_points(x.device)
+        if self.width_confidence <= 0 or max(split, t - split) <= prune_min or bool(done.all()):
+            return done, mask
+        keep = self.prune_mask(self.log_assignment[layer].get_matchability(x), confidence, layer)
+        if prune_min >= 0:  # images with few points keep them all
+            valid = torch.ones_like(keep) if mask is None else mask
+            keep[:, :split] |= valid[:, :split].sum(-1, keepdim=True) <= prune_min
+            keep[:, split:] |= valid[:, split:].sum(-1, keepdim=True) <= prune_min
+        keep |= done[:, None]
+        kept = keep if mask is None else mask & keep
+        return done | ~kept[:, :split].any(-1) | ~kept[:, split:].any(-1), kept
+
+    def _final_matches(self, x: torch.Tensor, split: int, index: torch.Tensor, mask: Optional[torch.Tensor], m: int,
+                       n: int, layer: int) -> Matches:
+        """Matches from one pair's tokens ``x`` ``(T, D)`` after ``layer`` (image 0's first, ``split`` of them), of
+        which ``mask`` ``(T,)`` are real (None: all); ``index`` ``(T,)`` their indices among the pair's ``m`` and
+        ``n`` points."""
+        ind0, ind1 = index[:split], index[split:]
+        if mask is not None:
+            ind0, ind1, x = ind0[mask[:split]], ind1[mask[split:]], x[mask]
         device = x.device
         m0 = torch.full((m,), -1, dtype=torch.long, device=device)
         s0 = torch.zeros((m,), dtype=torch.float32, device=device)
-        if 0 < split < len(x):
-            scores, _, _ = self.log_assignment[layer].log_scores(x, split)
+        if len(ind0) and len(ind1):
+            scores, _, _ = self.log_assignment[layer].log_scores(x, len(ind0))
             pm0, _, ps0, _ = filter_matches(scores.float(), self.filter_threshold)
             m0[ind0] = torch.where(pm0 == -1, -1, ind1[pm0.clamp(min=0)])
             s0[ind0] = ps0
         return Matches(m0, s0, stop_layer=layer + 1,
                        info={"pruned0": m - len(ind0), "pruned1": n - len(ind1)})
 
-    # ------------------------------------------------------------------ batches of pairs
+    # ------------------------------------------------------------------ training
     def pad_pairs(self, pairs: Sequence[tuple[Features, Features]], length: Optional[int] = None) -> PaddedPairs:
         """Encode the positions of ``pairs`` and pad both images of every pair to ``length`` points (default: the
         largest count in the batch)."""
-        feats = [f for pair in pairs for f in pair]
-        self._check_descriptors(feats)
-        positions, mask = pad_stack([self._encode_positions(f) for f in feats], length)
-        descriptors, _ = pad_stack([f.descriptors.float() for f in feats], length)
+        positions, descriptors, mask = self._pad_images([f for pair in pairs for f in pair], length)
         b = len(pairs)
         return PaddedPairs(positions.view(b, 2, *positions.shape[1:]), descriptors.view(b, 2, *descriptors.shape[1:]),
                            mask.view(b, 2, -1))
 
-    def _embed(self, batch: PaddedPairs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The first tokens ``(B, 2, L, D)`` and the rotary factors ``(B, 2, L, dh)`` of padded pairs."""
-        return self.input_proj(batch.descriptors), *self.posenc(batch.positions)
-
     def forward(self, batch: PaddedPairs, checkpointing: bool = False) -> list[torch.Tensor]:
-        """Token states ``(B, 2, L, D)`` after every layer, all layers run (no adaptivity): the training forward.
+        """Token states ``(B, 2, L, D)`` after every layer, all layers run (no adaptivity): the training forward,
+        through the same layers as :meth:`match_many` (both images' ``L`` tokens in one row, masked).
 
         ``checkpointing`` recomputes each layer's activations in the backward pass instead of storing them.
         Heads: :meth:`MatchAssignment.log_assignment_batch` and :meth:`TokenConfidence.logits` of each layer.
         """
-        x, cos, sin = self._embed(batch)
+        b, _, length = batch.mask.shape
+        x = self.input_proj(batch.descriptors).flatten(1, 2)
+        cos, sin = (f.flatten(1, 2) for f in self.posenc(batch.positions))
+        mask = attendable(batch.mask).flatten(1)
         states = []
         for layer in self.transformers:
             if checkpointing and torch.is_grad_enabled():
-                x = checkpoint(layer.forward_batch, x, batch.mask, cos, sin, use_reentrant=False)
+                x = checkpoint(layer, x, length, cos, sin, mask, use_reentrant=False)
             else:
-                x = layer.forward_batch(x, batch.mask, cos, sin)
-            states.append(x)
+                x = layer(x, length, cos, sin, mask)
+            states.append(x.view(b, 2, length, -1))
         return states
-
-    @torch.inference_mode()
-    def match_many(self, pairs: Sequence[tuple[Features, Features]]) -> list[Matches]:
-        """Match several pairs in one padded, masked batch: the matches of :meth:`match` pair by pair (scores equal
-        up to float rounding), with early exit and pruning decided per pair; finished pairs leave the batch."""
-        results: list[Optional[Matches]] = [None] * len(pairs)
-        todo = [i for i, (f0, f1) in enumerate(pairs) if len(f0) and len(f1)]
-        for i in sorted(set(range(len(pairs))) - set(todo)):
-            results[i] = self.match(*pairs[i])
-        if todo:
-            device = self.device
-            with self.autocast(device):
-                batch = self._match_batch([(pairs[i][0].to(device), pairs[i][1].to(device)) for i in todo])
-            for i, matches in zip(todo, batch):
-                results[i] = matches
-        return results  # type: ignore[return-value]
-
-    def _match_batch(self, pairs: list[tuple[Features, Features]]) -> list[Matches]:
-        batch = self.pad_pairs(pairs)
-        mask = batch.mask
-        device = mask.device
-        x, cos, sin = self._embed(batch)
-        counts = mask.sum(-1)  # (B, 2) points per image
-        totals = counts.sum(-1)
-        index = torch.arange(mask.shape[-1], device=device).expand(mask.shape)  # original point indices
-        active = torch.arange(len(pairs), device=device)  # the pair of each row of the batch
-        results: list[Optional[Matches]] = [None] * len(pairs)
-        early_stop, prune = self.depth_confidence > 0, self.width_confidence > 0
-        prune_min = self.pruning_min_points(device)
-        n_layers = len(self.transformers)
-        for i in range(n_layers):
-            x = self.transformers[i].forward_batch(x, mask, cos, sin)
-            done = torch.full((len(active),), i == n_layers - 1, dtype=torch.bool, device=device)
-            if i < n_layers - 1:
-                confidence = None
-                if early_stop:
-                    confidence = self.token_confidence[i](x)
-                    done = self.should_stop(confidence.flatten(1), i, totals[active], mask.flatten(1))
-                if prune:
-                    keep = self.prune_mask(self.log_assignment[i].get_matchability(x), confidence, i)
-                    keep |= (mask.sum(-1) <= prune_min)[..., None]
-                    mask = torch.where(done[:, None, None], mask, mask & keep)
-                    done |= (mask.sum(-1) == 0).any(-1)
-            for row in done.nonzero()[:, 0].tolist():
-                valid0, valid1 = mask[row, 0], mask[row, 1]
-                m, n = counts[active[row]].tolist()
-                ind0, ind1 = index[row, 0][valid0], index[row, 1][valid1]
-                tokens = torch.cat([x[row, 0][valid0], x[row, 1][valid1]])
-                results[int(active[row])] = self._final_matches(tokens, len(ind0), ind0, ind1, m, n, i)
-            if bool(done.all()):
-                break
-            if prune or bool(done.any()):
-                left = ~done
-                active = active[left]
-                mask, x, cos, sin, index = compact(mask[left], x[left], cos[left], sin[left], index[left])
-        return results  # type: ignore[return-value]
 
 
 def variant_of_checkpoint(variant: LightGlueVariant, state: dict[str, torch.Tensor]) -> LightGlueVariant:
