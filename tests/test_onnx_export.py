@@ -60,7 +60,10 @@ def features(models, sample_pair):
 
 
 def same_matches(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a == b).double().mean())
+    """The share of equal entries (1 for two empty results, 0 for different lengths)."""
+    if a.shape != b.shape:
+        return 0.0
+    return float((a == b).double().mean()) if len(a) else 1.0
 
 
 @pytest.mark.parametrize("threshold,size", [(0.2, RESIZE), (-1.0, RESIZE), (0.2, 257)])
@@ -93,6 +96,41 @@ def test_matcher_parity(models, exported, features, depth, width):
     if depth > 0:
         assert reference.stop_layer < 9 and reference.info["pruned0"] > 0  # adaptivity was exercised
     matcher.depth_confidence, matcher.width_confidence = 0.95, 0.99
+
+
+@pytest.fixture(scope="module")
+def varied_pairs(models, features, sample_pair):
+    """Six pairs of four images with different keypoint counts (a crop, a mirror), and one pair with an image
+    without keypoints: every batch needs padding."""
+    extractor = models[0]
+    image1 = lm.load_image(sample_pair[1])
+    crop = extractor.extract(image1[:, 40:, 60:])
+    mirror = extractor.extract(lm.load_image(sample_pair[0]).flip(-1))
+    f0, f1 = features
+    empty = lm.Features(f0.keypoints[:0], f0.scores[:0], f0.descriptors[:0], f0.image_size)
+    assert len({len(f) for f in (f0, f1, crop, mirror)}) == 4
+    return [(f0, f1), (f1, f0), (f0, crop), (crop, f1), (mirror, f0), (empty, f1), (f1, mirror)]
+
+
+@pytest.mark.parametrize("depth,width", [(-1.0, -1.0), (0.95, 0.99)])
+def test_batched_matching(models, exported, varied_pairs, depth, width):
+    """`match_many` on the batch graphs (padded, masked, a dynamic batch axis): per pair the matches, stopping layer
+    and pruned counts of the one-pair graphs and of torch, with adaptivity exercised differently per pair."""
+    matcher, onnx_matcher = models[1], exported[2]
+    for model in (matcher, onnx_matcher):
+        model.depth_confidence, model.width_confidence = depth, width
+    batched = onnx_matcher.match_many(varied_pairs)
+    single = [onnx_matcher.match(*pair) for pair in varied_pairs]
+    reference = [matcher.match(*pair) for pair in varied_pairs]
+    matcher.depth_confidence, matcher.width_confidence = 0.95, 0.99
+    for got, one, ref in zip(batched, single, reference):
+        assert same_matches(got.matches0, one.matches0) >= 0.99 and same_matches(got.matches0, ref.matches0) >= 0.99
+        assert (got.stop_layer, got.info) == (one.stop_layer, one.info) == (ref.stop_layer, ref.info)
+        assert torch.allclose(got.scores0, one.scores0, atol=1e-3)
+    assert batched[5].stop_layer == 0 and len(batched[5].matches0) == 0
+    if depth > 0:
+        assert len({r.stop_layer for r in batched}) > 2  # pairs left the batch at different layers
+        assert all(r.info["pruned0"] > 0 for r in batched if len(r.matches0))
 
 
 def test_trained_matcher_parity(tmp_path, features):
@@ -154,30 +192,41 @@ def test_colmap_layout(tmp_path, models, features):
 
 
 def test_match_cli_backend(tmp_path, exported, cache, sample_pair, monkeypatch):
-    """`match --backend onnxruntime` (the cached export), single pair and batch: the torch path's matches, and
-    the stores say which backend made them."""
+    """`match --backend onnxruntime` (the cached export), pair by pair and three pairs per batch (`--batch-pairs`):
+    the torch path's matches, and the stores say which backend made them."""
+    import cv2
+
     monkeypatch.setenv("LIGHTMATCH_CACHE_DIR", str(cache))
     images = tmp_path / "images"
     images.mkdir()
     for path in sample_pair[:2]:
         (images / path.name).write_bytes(path.read_bytes())
+    cv2.imwrite(str(images / "crop.png"), cv2.imread(str(sample_pair[1]))[40:, 60:])  # another keypoint count
     common = ["--resize", str(RESIZE), "--max-keypoints", str(KEYPOINTS)]
     runs = {}
-    for backend in ("torch", "onnxruntime"):
-        out = tmp_path / backend
+    for backend, batch in (("torch", "1"), ("onnxruntime", "1"), ("onnxruntime", "3")):
+        out = tmp_path / f"{backend}{batch}"
         result = CliRunner().invoke(main, ["match", "--image-dir", str(images), "--pairs-mode", "exhaustive",
-                                           "-o", str(out), "--backend", backend, "-q", *common])
+                                           "-o", str(out), "--backend", backend, "--batch-pairs", batch, "-q",
+                                           *common])
         assert result.exit_code == 0, result.output
-        runs[backend] = out
-    with h5py.File(runs["onnxruntime"] / "matches.h5") as f:
-        assert json.loads(f.attrs["lightmatch_matcher_settings"])["backend"] == "onnxruntime"
-        assert json.loads(f.attrs["lightmatch_extractor_settings"])["backend"] == "onnxruntime"
-        key = h5.match_groups(f)[0]
-        onnx_matches = f[key]["matches0"][()]
-    with h5py.File(runs["torch"] / "matches.h5") as f:
-        assert "backend" not in json.loads(f.attrs["lightmatch_matcher_settings"])
-        torch_matches = f[key]["matches0"][()]
-    assert (onnx_matches == torch_matches).mean() >= 0.99
+        runs[backend + batch] = out
+
+    def read(run: str) -> dict[str, np.ndarray]:
+        with h5py.File(runs[run] / "matches.h5") as f:
+            backend = json.loads(f.attrs["lightmatch_matcher_settings"]).get("backend")
+            assert backend == ("onnxruntime" if run.startswith("onnx") else None)
+            if backend:
+                assert json.loads(f.attrs["lightmatch_extractor_settings"])["backend"] == "onnxruntime"
+            return {key: f[key]["matches0"][()] for key in h5.match_groups(f)}
+
+    torch_matches = read("torch1")
+    assert len(torch_matches) == 3
+    for run in ("onnxruntime1", "onnxruntime3"):
+        onnx_matches = read(run)
+        assert set(onnx_matches) == set(torch_matches)
+        for key, matches in torch_matches.items():
+            assert (onnx_matches[key] == matches).mean() >= 0.99
     assert not list((cache / "onnx").glob(".export-*"))  # no leftover of a partial export
 
 

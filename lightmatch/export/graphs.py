@@ -8,8 +8,9 @@ pixels, scores ``(N,)`` and descriptors ``(N, D)``. The settings are inputs, so 
 LightGlue becomes small graphs that a loop drives (:mod:`lightmatch.runtime.onnx_runner`), so that adaptive depth
 and width survive: ``encode`` (input projection and the rotary factors of normalised positions), one ``layer_i``
 per transformer layer (both images' tokens in, the tokens after the layer out, with the per-point confidence and
-matchability that decide early exit and pruning), and one ``assign_i`` per layer (the row and column maxima of the
-assignment at a stopping layer). :class:`ColmapLightGlue` chains them all into COLMAP's one fixed-depth graph.
+matchability that decide early exit and pruning), its twin ``batch_layer_i`` on a padded, masked batch of pairs
+(a dynamic batch axis), and one ``assign_i`` per layer (the row and column maxima of the assignment at a stopping
+layer). :class:`ColmapLightGlue` chains them all into COLMAP's one fixed-depth graph.
 
 Tracing bakes Python numbers into the graph, so every size that depends on the input is computed from tensor
 shapes with tensor operations here (``torch._shape_as_tensor``), never with ``int``/``max`` of them.
@@ -350,6 +351,56 @@ class LayerGraph(nn.Module):
             return x0, x1, zeros0, zeros1, zeros0, zeros1
         return (x0, x1, self.confidence(x0), self.confidence(x1), self.assignment.get_matchability(x0),
                 self.assignment.get_matchability(x1))
+
+
+def _self_attention_batch(block, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+                          ) -> torch.Tensor:
+    """:meth:`SelfBlock.forward_batch` on padded images ``(B', L, D)``, ``mask`` ``(B', L)`` (padding not attended
+    to)."""
+    b, t, d = _size(x, 0), _size(x, 1), x.shape[2]
+    qkv = F.linear(x, block.Wqkv.weight[block.qkv_order], block.Wqkv.bias[block.qkv_order])
+    qkv = qkv.reshape(b, t, 3, block.num_heads, block.head_dim).permute(2, 0, 3, 1, 4)
+    q, k = apply_rotary(qkv[0], cos[:, None], sin[:, None]), apply_rotary(qkv[1], cos[:, None], sin[:, None])
+    sim = torch.matmul(q * block.head_dim ** -0.5, k.transpose(-1, -2))
+    attn = sim.masked_fill(~mask[:, None, None, :], float("-inf")).softmax(-1)
+    message = block.out_proj(torch.matmul(attn, qkv[2]).transpose(1, 2).reshape(b, t, d))
+    return x + block.ffn(torch.cat([x, message], -1))
+
+
+def _cross_attention_batch(block, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:meth:`CrossBlock.forward_batch` (the CPU's exact product, both sides scaled) on padded pairs
+    ``(B, 2, L, D)``, ``mask`` ``(B, 2, L)``."""
+    b, t, d = _size(x, 0), _size(x, 2), x.shape[3]
+    qk = block.to_qk(x).reshape(b, 2, t, block.heads, block.head_dim).transpose(2, 3) * block.head_dim ** -0.25
+    v = block.to_v(x).reshape(b, 2, t, block.heads, block.head_dim).transpose(2, 3)  # (B, 2, H, L, dh)
+
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        sim = torch.matmul(q, k.transpose(-1, -2)).masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        return torch.matmul(sim.softmax(-1), v)
+
+    m0 = attend(qk[:, 0], qk[:, 1], v[:, 1], mask[:, 1])
+    m1 = attend(qk[:, 1], qk[:, 0], v[:, 0], mask[:, 0])
+    message = block.to_out(torch.stack([m0, m1], 1).transpose(2, 3).reshape(b, 2, t, d))
+    return x + block.ffn(torch.cat([x, message], -1))
+
+
+class BatchLayerGraph(LayerGraph):
+    """Transformer layer ``i`` on a padded, masked batch of pairs (:meth:`TransformerLayer.forward_batch`): ``x``
+    ``(B, 2, L, D)``, ``mask`` ``(B, 2, L)`` bool (True for real points), ``cos``, ``sin`` ``(B, 2, L, dh)``; returns
+    the tokens, the confidence and the matchability ``(B, 2, L)`` (zeros for the last layer). Padded tokens are
+    never attended to; their outputs are meaningless."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+                ) -> tuple[torch.Tensor, ...]:
+        b, t, d = _size(x, 0), _size(x, 2), x.shape[3]
+        mask = mask | ~mask.any(-1, keepdim=True)  # :func:`~lightmatch.models.lightglue.attendable`
+        x = _self_attention_batch(self.layer.self_attn, x.reshape(2 * b, t, d), mask.reshape(2 * b, t),
+                                  cos.flatten(0, 1), sin.flatten(0, 1)).reshape(b, 2, t, d)
+        x = _cross_attention_batch(self.layer.cross_attn, x, mask)
+        if self.confidence is None:
+            zeros = x[..., 0] * 0
+            return x, zeros, zeros
+        return x, self.confidence(x), self.assignment.get_matchability(x)
 
 
 class AssignGraph(nn.Module):

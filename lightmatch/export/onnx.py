@@ -140,7 +140,7 @@ def to_fp16(path: Path) -> None:
 
 
 def _lightglue_files(matcher, folder: Path, precision: str) -> dict:
-    from .graphs import AssignGraph, EncodeGraph, LayerGraph
+    from .graphs import AssignGraph, BatchLayerGraph, EncodeGraph, LayerGraph
 
     v = matcher.variant
     d, dh, p = v.descriptor_dim, v.descriptor_dim // v.num_heads, 2 + 2 * v.add_scale_ori
@@ -151,7 +151,10 @@ def _lightglue_files(matcher, folder: Path, precision: str) -> dict:
     x0, x1 = torch.rand(7, d), torch.rand(5, d)
     c0, c1 = torch.rand(7, dh), torch.rand(5, dh)
     p0, p1 = {0: "points0"}, {0: "points1"}
-    layers, assign = [], []
+    xb, cb = torch.rand(3, 2, 7, d), torch.rand(3, 2, 7, dh)
+    mask = torch.rand(3, 2, 7) > 0.3
+    batch = {0: "pairs", 2: "points"}
+    layers, batch_layers, assign = [], [], []
     for i in range(v.n_layers):
         name = f"matcher_layer{i}.onnx"
         _export(LayerGraph(matcher, i), (x0, x1, c0, c0, c1, c1), folder / name,
@@ -159,14 +162,20 @@ def _lightglue_files(matcher, folder: Path, precision: str) -> dict:
                 ["x0_out", "x1_out", "confidence0", "confidence1", "matchability0", "matchability1"],
                 {"x0": p0, "x1": p1, "cos0": p0, "sin0": p0, "cos1": p1, "sin1": p1, "x0_out": p0, "x1_out": p1,
                  "confidence0": p0, "confidence1": p1, "matchability0": p0, "matchability1": p1})
-        if precision == "fp16":
-            to_fp16(folder / name)
+        batch_name = f"matcher_batch_layer{i}.onnx"
+        _export(BatchLayerGraph(matcher, i), (xb, mask, cb, cb), folder / batch_name, ["x", "mask", "cos", "sin"],
+                ["x_out", "confidence", "matchability"],
+                {"x": batch, "mask": batch, "cos": batch, "sin": batch, "x_out": batch, "confidence": batch,
+                 "matchability": batch})
+        for graph in (name, batch_name) if precision == "fp16" else ():
+            to_fp16(folder / graph)
         layers.append(name)
+        batch_layers.append(batch_name)
         name = f"matcher_assign{i}.onnx"
         _export(AssignGraph(matcher, i), (x0, x1), folder / name, ["x0", "x1"], ["best0", "argbest0", "argbest1"],
                 {"x0": p0, "x1": p1, "best0": p0, "argbest0": p0, "argbest1": p1})
         assign.append(name)
-    return {"encode": "matcher_encode.onnx", "layers": layers, "assign": assign}
+    return {"encode": "matcher_encode.onnx", "layers": layers, "batch_layers": batch_layers, "assign": assign}
 
 
 def export_matcher(matcher: Matcher, folder: Path, layout: str = "lightmatch", precision: str = "fp32") -> dict:
@@ -212,7 +221,12 @@ def export_matcher(matcher: Matcher, folder: Path, layout: str = "lightmatch", p
                     "when the share of points with confidence >= confidence_thresholds[i] (pruned points count) "
                     "exceeds depth_confidence; keep points with matchability > 1 - width_confidence or confidence "
                     "<= confidence_thresholds[i]; at the stopping layer run assign i: mutual best matches with "
-                    "probability exp(best0) > filter_threshold"}
+                    "probability exp(best0) > filter_threshold",
+            "batch_loop": "several pairs at once: pad both images of every pair to the batch's largest point count "
+                          "L (x, cos, sin [B, 2, L, .], mask [B, 2, L] True for real points) and run batch_layer i "
+                          "instead of layer i; decide as in 'loop' per pair over its real points (a pruned point "
+                          "becomes padding); a pair that stops leaves the batch, its remaining tokens go to assign i "
+                          "unpadded"}
 
 
 def export_onnx(extractor: Optional[Extractor], matcher: Optional[Matcher], folder: str | os.PathLike,
