@@ -292,6 +292,42 @@ def test_disk_parity(tmp_path, sample_pair):
         assert (odesc - desc).abs().max() < 1e-4
 
 
+def test_superpoint_parity(tmp_path, sample_pair):
+    """SuperPoint's graph (random weights in the official layout: Magic Leap's are not shipped) on a size the
+    network's stride does not divide: threshold mode (row-major), capped, exact count and every pixel."""
+    import kornia
+    from helpers import superpoint_checkpoint
+
+    from lightmatch.models.superpoint import SuperPoint
+
+    extractor = SuperPoint(state_dict=superpoint_checkpoint(), resize=251)
+    nn_matcher = lm.load_matcher("nn", device="cpu")
+    export_onnx(extractor, nn_matcher, tmp_path)
+    onnx_extractor, _ = onnx_models(extractor, nn_matcher, tmp_path)
+    image, _ = resize_for_network(kornia.color.rgb_to_grayscale(lm.load_image(sample_pair[0])[None])[0], 251)
+    for cap, threshold, exact in ((-1, 0.005, None), (300, 0.005, None), (-1, -1.0, 200), (-1, -1.0, None)):
+        for model in (extractor, onnx_extractor):
+            model.max_keypoints, model.keypoint_threshold, model.exact_keypoints = cap, threshold, exact
+        (kpts, scores, desc), (okpts, oscores, odesc) = (m.detect_and_describe(image)
+                                                         for m in (extractor, onnx_extractor))
+        assert len(kpts) >= 200 and okpts.shape == kpts.shape
+        if cap > 0 or exact:  # best first: random weights give scores equal up to rounding, whose order may differ
+            assert (oscores[1:] <= oscores[:-1] + 1e-6).all()
+            raster, oraster = (torch.argsort(k[:, 1] * 1e4 + k[:, 0]) for k in (kpts, okpts))
+            kpts, scores, desc = kpts[raster], scores[raster], desc[raster]
+            okpts, oscores, odesc = okpts[oraster], oscores[oraster], odesc[oraster]
+        assert (okpts - kpts).abs().max() < 1e-3
+        assert (oscores - scores).abs().max() < 1e-5
+        assert (odesc - desc).abs().max() < 1e-4
+    # the exact count of `benchmark`, through extract(): keypoints in original pixels
+    (torch_budget, exact), (onnx_budget, _) = (m.with_keypoint_budget(200) for m in (extractor, onnx_extractor))
+    f, of = (m.extract(lm.load_image(sample_pair[1])) for m in (torch_budget, onnx_budget))
+    assert exact and onnx_budget.settings() == {**torch_budget.settings(), "backend": "onnxruntime"}
+    assert len(of) == len(f) == 200
+    assert (of.keypoints[torch.argsort(of.keypoints[:, 1] * 1e4 + of.keypoints[:, 0])]
+            - f.keypoints[torch.argsort(f.keypoints[:, 1] * 1e4 + f.keypoints[:, 0])]).abs().max() < 1e-3
+
+
 def test_benchmark_cli_backend(exported, cache, monkeypatch):
     """`benchmark --backend onnxruntime`: torch and ONNX Runtime rows from one run, extraction included."""
     from lightmatch.benchmark import parse_benchmark_tables

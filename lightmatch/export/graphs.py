@@ -27,12 +27,24 @@ from torchvision.ops import deform_conv2d
 from ..models.aliked import ALIKED, DIVISOR
 from ..models.disk import DISK, PAD_MULTIPLE
 from ..models.lightglue import LightGlue, TransformerLayer, apply_rotary
-from ..models.superpoint import simple_nms
+from ..models.superpoint import SuperPoint, simple_nms
 
 
 def _size(x: torch.Tensor, dim: int) -> torch.Tensor:
     """``x.shape[dim]`` as a traced int64 scalar."""
     return torch._shape_as_tensor(x)[dim]
+
+
+class ExtractorGraph(nn.Module):
+    """An extractor's graph; :meth:`inputs` turns the extractor's settings (the attributes :attr:`SOURCES`) into
+    the graph's ``max_keypoints`` and ``detection_threshold`` inputs."""
+
+    SOURCES: tuple[str, ...] = ("max_keypoints", "detection_threshold")
+
+    @staticmethod
+    def inputs(model) -> tuple[int, float]:
+        """``(max_keypoints, detection_threshold)`` for an extractor (or its ONNX twin) holding :attr:`SOURCES`."""
+        return int(model.max_keypoints) if model.max_keypoints else -1, float(model.detection_threshold)
 
 
 # ---------------------------------------------------------------------------------------------------- detection
@@ -114,9 +126,10 @@ def res_block(x: torch.Tensor, block: nn.Module) -> torch.Tensor:
     return torch.selu(out + block.downsample(x))
 
 
-class AlikedGraph(nn.Module):
-    """:meth:`ALIKED.detect_and_describe` (reference NMS) as one graph; see the module docstring for its inputs and
-    outputs."""
+class AlikedGraph(ExtractorGraph):
+    """:meth:`ALIKED.detect_and_describe` (reference NMS) as one graph: with ``detection_threshold <= 0`` and
+    ``max_keypoints > 0`` exactly the ``max_keypoints`` best (top-k); otherwise the scores above the threshold (or
+    the mean) in row-major order, the best (best first) when there are more than ``max_keypoints``."""
 
     def __init__(self, extractor: ALIKED) -> None:
         super().__init__()
@@ -247,7 +260,7 @@ def strict_maxima(x: torch.Tensor, window: int) -> torch.Tensor:
     return keep
 
 
-class DiskGraph(nn.Module):
+class DiskGraph(ExtractorGraph):
     """:meth:`DISK.detect_and_describe` in fp32 (kornia's U-Net on the image zero-padded at the bottom and right,
     ``heatmap_to_keypoints``: strict maxima above the threshold in raster order, the ``max_keypoints`` strongest when
     there are more, ties taken in raster order) as one graph."""
@@ -277,6 +290,55 @@ class DiskGraph(nn.Module):
         table = out[0, :dim].reshape(dim, -1).T
         descriptors = F.normalize(gather_rows(table, ys * _size(out, 3) + xs), dim=-1)
         return torch.stack([xs, ys], 1).float(), flat[indices], descriptors
+
+
+# ---------------------------------------------------------------------------------------------------- SuperPoint
+class SuperPointGraph(ExtractorGraph):
+    """:meth:`SuperPoint.detect_and_describe` as one graph: the network, NMS, keypoints off the border above
+    ``detection_threshold`` (every pixel when it is negative) in row-major order, the ``max_keypoints`` best (best
+    first) when there are more and ``max_keypoints > 0``, descriptors sampled bilinearly from the coarse map."""
+
+    SOURCES = ("max_keypoints", "keypoint_threshold", "exact_keypoints")
+
+    @staticmethod
+    def inputs(model) -> tuple[int, float]:
+        """``exact_keypoints``: that many, threshold off; otherwise the cap and the threshold (< 0: none)."""
+        if model.exact_keypoints is not None:
+            return int(model.exact_keypoints), -1.0
+        return int(model.max_keypoints), float(model.keypoint_threshold)
+
+    def __init__(self, extractor: SuperPoint) -> None:
+        super().__init__()
+        self.net = extractor
+        self.radius, self.border = extractor.nms_radius, extractor.remove_borders
+
+    def forward(self, image: torch.Tensor, max_keypoints: torch.Tensor, detection_threshold: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        net = self.net
+        x = image
+        for a, b in ((net.conv1a, net.conv1b), (net.conv2a, net.conv2b), (net.conv3a, net.conv3b)):
+            x = net.pool(torch.relu(b(torch.relu(a(x)))))
+        x = torch.relu(net.conv4b(torch.relu(net.conv4a(x))))
+        h8, w8 = _size(x, 2), _size(x, 3)
+        cells = net.convPb(torch.relu(net.convPa(x))).softmax(1)[0, :-1]  # (64, h8, w8)
+        scores = cells.reshape(8, 8, h8, w8).permute(2, 0, 3, 1).reshape(h8 * 8, w8 * 8)
+        dense = F.normalize(net.convDb(torch.relu(net.convDa(x))), p=2, dim=1)
+        h, w = _size(scores, 0), _size(scores, 1)
+        nms = simple_nms(scores[None, None], self.radius)[0, 0]
+        flat = nms.reshape(-1)
+        mask = border_mask(h, w, self.border) & ((detection_threshold < 0) | (nms > detection_threshold))
+        indices = mask.reshape(-1).nonzero()[:, 0]
+        count = _size(indices, 0)
+        k = torch.where(max_keypoints > 0, torch.minimum(max_keypoints, count), count)
+        chosen = indices[torch.topk(flat[indices], k).indices]
+        indices = torch.where((max_keypoints > 0) & (count > max_keypoints), chosen, chosen.sort().values)
+        keypoints = torch.stack([indices % w, torch.div(indices, w, rounding_mode="trunc")], 1).float()
+        s = 8
+        size = torch.stack([w8 * s, h8 * s]).float() - s / 2 - 0.5
+        grid = ((keypoints - s / 2 + 0.5) / size) * 2 - 1
+        desc = F.grid_sample(dense, grid.view(1, 1, -1, 2), mode="bilinear", align_corners=True)
+        descriptors = F.normalize(desc.reshape(dense.shape[1], -1), p=2, dim=0).T
+        return keypoints, flat[indices], descriptors
 
 
 # ---------------------------------------------------------------------------------------------------- LightGlue

@@ -58,6 +58,7 @@ def refuse_extractor(extractor: Extractor) -> Optional[str]:
     """Why ``extractor`` cannot be exported, or None."""
     from ..models.aliked import ALIKED
     from ..models.disk import DISK
+    from ..models.superpoint import SuperPoint
 
     if isinstance(extractor, ALIKED):
         if extractor.nms != "reference":
@@ -67,39 +68,45 @@ def refuse_extractor(extractor: Extractor) -> Optional[str]:
         if extractor.nms_window % 2 == 0:
             return "DISK exports with an odd NMS window only"
         return None
+    if isinstance(extractor, SuperPoint):
+        return None
     if extractor.name == "sift":
         return "SIFT runs in OpenCV, not a network: there is no graph to export (cv2.SIFT_create runs anywhere)"
-    return (f"extractor '{extractor.name}' has no ONNX export yet (ALIKED and DISK have: --features aliked, "
-            "aliked-n16rot, aliked-n32, aliked-t16, disk)")
+    return (f"extractor '{extractor.name}' has no ONNX export yet (ALIKED, DISK and SuperPoint have: --features "
+            "aliked, aliked-n16rot, aliked-n32, aliked-t16, disk, superpoint)")
 
 
-def extractor_graph(extractor: Extractor) -> torch.nn.Module:
-    """The export module of ``extractor`` (a :class:`ConfigError` with the reason when there is none)."""
+def graph_type(extractor: Extractor) -> type:
+    """The class of ``extractor``'s export module (a :class:`ConfigError` with the reason when there is none)."""
     reason = refuse_extractor(extractor)
     if reason:
         raise ConfigError(f"export onnx: {reason}")
     from ..models.disk import DISK
-    from .graphs import AlikedGraph, DiskGraph
+    from ..models.superpoint import SuperPoint
+    from .graphs import AlikedGraph, DiskGraph, SuperPointGraph
 
-    return DiskGraph(extractor) if isinstance(extractor, DISK) else AlikedGraph(extractor)
+    for model, graph in ((DISK, DiskGraph), (SuperPoint, SuperPointGraph)):
+        if isinstance(extractor, model):
+            return graph
+    return AlikedGraph
 
 
 def export_extractor(extractor: Extractor, folder: Path) -> dict:
     """Write ``extractor.onnx``; returns its manifest entry."""
-    graph = extractor_graph(extractor)
+    graph = graph_type(extractor)
     channels = 1 if extractor.grayscale else 3
     example = (torch.rand(1, channels, 200, 264), torch.tensor(64), torch.tensor(-1.0))
-    _export(graph, example, folder / EXTRACTOR_FILE, ["image", "max_keypoints", "detection_threshold"],
+    _export(graph(extractor), example, folder / EXTRACTOR_FILE, ["image", "max_keypoints", "detection_threshold"],
             ["keypoints", "scores", "descriptors"],
             {"image": {2: "height", 3: "width"}, "keypoints": {0: "keypoints"}, "scores": {0: "keypoints"},
              "descriptors": {0: "keypoints"}})
-    max_kp = getattr(extractor, "max_keypoints", -1)
+    max_keypoints, threshold = graph.inputs(extractor)
     return {
         "name": extractor.name, "file": EXTRACTOR_FILE, "descriptor_dim": extractor.descriptor_dim,
         "inputs": {"image": "float32 [1, C, H, W]: the network image, values in [0, 1]",
-                   "max_keypoints": "int64 scalar: keypoint cap (with detection_threshold <= 0: exactly this "
-                                    "many, top-k); <= 0 for none",
-                   "detection_threshold": "float32 scalar: score threshold; <= 0 for top-k mode"},
+                   "max_keypoints": "int64 scalar: keypoint cap; <= 0 for none",
+                   "detection_threshold": "float32 scalar: score threshold",
+                   "modes": (graph.__doc__ or "").split("\n\n")[0].replace("\n", " ")},
         "outputs": {"keypoints": "float32 [N, 2]: (x, y) in network-image pixels (pixel centres at integers)",
                     "scores": "float32 [N]", "descriptors": f"float32 [N, {extractor.descriptor_dim}], unit norm"},
         "preprocess": {"color": "gray" if extractor.grayscale else "rgb", "range": [0.0, 1.0],
@@ -109,8 +116,7 @@ def export_extractor(extractor: Extractor, folder: Path) -> dict:
                                         "odd(max(4 sigma, 3)), reflect-101 border), then bilinear, half-pixel "
                                         "centres (kornia's antialiased resize)",
                        "keypoints_to_original": "(k + 0.5) / (new_size / old_size) - 0.5 per axis"},
-        "settings": {"max_keypoints": int(max_kp if max_kp else -1),
-                     "detection_threshold": float(getattr(extractor, "detection_threshold", 0.0)),
+        "settings": {"max_keypoints": max_keypoints, "detection_threshold": threshold,
                      "nms_radius": getattr(extractor, "nms_radius", None)},
     }
 

@@ -84,10 +84,14 @@ class OnnxExtractor(Extractor):
     backend = BACKEND
 
     def __init__(self, base: Extractor, pipeline: OnnxPipeline) -> None:
+        from ..export.onnx import graph_type
+
         super().__init__(resize=base.resize, precision="fp32")
         self.runner = pipeline.extractor
         self.name, self.descriptor_dim, self.grayscale = base.name, base.descriptor_dim, base.grayscale
-        for key in base.detector_settings():  # the settings the graph takes, as the torch extractor holds them
+        self._graph = graph_type(base)
+        # the settings the store records and those the graph's inputs come from, as the torch extractor holds them
+        for key in (*base.detector_settings(), *self._graph.SOURCES):
             setattr(self, key, getattr(base, key))
         self._base_type = type(base)
 
@@ -98,8 +102,7 @@ class OnnxExtractor(Extractor):
         return self._base_type.budget_settings(self, n)
 
     def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        self.runner.max_keypoints = int(self.max_keypoints) if self.max_keypoints else -1
-        self.runner.detection_threshold = float(self.detection_threshold)
+        self.runner.max_keypoints, self.runner.detection_threshold = self._graph.inputs(self)
         keypoints, scores, descriptors = self.runner.run(image.detach().float().cpu().numpy())
         return torch.from_numpy(keypoints), torch.from_numpy(scores), torch.from_numpy(descriptors)
 
