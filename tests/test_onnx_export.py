@@ -66,6 +66,13 @@ def same_matches(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a == b).double().mean()) if len(a) else 1.0
 
 
+def in_raster_order(keypoints: torch.Tensor, *rest: torch.Tensor) -> list[torch.Tensor]:
+    """Keypoints ``(N, 2)`` and their per-point values in row-major order (to compare selections made best first,
+    where scores equal up to rounding may come in either order)."""
+    order = torch.argsort(keypoints[:, 1] * 1e5 + keypoints[:, 0])
+    return [t[order] for t in (keypoints, *rest)]
+
+
 @pytest.mark.parametrize("threshold,size", [(0.2, RESIZE), (-1.0, RESIZE), (0.2, 257)])
 def test_extractor_parity(models, exported, sample_pair, threshold, size):
     """Threshold mode (row-major order) and top-k mode; 257 px needs padding inside the graph."""
@@ -238,9 +245,13 @@ def test_refusals(models, sample_pair):
         onnx_models(sift, matcher)
     with pytest.raises(ConfigError, match="reference NMS"):
         export_onnx(lm.load_extractor("aliked", device="cpu", nms="strict"), None, "/nonexistent/never-made")
+    from lightmatch.models.superglue import SuperGlue
+
+    with pytest.raises(ConfigError, match="superglue' has no ONNX export.*Sinkhorn"):
+        onnx_models(extractor, SuperGlue(pretrained=False))
     result = CliRunner().invoke(main, ["match", str(sample_pair[0]), str(sample_pair[1]), "--backend", "onnxruntime",
-                                       "--features", "xfeat"])
-    assert result.exit_code == 2 and "no ONNX export" in result.output
+                                       "--features", "sift", "--matcher", "nn"])
+    assert result.exit_code == 2 and "OpenCV" in result.output
 
 
 def test_runner_without_torch(tmp_path, exported, models, sample_pair):
@@ -313,9 +324,8 @@ def test_superpoint_parity(tmp_path, sample_pair):
         assert len(kpts) >= 200 and okpts.shape == kpts.shape
         if cap > 0 or exact:  # best first: random weights give scores equal up to rounding, whose order may differ
             assert (oscores[1:] <= oscores[:-1] + 1e-6).all()
-            raster, oraster = (torch.argsort(k[:, 1] * 1e4 + k[:, 0]) for k in (kpts, okpts))
-            kpts, scores, desc = kpts[raster], scores[raster], desc[raster]
-            okpts, oscores, odesc = okpts[oraster], oscores[oraster], odesc[oraster]
+            kpts, scores, desc = in_raster_order(kpts, scores, desc)
+            okpts, oscores, odesc = in_raster_order(okpts, oscores, odesc)
         assert (okpts - kpts).abs().max() < 1e-3
         assert (oscores - scores).abs().max() < 1e-5
         assert (odesc - desc).abs().max() < 1e-4
@@ -324,8 +334,53 @@ def test_superpoint_parity(tmp_path, sample_pair):
     f, of = (m.extract(lm.load_image(sample_pair[1])) for m in (torch_budget, onnx_budget))
     assert exact and onnx_budget.settings() == {**torch_budget.settings(), "backend": "onnxruntime"}
     assert len(of) == len(f) == 200
-    assert (of.keypoints[torch.argsort(of.keypoints[:, 1] * 1e4 + of.keypoints[:, 0])]
-            - f.keypoints[torch.argsort(f.keypoints[:, 1] * 1e4 + f.keypoints[:, 0])]).abs().max() < 1e-3
+    assert (in_raster_order(of.keypoints)[0] - in_raster_order(f.keypoints)[0]).abs().max() < 1e-3
+
+
+def test_xfeat_parity(tmp_path, sample_pair):
+    """XFeat's graph (the official weights): sizes that are and are not multiples of 32 (resized inside), capped."""
+    nn_matcher = lm.load_matcher("nn", device="cpu")
+    for cap in (1024, 300):
+        extractor = lm.load_extractor("xfeat", max_keypoints=cap, resize=None, device="cpu")
+        if cap == 1024:
+            export_onnx(extractor, nn_matcher, tmp_path)
+        onnx_extractor, _ = onnx_models(extractor, nn_matcher, tmp_path)
+        for size in (320, 257):
+            image, _ = resize_for_network(lm.load_image(sample_pair[0]), size)
+            (kpts, scores, desc), (okpts, oscores, odesc) = (m.detect_and_describe(image)
+                                                             for m in (extractor, onnx_extractor))
+            assert len(kpts) >= 300 and okpts.shape == kpts.shape
+            assert (oscores[1:] <= oscores[:-1]).all()  # best first
+            (kpts, scores, desc), (okpts, oscores, odesc) = (in_raster_order(*out) for out in
+                                                             ((kpts, scores, desc), (okpts, oscores, odesc)))
+            assert (okpts - kpts).abs().max() < 1e-3
+            assert (oscores - scores).abs().max() < 1e-4
+            assert (odesc - desc).abs().max() < 1e-4
+
+
+def test_xfeat_lighterglue(tmp_path, sample_pair):
+    """XFeat + LighterGlue (our LightGlue with one head, 64-d in, 96-d tokens, 6 layers) exported together: per pair
+    and batched, the torch matches, stopping layers and pruned counts, in LighterGlue's own mode (no early exit,
+    pruning at 0.95) and with early exit."""
+    extractor = lm.load_extractor("xfeat", max_keypoints=512, resize=320, device="cpu")
+    matcher = lm.load_matcher("lightglue", features="xfeat", device="cpu")
+    assert matcher.name == "lighterglue"
+    export_onnx(extractor, matcher, tmp_path)
+    onnx_extractor, onnx_matcher = onnx_models(extractor, matcher, tmp_path)
+    images = [lm.load_image(p) for p in sample_pair[:2]]
+    images.append(images[1][:, 40:, 60:])
+    feats = [onnx_extractor.extract(image) for image in images]
+    pairs = [(feats[0], feats[1]), (feats[2], feats[0]), (feats[1], feats[2])]
+    for depth in (-1.0, 0.95):
+        for model in (matcher, onnx_matcher):
+            model.depth_confidence = depth
+        reference = [matcher.match(*pair) for pair in pairs]
+        for results in ([onnx_matcher.match(*pair) for pair in pairs], onnx_matcher.match_many(pairs)):
+            for got, ref in zip(results, reference):
+                assert same_matches(got.matches0, ref.matches0) >= 0.99
+                assert (got.stop_layer, got.info) == (ref.stop_layer, ref.info)
+        assert reference[0].num_matches > 50 and reference[0].info["pruned0"] > 0
+        assert (reference[0].stop_layer < 6) == (depth > 0)
 
 
 def test_benchmark_cli_backend(exported, cache, monkeypatch):

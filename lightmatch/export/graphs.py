@@ -28,6 +28,7 @@ from ..models.aliked import ALIKED, DIVISOR
 from ..models.disk import DISK, PAD_MULTIPLE
 from ..models.lightglue import LightGlue, TransformerLayer, apply_rotary
 from ..models.superpoint import SuperPoint, simple_nms
+from ..models.xfeat import XFeat
 
 
 def _size(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -339,6 +340,55 @@ class SuperPointGraph(ExtractorGraph):
         desc = F.grid_sample(dense, grid.view(1, 1, -1, 2), mode="bilinear", align_corners=True)
         descriptors = F.normalize(desc.reshape(dense.shape[1], -1), p=2, dim=0).T
         return keypoints, flat[indices], descriptors
+
+
+# ---------------------------------------------------------------------------------------------------- XFeat
+class XFeatGraph(ExtractorGraph):
+    """kornia's ``XFeat.detectAndCompute`` as one graph: the image resized to multiples of 32 (bilinear), the
+    network, the strict 5x5 maxima of the keypoint heatmap above ``detection_threshold``, the ``max_keypoints`` best
+    by heatmap value times reliability (best first; all when ``max_keypoints <= 0``), descriptors sampled bicubically,
+    keypoints scaled back to the input image."""
+
+    def __init__(self, extractor: XFeat) -> None:
+        super().__init__()
+        self.net = extractor.net.net
+
+    def forward(self, image: torch.Tensor, max_keypoints: torch.Tensor, detection_threshold: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        net = self.net
+        h, w = _size(image, 2), _size(image, 3)
+        rh = torch.clamp(torch.div(h, 32, rounding_mode="floor") * 32, min=32)
+        rw = torch.clamp(torch.div(w, 32, rounding_mode="floor") * 32, min=32)
+        x = F.interpolate(image, size=(rh, rw), mode="bilinear", align_corners=False)
+        x = net.norm(x.mean(dim=1, keepdim=True))
+        x3 = net.block3(net.block2(net.block1(x) + net.skip1(x)))
+        x4 = net.block4(x3)
+        x5 = net.block5(x4)
+        size = x3.shape[-2:]
+        x4 = F.interpolate(x4, size, mode="bilinear", align_corners=False)
+        x5 = F.interpolate(x5, size, mode="bilinear", align_corners=False)
+        feats = net.block_fusion(x3 + x4 + x5)
+        reliability = net.heatmap_head(feats)
+        h8, w8 = torch.div(rh, 8, rounding_mode="floor"), torch.div(rw, 8, rounding_mode="floor")
+        cells = x.reshape(1, 1, h8, 8, w8, 8).permute(0, 1, 3, 5, 2, 4).reshape(1, 64, h8, w8)  # XFeat's unfold
+        logits = net.keypoint_head(cells).softmax(1)[0, :64]
+        heatmap = logits.reshape(8, 8, h8, w8).permute(2, 0, 3, 1).reshape(rh, rw)
+        mask = strict_maxima(heatmap, 5) & (heatmap > detection_threshold)
+        indices = mask.reshape(-1).nonzero()[:, 0]
+        pos = torch.stack([indices % rw, torch.div(indices, rw, rounding_mode="trunc")], 1).float()
+        grid = (2.0 * pos / torch.stack([rw - 1, rh - 1]).float() - 1.0).view(1, 1, -1, 2)
+
+        def sample(dense: torch.Tensor, mode: str) -> torch.Tensor:  # kornia's InterpolateSparse2d: (N, C)
+            return F.grid_sample(dense, grid, mode=mode, align_corners=False)[0, :, 0].T
+
+        scores = (sample(heatmap[None, None], "nearest") * sample(reliability, "bilinear"))[:, 0]
+        count = _size(indices, 0)
+        k = torch.where(max_keypoints > 0, torch.minimum(max_keypoints, count), count)
+        best = torch.topk(scores, k).indices
+        best = best[scores[best] > 0]
+        descriptors = F.normalize(sample(F.normalize(feats, dim=1), "bicubic"), dim=-1)[best]
+        scale = torch.stack([w.float() / rw.float(), h.float() / rh.float()])
+        return pos[best] * scale, scores[best], descriptors
 
 
 # ---------------------------------------------------------------------------------------------------- LightGlue

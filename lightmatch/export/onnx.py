@@ -59,6 +59,7 @@ def refuse_extractor(extractor: Extractor) -> Optional[str]:
     from ..models.aliked import ALIKED
     from ..models.disk import DISK
     from ..models.superpoint import SuperPoint
+    from ..models.xfeat import XFeat
 
     if isinstance(extractor, ALIKED):
         if extractor.nms != "reference":
@@ -68,7 +69,7 @@ def refuse_extractor(extractor: Extractor) -> Optional[str]:
         if extractor.nms_window % 2 == 0:
             return "DISK exports with an odd NMS window only"
         return None
-    if isinstance(extractor, SuperPoint):
+    if isinstance(extractor, (SuperPoint, XFeat)):
         return None
     if extractor.name == "sift":
         return "SIFT runs in OpenCV, not a network: there is no graph to export (cv2.SIFT_create runs anywhere)"
@@ -83,9 +84,10 @@ def graph_type(extractor: Extractor) -> type:
         raise ConfigError(f"export onnx: {reason}")
     from ..models.disk import DISK
     from ..models.superpoint import SuperPoint
-    from .graphs import AlikedGraph, DiskGraph, SuperPointGraph
+    from ..models.xfeat import XFeat
+    from .graphs import AlikedGraph, DiskGraph, SuperPointGraph, XFeatGraph
 
-    for model, graph in ((DISK, DiskGraph), (SuperPoint, SuperPointGraph)):
+    for model, graph in ((DISK, DiskGraph), (SuperPoint, SuperPointGraph), (XFeat, XFeatGraph)):
         if isinstance(extractor, model):
             return graph
     return AlikedGraph
