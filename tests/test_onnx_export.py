@@ -140,6 +140,22 @@ def test_batched_matching(models, exported, varied_pairs, depth, width):
         assert all(r.info["pruned0"] > 0 for r in batched if len(r.matches0))
 
 
+def test_matcher_settings_contract(models, exported, features):
+    """OnnxMatcher forwards the torch matcher's matching_settings() (no more, no fewer), each one a setting the
+    runner states; a copy with other settings (with_settings) matches with them, the original keeps its own."""
+    matcher, onnx_matcher = models[1], exported[2]
+    assert onnx_matcher.matching_settings() == matcher.matching_settings()
+    assert set(onnx_matcher.matching_settings()) == set(onnx_matcher.runner.SETTINGS)
+    full = onnx_matcher.with_settings(depth_confidence=-1.0, width_confidence=-1.0)
+    assert full.match(*features).stop_layer == 9 and onnx_matcher.match(*features).stop_layer < 9
+    with pytest.raises(ConfigError, match="takes no setting sinkhorn_iterations"):
+        onnx_matcher.runner.configure({"sinkhorn_iterations": 20})
+    extra = matcher.with_settings()
+    extra.matching_settings = lambda: {**matcher.matching_settings(), "sinkhorn_iterations": 20}
+    with pytest.raises(ConfigError, match="takes no setting sinkhorn_iterations"):
+        onnx_models(models[0], extra, exported[0])
+
+
 def test_trained_matcher_parity(tmp_path, features):
     """A matcher as `lightmatch train` writes it (3 layers, weights moved off the official ones)."""
     from lightmatch.models.lightglue import LightGlue
