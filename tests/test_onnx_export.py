@@ -26,8 +26,8 @@ from lightmatch.errors import ConfigError
 from lightmatch.export.onnx import export_onnx
 from lightmatch.io import h5
 from lightmatch.models.base import resize_for_network
-from lightmatch.models.onnx_backend import cached_export, onnx_models
-from lightmatch.runtime.onnx_runner import MANIFEST
+from lightmatch.models.onnx_backend import cached_export, numpy_features, onnx_models
+from lightmatch.runtime.onnx_runner import MANIFEST, OnnxPipeline
 
 REPO = Path(__file__).resolve().parents[1]
 RESIZE, KEYPOINTS = 320, 512
@@ -135,6 +135,10 @@ def test_batched_matching(models, exported, varied_pairs, depth, width):
         assert (got.stop_layer, got.info) == (one.stop_layer, one.info) == (ref.stop_layer, ref.info)
         assert torch.allclose(got.scores0, one.scores0, atol=1e-3)
     assert batched[5].stop_layer == 0 and len(batched[5].matches0) == 0
+    pipeline = OnnxPipeline(exported[0])  # the torch-free API
+    pipeline.matcher.configure(onnx_matcher.matching_settings())
+    for got, out in zip(batched, pipeline.match_many([tuple(map(numpy_features, pair)) for pair in varied_pairs])):
+        assert np.array_equal(got.matches0.numpy(), out.matches0) and got.stop_layer == out.stop_layer
     if depth > 0:
         assert len({r.stop_layer for r in batched}) > 2  # pairs left the batch at different layers
         assert all(r.info["pruned0"] > 0 for r in batched if len(r.matches0))

@@ -4,6 +4,7 @@
     >>> pipeline = OnnxPipeline("export_dir")
     >>> f0, f1 = pipeline.extract(pipeline.read_image("a.jpg")), pipeline.extract(pipeline.read_image("b.jpg"))
     >>> result = pipeline.match(f0, f1)   # result.matches0: (N0,) index into f1's keypoints or -1
+    >>> results = pipeline.match_many([(f0, f1), (f1, f0)])   # several pairs in one padded batch
 
 The folder's ``lightmatch_onnx.json`` (:data:`MANIFEST`) says everything the runner needs: the graphs, their inputs
 and outputs, the image normalisation and the settings. LightGlue's adaptive depth (early exit) and width (pruning)
@@ -458,7 +459,15 @@ class OnnxPipeline:
         return self.extractor.extract(image)
 
     def match(self, feats0: NumpyFeatures, feats1: NumpyFeatures) -> NumpyMatches:
+        return self._matcher().match(feats0, feats1)
+
+    def match_many(self, pairs: Sequence[tuple[NumpyFeatures, NumpyFeatures]]) -> list[NumpyMatches]:
+        """Several pairs at once (LightGlue: one padded, masked batch; the matches of :meth:`match` pair by
+        pair)."""
+        return self._matcher().match_many(pairs)
+
+    def _matcher(self) -> MatcherRunner:
         if self.matcher is None:
             raise ConfigError(f"{self.sessions.folder}: the export has no matcher this runner drives "
                               "(a --layout colmap export is for COLMAP)")
-        return self.matcher.match(feats0, feats1)
+        return self.matcher
