@@ -108,7 +108,7 @@ def export_extractor(extractor: Extractor, folder: Path) -> dict:
         "inputs": {"image": "float32 [1, C, H, W]: the network image, values in [0, 1]",
                    "max_keypoints": "int64 scalar: keypoint cap; <= 0 for none",
                    "detection_threshold": "float32 scalar: score threshold",
-                   "modes": (graph.__doc__ or "").split("\n\n")[0].replace("\n", " ")},
+                   "modes": " ".join((graph.__doc__ or "").split("\n\n")[0].split())},
         "outputs": {"keypoints": "float32 [N, 2]: (x, y) in network-image pixels (pixel centres at integers)",
                     "scores": "float32 [N]", "descriptors": f"float32 [N, {extractor.descriptor_dim}], unit norm"},
         "preprocess": {"color": "gray" if extractor.grayscale else "rgb", "range": [0.0, 1.0],
