@@ -294,6 +294,12 @@ class DiskGraph(ExtractorGraph):
 
 
 # ---------------------------------------------------------------------------------------------------- SuperPoint
+def cells_to_map(cells: torch.Tensor, h8: torch.Tensor, w8: torch.Tensor) -> torch.Tensor:
+    """``(64, h, w)`` per-cell scores (channel ``8 dy + dx`` of cell ``(y, x)``) -> the ``(8h, 8w)`` pixel map, as
+    SuperPoint's and XFeat's heads lay them out."""
+    return cells.reshape(8, 8, h8, w8).permute(2, 0, 3, 1).reshape(h8 * 8, w8 * 8)
+
+
 class SuperPointGraph(ExtractorGraph):
     """:meth:`SuperPoint.detect_and_describe` as one graph: the network, NMS, keypoints off the border above
     ``detection_threshold`` (every pixel when it is negative) in row-major order, the ``max_keypoints`` best (best
@@ -322,7 +328,7 @@ class SuperPointGraph(ExtractorGraph):
         x = torch.relu(net.conv4b(torch.relu(net.conv4a(x))))
         h8, w8 = _size(x, 2), _size(x, 3)
         cells = net.convPb(torch.relu(net.convPa(x))).softmax(1)[0, :-1]  # (64, h8, w8)
-        scores = cells.reshape(8, 8, h8, w8).permute(2, 0, 3, 1).reshape(h8 * 8, w8 * 8)
+        scores = cells_to_map(cells, h8, w8)
         dense = F.normalize(net.convDb(torch.relu(net.convDa(x))), p=2, dim=1)
         h, w = _size(scores, 0), _size(scores, 1)
         nms = simple_nms(scores[None, None], self.radius)[0, 0]
@@ -371,8 +377,7 @@ class XFeatGraph(ExtractorGraph):
         reliability = net.heatmap_head(feats)
         h8, w8 = torch.div(rh, 8, rounding_mode="floor"), torch.div(rw, 8, rounding_mode="floor")
         cells = x.reshape(1, 1, h8, 8, w8, 8).permute(0, 1, 3, 5, 2, 4).reshape(1, 64, h8, w8)  # XFeat's unfold
-        logits = net.keypoint_head(cells).softmax(1)[0, :64]
-        heatmap = logits.reshape(8, 8, h8, w8).permute(2, 0, 3, 1).reshape(rh, rw)
+        heatmap = cells_to_map(net.keypoint_head(cells).softmax(1)[0, :64], h8, w8)
         mask = strict_maxima(heatmap, 5) & (heatmap > detection_threshold)
         indices = mask.reshape(-1).nonzero()[:, 0]
         pos = torch.stack([indices % rw, torch.div(indices, rw, rounding_mode="trunc")], 1).float()
