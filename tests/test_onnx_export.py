@@ -27,7 +27,8 @@ from lightmatch.export.backend import cached_export, onnx_models
 from lightmatch.export.onnx import export_onnx
 from lightmatch.io import h5
 from lightmatch.models.base import resize_for_network
-from lightmatch.runtime.onnx_runner import MANIFEST
+from lightmatch.models.onnx_backend import numpy_features
+from lightmatch.runtime.onnx_runner import MANIFEST, OnnxPipeline
 
 REPO = Path(__file__).resolve().parents[1]
 RESIZE, KEYPOINTS = 320, 512
@@ -60,7 +61,17 @@ def features(models, sample_pair):
 
 
 def same_matches(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a == b).double().mean())
+    """The share of equal entries (1 for two empty results, 0 for different lengths)."""
+    if a.shape != b.shape:
+        return 0.0
+    return float((a == b).double().mean()) if len(a) else 1.0
+
+
+def in_raster_order(keypoints: torch.Tensor, *rest: torch.Tensor) -> list[torch.Tensor]:
+    """Keypoints ``(N, 2)`` and their per-point values in row-major order (to compare selections made best first,
+    where scores equal up to rounding may come in either order)."""
+    order = torch.argsort(keypoints[:, 1] * 1e5 + keypoints[:, 0])
+    return [t[order] for t in (keypoints, *rest)]
 
 
 @pytest.mark.parametrize("threshold,size", [(0.2, RESIZE), (-1.0, RESIZE), (0.2, 257)])
@@ -93,6 +104,61 @@ def test_matcher_parity(models, exported, features, depth, width):
     if depth > 0:
         assert reference.stop_layer < 9 and reference.info["pruned0"] > 0  # adaptivity was exercised
     matcher.depth_confidence, matcher.width_confidence = 0.95, 0.99
+
+
+@pytest.fixture(scope="module")
+def varied_pairs(models, features, sample_pair):
+    """Six pairs of four images with different keypoint counts (a crop, a mirror), and one pair with an image
+    without keypoints: every batch needs padding."""
+    extractor = models[0]
+    image1 = lm.load_image(sample_pair[1])
+    crop = extractor.extract(image1[:, 40:, 60:])
+    mirror = extractor.extract(lm.load_image(sample_pair[0]).flip(-1))
+    f0, f1 = features
+    empty = lm.Features(f0.keypoints[:0], f0.scores[:0], f0.descriptors[:0], f0.image_size)
+    assert len({len(f) for f in (f0, f1, crop, mirror)}) == 4
+    return [(f0, f1), (f1, f0), (f0, crop), (crop, f1), (mirror, f0), (empty, f1), (f1, mirror)]
+
+
+@pytest.mark.parametrize("depth,width", [(-1.0, -1.0), (0.95, 0.99)])
+def test_batched_matching(models, exported, varied_pairs, depth, width):
+    """`match_many` on the batch graphs (padded, masked, a dynamic batch axis): per pair the matches, stopping layer
+    and pruned counts of the one-pair graphs and of torch, with adaptivity exercised differently per pair."""
+    matcher, onnx_matcher = models[1], exported[2]
+    for model in (matcher, onnx_matcher):
+        model.depth_confidence, model.width_confidence = depth, width
+    batched = onnx_matcher.match_many(varied_pairs)
+    single = [onnx_matcher.match(*pair) for pair in varied_pairs]
+    reference = [matcher.match(*pair) for pair in varied_pairs]
+    matcher.depth_confidence, matcher.width_confidence = 0.95, 0.99
+    for got, one, ref in zip(batched, single, reference):
+        assert same_matches(got.matches0, one.matches0) >= 0.99 and same_matches(got.matches0, ref.matches0) >= 0.99
+        assert (got.stop_layer, got.info) == (one.stop_layer, one.info) == (ref.stop_layer, ref.info)
+        assert torch.allclose(got.scores0, one.scores0, atol=1e-3)
+    assert batched[5].stop_layer == 0 and len(batched[5].matches0) == 0
+    pipeline = OnnxPipeline(exported[0])  # the torch-free API
+    pipeline.matcher.configure(onnx_matcher.matching_settings())
+    for got, out in zip(batched, pipeline.match_many([tuple(map(numpy_features, pair)) for pair in varied_pairs])):
+        assert np.array_equal(got.matches0.numpy(), out.matches0) and got.stop_layer == out.stop_layer
+    if depth > 0:
+        assert len({r.stop_layer for r in batched}) > 2  # pairs left the batch at different layers
+        assert all(r.info["pruned0"] > 0 for r in batched if len(r.matches0))
+
+
+def test_matcher_settings_contract(models, exported, features):
+    """OnnxMatcher forwards the torch matcher's matching_settings() (no more, no fewer), each one a setting the
+    runner states; a copy with other settings (with_settings) matches with them, the original keeps its own."""
+    matcher, onnx_matcher = models[1], exported[2]
+    assert onnx_matcher.matching_settings() == matcher.matching_settings()
+    assert set(onnx_matcher.matching_settings()) == set(onnx_matcher.runner.SETTINGS)
+    full = onnx_matcher.with_settings(depth_confidence=-1.0, width_confidence=-1.0)
+    assert full.match(*features).stop_layer == 9 and onnx_matcher.match(*features).stop_layer < 9
+    with pytest.raises(ConfigError, match="takes no setting sinkhorn_iterations"):
+        onnx_matcher.runner.configure({"sinkhorn_iterations": 20})
+    extra = matcher.with_settings()
+    extra.matching_settings = lambda: {**matcher.matching_settings(), "sinkhorn_iterations": 20}
+    with pytest.raises(ConfigError, match="takes no setting sinkhorn_iterations"):
+        onnx_models(models[0], extra, exported[0])
 
 
 def test_trained_matcher_parity(tmp_path, features):
@@ -154,30 +220,41 @@ def test_colmap_layout(tmp_path, models, features):
 
 
 def test_match_cli_backend(tmp_path, exported, cache, sample_pair, monkeypatch):
-    """`match --backend onnxruntime` (the cached export), single pair and batch: the torch path's matches, and
-    the stores say which backend made them."""
+    """`match --backend onnxruntime` (the cached export), pair by pair and three pairs per batch (`--batch-pairs`):
+    the torch path's matches, and the stores say which backend made them."""
+    import cv2
+
     monkeypatch.setenv("LIGHTMATCH_CACHE_DIR", str(cache))
     images = tmp_path / "images"
     images.mkdir()
     for path in sample_pair[:2]:
         (images / path.name).write_bytes(path.read_bytes())
+    cv2.imwrite(str(images / "crop.png"), cv2.imread(str(sample_pair[1]))[40:, 60:])  # another keypoint count
     common = ["--resize", str(RESIZE), "--max-keypoints", str(KEYPOINTS)]
     runs = {}
-    for backend in ("torch", "onnxruntime"):
-        out = tmp_path / backend
+    for backend, batch in (("torch", "1"), ("onnxruntime", "1"), ("onnxruntime", "3")):
+        out = tmp_path / f"{backend}{batch}"
         result = CliRunner().invoke(main, ["match", "--image-dir", str(images), "--pairs-mode", "exhaustive",
-                                           "-o", str(out), "--backend", backend, "-q", *common])
+                                           "-o", str(out), "--backend", backend, "--batch-pairs", batch, "-q",
+                                           *common])
         assert result.exit_code == 0, result.output
-        runs[backend] = out
-    with h5py.File(runs["onnxruntime"] / "matches.h5") as f:
-        assert json.loads(f.attrs["lightmatch_matcher_settings"])["backend"] == "onnxruntime"
-        assert json.loads(f.attrs["lightmatch_extractor_settings"])["backend"] == "onnxruntime"
-        key = h5.match_groups(f)[0]
-        onnx_matches = f[key]["matches0"][()]
-    with h5py.File(runs["torch"] / "matches.h5") as f:
-        assert "backend" not in json.loads(f.attrs["lightmatch_matcher_settings"])
-        torch_matches = f[key]["matches0"][()]
-    assert (onnx_matches == torch_matches).mean() >= 0.99
+        runs[backend + batch] = out
+
+    def read(run: str) -> dict[str, np.ndarray]:
+        with h5py.File(runs[run] / "matches.h5") as f:
+            backend = json.loads(f.attrs["lightmatch_matcher_settings"]).get("backend")
+            assert backend == ("onnxruntime" if run.startswith("onnx") else None)
+            if backend:
+                assert json.loads(f.attrs["lightmatch_extractor_settings"])["backend"] == "onnxruntime"
+            return {key: f[key]["matches0"][()] for key in h5.match_groups(f)}
+
+    torch_matches = read("torch1")
+    assert len(torch_matches) == 3
+    for run in ("onnxruntime1", "onnxruntime3"):
+        onnx_matches = read(run)
+        assert set(onnx_matches) == set(torch_matches)
+        for key, matches in torch_matches.items():
+            assert (onnx_matches[key] == matches).mean() >= 0.99
     assert not list((cache / "onnx").glob(".export-*"))  # no leftover of a partial export
 
 
@@ -189,9 +266,13 @@ def test_refusals(models, sample_pair):
         onnx_models(sift, matcher)
     with pytest.raises(ConfigError, match="reference NMS"):
         export_onnx(lm.load_extractor("aliked", device="cpu", nms="strict"), None, "/nonexistent/never-made")
+    from lightmatch.models.superglue import SuperGlue
+
+    with pytest.raises(ConfigError, match="superglue' has no ONNX export.*Sinkhorn"):
+        onnx_models(extractor, SuperGlue(pretrained=False))
     result = CliRunner().invoke(main, ["match", str(sample_pair[0]), str(sample_pair[1]), "--backend", "onnxruntime",
-                                       "--features", "xfeat"])
-    assert result.exit_code == 2 and "no ONNX export" in result.output
+                                       "--features", "sift", "--matcher", "nn"])
+    assert result.exit_code == 2 and "OpenCV" in result.output
 
 
 def test_runner_without_torch(tmp_path, exported, models, sample_pair):
@@ -241,6 +322,86 @@ def test_disk_parity(tmp_path, sample_pair):
         # logits up to ~120 from a deep U-Net (other convolution algorithms): relative, 1 for the small ones
         assert ((oscores - scores).abs() / scores.abs().clamp(min=1)).max() < 5e-3  # measured 2.2e-3
         assert (odesc - desc).abs().max() < 1e-4
+
+
+def test_superpoint_parity(tmp_path, sample_pair):
+    """SuperPoint's graph (random weights in the official layout: Magic Leap's are not shipped) on a size the
+    network's stride does not divide: threshold mode (row-major), capped, exact count and every pixel."""
+    import kornia
+    from helpers import superpoint_checkpoint
+
+    from lightmatch.models.superpoint import SuperPoint
+
+    extractor = SuperPoint(state_dict=superpoint_checkpoint(), resize=251)
+    nn_matcher = lm.load_matcher("nn", device="cpu")
+    export_onnx(extractor, nn_matcher, tmp_path)
+    onnx_extractor, _ = onnx_models(extractor, nn_matcher, tmp_path)
+    image, _ = resize_for_network(kornia.color.rgb_to_grayscale(lm.load_image(sample_pair[0])[None])[0], 251)
+    for cap, threshold, exact in ((-1, 0.005, None), (300, 0.005, None), (-1, -1.0, 200), (-1, -1.0, None)):
+        for model in (extractor, onnx_extractor):
+            model.max_keypoints, model.keypoint_threshold, model.exact_keypoints = cap, threshold, exact
+        (kpts, scores, desc), (okpts, oscores, odesc) = (m.detect_and_describe(image)
+                                                         for m in (extractor, onnx_extractor))
+        assert len(kpts) >= 200 and okpts.shape == kpts.shape
+        if cap > 0 or exact:  # best first: random weights give scores equal up to rounding, whose order may differ
+            assert (oscores[1:] <= oscores[:-1] + 1e-6).all()
+            kpts, scores, desc = in_raster_order(kpts, scores, desc)
+            okpts, oscores, odesc = in_raster_order(okpts, oscores, odesc)
+        assert (okpts - kpts).abs().max() < 1e-3
+        assert (oscores - scores).abs().max() < 1e-5
+        assert (odesc - desc).abs().max() < 1e-4
+    # the exact count of `benchmark`, through extract(): keypoints in original pixels
+    (torch_budget, exact), (onnx_budget, _) = (m.with_keypoint_budget(200) for m in (extractor, onnx_extractor))
+    f, of = (m.extract(lm.load_image(sample_pair[1])) for m in (torch_budget, onnx_budget))
+    assert exact and onnx_budget.settings() == {**torch_budget.settings(), "backend": "onnxruntime"}
+    assert len(of) == len(f) == 200
+    assert (in_raster_order(of.keypoints)[0] - in_raster_order(f.keypoints)[0]).abs().max() < 1e-3
+
+
+def test_xfeat_parity(tmp_path, sample_pair):
+    """XFeat's graph (the official weights): sizes that are and are not multiples of 32 (resized inside), capped."""
+    nn_matcher = lm.load_matcher("nn", device="cpu")
+    for cap in (1024, 300):
+        extractor = lm.load_extractor("xfeat", max_keypoints=cap, resize=None, device="cpu")
+        if cap == 1024:
+            export_onnx(extractor, nn_matcher, tmp_path)
+        onnx_extractor, _ = onnx_models(extractor, nn_matcher, tmp_path)
+        for size in (320, 257):
+            image, _ = resize_for_network(lm.load_image(sample_pair[0]), size)
+            (kpts, scores, desc), (okpts, oscores, odesc) = (m.detect_and_describe(image)
+                                                             for m in (extractor, onnx_extractor))
+            assert len(kpts) >= 300 and okpts.shape == kpts.shape
+            assert (oscores[1:] <= oscores[:-1]).all()  # best first
+            (kpts, scores, desc), (okpts, oscores, odesc) = (in_raster_order(*out) for out in
+                                                             ((kpts, scores, desc), (okpts, oscores, odesc)))
+            assert (okpts - kpts).abs().max() < 1e-3
+            assert (oscores - scores).abs().max() < 1e-4
+            assert (odesc - desc).abs().max() < 1e-4
+
+
+def test_xfeat_lighterglue(tmp_path, sample_pair):
+    """XFeat + LighterGlue (our LightGlue with one head, 64-d in, 96-d tokens, 6 layers) exported together: per pair
+    and batched, the torch matches, stopping layers and pruned counts, in LighterGlue's own mode (no early exit,
+    pruning at 0.95) and with early exit."""
+    extractor = lm.load_extractor("xfeat", max_keypoints=512, resize=320, device="cpu")
+    matcher = lm.load_matcher("lightglue", features="xfeat", device="cpu")
+    assert matcher.name == "lighterglue"
+    export_onnx(extractor, matcher, tmp_path)
+    onnx_extractor, onnx_matcher = onnx_models(extractor, matcher, tmp_path)
+    images = [lm.load_image(p) for p in sample_pair[:2]]
+    images.append(images[1][:, 40:, 60:])
+    feats = [onnx_extractor.extract(image) for image in images]
+    pairs = [(feats[0], feats[1]), (feats[2], feats[0]), (feats[1], feats[2])]
+    for depth in (-1.0, 0.95):
+        for model in (matcher, onnx_matcher):
+            model.depth_confidence = depth
+        reference = [matcher.match(*pair) for pair in pairs]
+        for results in ([onnx_matcher.match(*pair) for pair in pairs], onnx_matcher.match_many(pairs)):
+            for got, ref in zip(results, reference):
+                assert same_matches(got.matches0, ref.matches0) >= 0.99
+                assert (got.stop_layer, got.info) == (ref.stop_layer, ref.info)
+        assert reference[0].num_matches > 50 and reference[0].info["pruned0"] > 0
+        assert (reference[0].stop_layer < 6) == (depth > 0)
 
 
 def test_benchmark_cli_backend(exported, cache, monkeypatch):

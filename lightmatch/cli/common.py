@@ -265,7 +265,8 @@ def extractor_options(func):
                      help="Runtime of DISK's network: openvino (CPU, pip install \"lightmatch[openvino]\") is 1.4x "
                           "faster in fp32 and 2.3x with --precision bf16 (docs/benchmarks.md). onnxruntime (pip "
                           "install \"lightmatch[onnx]\"): extractor and matcher exported to ONNX (once, cached) and "
-                          "run by ONNX Runtime (ALIKED or DISK; LightGlue or nn; docs/onnx.md)."),
+                          "run by ONNX Runtime (ALIKED, DISK, SuperPoint or XFeat; LightGlue, LighterGlue or nn; "
+                          "docs/onnx.md)."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -57,7 +57,8 @@ def export_onnx_command(output_dir: str, layout: str, no_extractor: bool, as_jso
     if "extractor" in manifest:
         parts.append(f"extractor {manifest['extractor']['name']} ({manifest['extractor']['file']})")
     m = manifest["matcher"]
-    graphs = {"lightglue": lambda: f"{1 + 2 * m['n_layers']} graphs", "colmap": lambda: m["file"],
+    graphs = {"lightglue": lambda: f"{1 + len(m['layers']) + len(m['batch_layers']) + len(m['assign'])} graphs",
+              "colmap": lambda: m["file"],
               "nn": lambda: "no graph"}[m["kind"]]()
     parts.append(f"matcher {m['name']} ({graphs})")
     click.echo(f"{output_dir}: " + ", ".join(parts) + f"; layout {layout}, described in lightmatch_onnx.json")

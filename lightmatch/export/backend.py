@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..models.base import Extractor, Matcher
 from ..models.onnx_backend import BACKEND, OnnxExtractor, OnnxMatcher, cache_root, export_key
 from ..runtime.onnx_runner import OnnxPipeline, import_onnxruntime
-from .onnx import export_onnx, refuse_extractor, refuse_matcher
+from .onnx import export_onnx, graph_type, refuse_extractor, refuse_matcher
 
 
 def cached_export(extractor: Extractor, matcher: Matcher, root: Optional[Path] = None) -> Path:
@@ -51,4 +51,4 @@ def onnx_models(extractor: Extractor, matcher: Matcher, folder: Optional[str | o
             raise ConfigError(f"--backend {BACKEND}: {reason}")
     path = Path(folder) if folder is not None else cached_export(extractor, matcher)
     pipeline = OnnxPipeline(path, providers, threads=torch.get_num_threads())
-    return OnnxExtractor(extractor, pipeline), OnnxMatcher(matcher, pipeline)
+    return OnnxExtractor(extractor, pipeline, graph_type(extractor)), OnnxMatcher(matcher, pipeline)

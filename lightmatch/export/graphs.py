@@ -8,8 +8,9 @@ pixels, scores ``(N,)`` and descriptors ``(N, D)``. The settings are inputs, so 
 LightGlue becomes small graphs that a loop drives (:mod:`lightmatch.runtime.onnx_runner`), so that adaptive depth
 and width survive: ``encode`` (input projection and the rotary factors of normalised positions), one ``layer_i``
 per transformer layer (both images' tokens in, the tokens after the layer out, with the per-point confidence and
-matchability that decide early exit and pruning), and one ``assign_i`` per layer (the row and column maxima of the
-assignment at a stopping layer). :class:`ColmapLightGlue` chains them all into COLMAP's one fixed-depth graph.
+matchability that decide early exit and pruning), its twin ``batch_layer_i`` on a padded, masked batch of pairs
+(a dynamic batch axis), and one ``assign_i`` per layer (the row and column maxima of the assignment at a stopping
+layer). :class:`ColmapLightGlue` chains them all into COLMAP's one fixed-depth graph.
 
 Tracing bakes Python numbers into the graph, so every size that depends on the input is computed from tensor
 shapes with tensor operations here (``torch._shape_as_tensor``), never with ``int``/``max`` of them.
@@ -26,12 +27,25 @@ from torchvision.ops import deform_conv2d
 from ..models.aliked import ALIKED, DIVISOR
 from ..models.disk import DISK, PAD_MULTIPLE
 from ..models.lightglue import LightGlue, TransformerLayer, apply_rotary
-from ..models.superpoint import simple_nms
+from ..models.superpoint import SuperPoint, simple_nms
+from ..models.xfeat import XFeat
 
 
 def _size(x: torch.Tensor, dim: int) -> torch.Tensor:
     """``x.shape[dim]`` as a traced int64 scalar."""
     return torch._shape_as_tensor(x)[dim]
+
+
+class ExtractorGraph(nn.Module):
+    """An extractor's graph; :meth:`inputs` turns the extractor's settings (the attributes :attr:`SOURCES`) into
+    the graph's ``max_keypoints`` and ``detection_threshold`` inputs."""
+
+    SOURCES: tuple[str, ...] = ("max_keypoints", "detection_threshold")
+
+    @staticmethod
+    def inputs(model) -> tuple[int, float]:
+        """``(max_keypoints, detection_threshold)`` for an extractor (or its ONNX twin) holding :attr:`SOURCES`."""
+        return int(model.max_keypoints) if model.max_keypoints else -1, float(model.detection_threshold)
 
 
 # ---------------------------------------------------------------------------------------------------- detection
@@ -113,9 +127,10 @@ def res_block(x: torch.Tensor, block: nn.Module) -> torch.Tensor:
     return torch.selu(out + block.downsample(x))
 
 
-class AlikedGraph(nn.Module):
-    """:meth:`ALIKED.detect_and_describe` (reference NMS) as one graph; see the module docstring for its inputs and
-    outputs."""
+class AlikedGraph(ExtractorGraph):
+    """:meth:`ALIKED.detect_and_describe` (reference NMS) as one graph: with ``detection_threshold <= 0`` and
+    ``max_keypoints > 0`` exactly the ``max_keypoints`` best (top-k); otherwise the scores above the threshold (or
+    the mean) in row-major order, the best (best first) when there are more than ``max_keypoints``."""
 
     def __init__(self, extractor: ALIKED) -> None:
         super().__init__()
@@ -246,7 +261,7 @@ def strict_maxima(x: torch.Tensor, window: int) -> torch.Tensor:
     return keep
 
 
-class DiskGraph(nn.Module):
+class DiskGraph(ExtractorGraph):
     """:meth:`DISK.detect_and_describe` in fp32 (kornia's U-Net on the image zero-padded at the bottom and right,
     ``heatmap_to_keypoints``: strict maxima above the threshold in raster order, the ``max_keypoints`` strongest when
     there are more, ties taken in raster order) as one graph."""
@@ -276,6 +291,109 @@ class DiskGraph(nn.Module):
         table = out[0, :dim].reshape(dim, -1).T
         descriptors = F.normalize(gather_rows(table, ys * _size(out, 3) + xs), dim=-1)
         return torch.stack([xs, ys], 1).float(), flat[indices], descriptors
+
+
+# ---------------------------------------------------------------------------------------------------- SuperPoint
+def cells_to_map(cells: torch.Tensor, h8: torch.Tensor, w8: torch.Tensor) -> torch.Tensor:
+    """``(64, h, w)`` per-cell scores (channel ``8 dy + dx`` of cell ``(y, x)``) -> the ``(8h, 8w)`` pixel map, as
+    SuperPoint's and XFeat's heads lay them out."""
+    return cells.reshape(8, 8, h8, w8).permute(2, 0, 3, 1).reshape(h8 * 8, w8 * 8)
+
+
+class SuperPointGraph(ExtractorGraph):
+    """:meth:`SuperPoint.detect_and_describe` as one graph: the network, NMS, keypoints off the border above
+    ``detection_threshold`` (every pixel when it is negative) in row-major order, the ``max_keypoints`` best (best
+    first) when there are more and ``max_keypoints > 0``, descriptors sampled bilinearly from the coarse map."""
+
+    SOURCES = ("max_keypoints", "keypoint_threshold", "exact_keypoints")
+
+    @staticmethod
+    def inputs(model) -> tuple[int, float]:
+        """``exact_keypoints``: that many, threshold off; otherwise the cap and the threshold (< 0: none)."""
+        if model.exact_keypoints is not None:
+            return int(model.exact_keypoints), -1.0
+        return int(model.max_keypoints), float(model.keypoint_threshold)
+
+    def __init__(self, extractor: SuperPoint) -> None:
+        super().__init__()
+        self.net = extractor
+        self.radius, self.border = extractor.nms_radius, extractor.remove_borders
+
+    def forward(self, image: torch.Tensor, max_keypoints: torch.Tensor, detection_threshold: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        net = self.net
+        x = image
+        for a, b in ((net.conv1a, net.conv1b), (net.conv2a, net.conv2b), (net.conv3a, net.conv3b)):
+            x = net.pool(torch.relu(b(torch.relu(a(x)))))
+        x = torch.relu(net.conv4b(torch.relu(net.conv4a(x))))
+        h8, w8 = _size(x, 2), _size(x, 3)
+        cells = net.convPb(torch.relu(net.convPa(x))).softmax(1)[0, :-1]  # (64, h8, w8)
+        scores = cells_to_map(cells, h8, w8)
+        dense = F.normalize(net.convDb(torch.relu(net.convDa(x))), p=2, dim=1)
+        h, w = _size(scores, 0), _size(scores, 1)
+        nms = simple_nms(scores[None, None], self.radius)[0, 0]
+        flat = nms.reshape(-1)
+        mask = border_mask(h, w, self.border) & ((detection_threshold < 0) | (nms > detection_threshold))
+        indices = mask.reshape(-1).nonzero()[:, 0]
+        count = _size(indices, 0)
+        k = torch.where(max_keypoints > 0, torch.minimum(max_keypoints, count), count)
+        chosen = indices[torch.topk(flat[indices], k).indices]
+        indices = torch.where((max_keypoints > 0) & (count > max_keypoints), chosen, chosen.sort().values)
+        keypoints = torch.stack([indices % w, torch.div(indices, w, rounding_mode="trunc")], 1).float()
+        s = 8
+        size = torch.stack([w8 * s, h8 * s]).float() - s / 2 - 0.5
+        grid = ((keypoints - s / 2 + 0.5) / size) * 2 - 1
+        desc = F.grid_sample(dense, grid.view(1, 1, -1, 2), mode="bilinear", align_corners=True)
+        descriptors = F.normalize(desc.reshape(dense.shape[1], -1), p=2, dim=0).T
+        return keypoints, flat[indices], descriptors
+
+
+# ---------------------------------------------------------------------------------------------------- XFeat
+class XFeatGraph(ExtractorGraph):
+    """kornia's ``XFeat.detectAndCompute`` as one graph: the image resized to multiples of 32 (bilinear), the
+    network, the strict 5x5 maxima of the keypoint heatmap above ``detection_threshold``, the ``max_keypoints`` best
+    by heatmap value times reliability (best first; all when ``max_keypoints <= 0``), descriptors sampled bicubically,
+    keypoints scaled back to the input image."""
+
+    def __init__(self, extractor: XFeat) -> None:
+        super().__init__()
+        self.net = extractor.net.net
+
+    def forward(self, image: torch.Tensor, max_keypoints: torch.Tensor, detection_threshold: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        net = self.net
+        h, w = _size(image, 2), _size(image, 3)
+        rh = torch.clamp(torch.div(h, 32, rounding_mode="floor") * 32, min=32)
+        rw = torch.clamp(torch.div(w, 32, rounding_mode="floor") * 32, min=32)
+        x = F.interpolate(image, size=(rh, rw), mode="bilinear", align_corners=False)
+        x = net.norm(x.mean(dim=1, keepdim=True))
+        x3 = net.block3(net.block2(net.block1(x) + net.skip1(x)))
+        x4 = net.block4(x3)
+        x5 = net.block5(x4)
+        size = x3.shape[-2:]
+        x4 = F.interpolate(x4, size, mode="bilinear", align_corners=False)
+        x5 = F.interpolate(x5, size, mode="bilinear", align_corners=False)
+        feats = net.block_fusion(x3 + x4 + x5)
+        reliability = net.heatmap_head(feats)
+        h8, w8 = torch.div(rh, 8, rounding_mode="floor"), torch.div(rw, 8, rounding_mode="floor")
+        cells = x.reshape(1, 1, h8, 8, w8, 8).permute(0, 1, 3, 5, 2, 4).reshape(1, 64, h8, w8)  # XFeat's unfold
+        heatmap = cells_to_map(net.keypoint_head(cells).softmax(1)[0, :64], h8, w8)
+        mask = strict_maxima(heatmap, 5) & (heatmap > detection_threshold)
+        indices = mask.reshape(-1).nonzero()[:, 0]
+        pos = torch.stack([indices % rw, torch.div(indices, rw, rounding_mode="trunc")], 1).float()
+        grid = (2.0 * pos / torch.stack([rw - 1, rh - 1]).float() - 1.0).view(1, 1, -1, 2)
+
+        def sample(dense: torch.Tensor, mode: str) -> torch.Tensor:  # kornia's InterpolateSparse2d: (N, C)
+            return F.grid_sample(dense, grid, mode=mode, align_corners=False)[0, :, 0].T
+
+        scores = (sample(heatmap[None, None], "nearest") * sample(reliability, "bilinear"))[:, 0]
+        count = _size(indices, 0)
+        k = torch.where(max_keypoints > 0, torch.minimum(max_keypoints, count), count)
+        best = torch.topk(scores, k).indices
+        best = best[scores[best] > 0]
+        descriptors = F.normalize(sample(F.normalize(feats, dim=1), "bicubic"), dim=-1)[best]
+        scale = torch.stack([w.float() / rw.float(), h.float() / rh.float()])
+        return pos[best] * scale, scores[best], descriptors
 
 
 # ---------------------------------------------------------------------------------------------------- LightGlue
@@ -350,6 +468,56 @@ class LayerGraph(nn.Module):
             return x0, x1, zeros0, zeros1, zeros0, zeros1
         return (x0, x1, self.confidence(x0), self.confidence(x1), self.assignment.get_matchability(x0),
                 self.assignment.get_matchability(x1))
+
+
+def _self_attention_batch(block, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+                          ) -> torch.Tensor:
+    """:meth:`SelfBlock.forward_batch` on padded images ``(B', L, D)``, ``mask`` ``(B', L)`` (padding not attended
+    to)."""
+    b, t, d = _size(x, 0), _size(x, 1), x.shape[2]
+    qkv = F.linear(x, block.Wqkv.weight[block.qkv_order], block.Wqkv.bias[block.qkv_order])
+    qkv = qkv.reshape(b, t, 3, block.num_heads, block.head_dim).permute(2, 0, 3, 1, 4)
+    q, k = apply_rotary(qkv[0], cos[:, None], sin[:, None]), apply_rotary(qkv[1], cos[:, None], sin[:, None])
+    sim = torch.matmul(q * block.head_dim ** -0.5, k.transpose(-1, -2))
+    attn = sim.masked_fill(~mask[:, None, None, :], float("-inf")).softmax(-1)
+    message = block.out_proj(torch.matmul(attn, qkv[2]).transpose(1, 2).reshape(b, t, d))
+    return x + block.ffn(torch.cat([x, message], -1))
+
+
+def _cross_attention_batch(block, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:meth:`CrossBlock.forward_batch` (the CPU's exact product, both sides scaled) on padded pairs
+    ``(B, 2, L, D)``, ``mask`` ``(B, 2, L)``."""
+    b, t, d = _size(x, 0), _size(x, 2), x.shape[3]
+    qk = block.to_qk(x).reshape(b, 2, t, block.heads, block.head_dim).transpose(2, 3) * block.head_dim ** -0.25
+    v = block.to_v(x).reshape(b, 2, t, block.heads, block.head_dim).transpose(2, 3)  # (B, 2, H, L, dh)
+
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        sim = torch.matmul(q, k.transpose(-1, -2)).masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        return torch.matmul(sim.softmax(-1), v)
+
+    m0 = attend(qk[:, 0], qk[:, 1], v[:, 1], mask[:, 1])
+    m1 = attend(qk[:, 1], qk[:, 0], v[:, 0], mask[:, 0])
+    message = block.to_out(torch.stack([m0, m1], 1).transpose(2, 3).reshape(b, 2, t, d))
+    return x + block.ffn(torch.cat([x, message], -1))
+
+
+class BatchLayerGraph(LayerGraph):
+    """Transformer layer ``i`` on a padded, masked batch of pairs (:meth:`TransformerLayer.forward_batch`): ``x``
+    ``(B, 2, L, D)``, ``mask`` ``(B, 2, L)`` bool (True for real points), ``cos``, ``sin`` ``(B, 2, L, dh)``; returns
+    the tokens, the confidence and the matchability ``(B, 2, L)`` (zeros for the last layer). Padded tokens are
+    never attended to; their outputs are meaningless."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+                ) -> tuple[torch.Tensor, ...]:
+        b, t, d = _size(x, 0), _size(x, 2), x.shape[3]
+        mask = mask | ~mask.any(-1, keepdim=True)  # :func:`~lightmatch.models.lightglue.attendable`
+        x = _self_attention_batch(self.layer.self_attn, x.reshape(2 * b, t, d), mask.reshape(2 * b, t),
+                                  cos.flatten(0, 1), sin.flatten(0, 1)).reshape(b, 2, t, d)
+        x = _cross_attention_batch(self.layer.cross_attn, x, mask)
+        if self.confidence is None:
+            zeros = x[..., 0] * 0
+            return x, zeros, zeros
+        return x, self.confidence(x), self.assignment.get_matchability(x)
 
 
 class AssignGraph(nn.Module):

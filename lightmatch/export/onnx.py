@@ -58,6 +58,8 @@ def refuse_extractor(extractor: Extractor) -> Optional[str]:
     """Why ``extractor`` cannot be exported, or None."""
     from ..models.aliked import ALIKED
     from ..models.disk import DISK
+    from ..models.superpoint import SuperPoint
+    from ..models.xfeat import XFeat
 
     if isinstance(extractor, ALIKED):
         if extractor.nms != "reference":
@@ -67,39 +69,46 @@ def refuse_extractor(extractor: Extractor) -> Optional[str]:
         if extractor.nms_window % 2 == 0:
             return "DISK exports with an odd NMS window only"
         return None
+    if isinstance(extractor, (SuperPoint, XFeat)):
+        return None
     if extractor.name == "sift":
         return "SIFT runs in OpenCV, not a network: there is no graph to export (cv2.SIFT_create runs anywhere)"
-    return (f"extractor '{extractor.name}' has no ONNX export yet (ALIKED and DISK have: --features aliked, "
-            "aliked-n16rot, aliked-n32, aliked-t16, disk)")
+    return (f"extractor '{extractor.name}' has no ONNX export yet (ALIKED, DISK and SuperPoint have: --features "
+            "aliked, aliked-n16rot, aliked-n32, aliked-t16, disk, superpoint)")
 
 
-def extractor_graph(extractor: Extractor) -> torch.nn.Module:
-    """The export module of ``extractor`` (a :class:`ConfigError` with the reason when there is none)."""
+def graph_type(extractor: Extractor) -> type:
+    """The class of ``extractor``'s export module (a :class:`ConfigError` with the reason when there is none)."""
     reason = refuse_extractor(extractor)
     if reason:
         raise ConfigError(f"export onnx: {reason}")
     from ..models.disk import DISK
-    from .graphs import AlikedGraph, DiskGraph
+    from ..models.superpoint import SuperPoint
+    from ..models.xfeat import XFeat
+    from .graphs import AlikedGraph, DiskGraph, SuperPointGraph, XFeatGraph
 
-    return DiskGraph(extractor) if isinstance(extractor, DISK) else AlikedGraph(extractor)
+    for model, graph in ((DISK, DiskGraph), (SuperPoint, SuperPointGraph), (XFeat, XFeatGraph)):
+        if isinstance(extractor, model):
+            return graph
+    return AlikedGraph
 
 
 def export_extractor(extractor: Extractor, folder: Path) -> dict:
     """Write ``extractor.onnx``; returns its manifest entry."""
-    graph = extractor_graph(extractor)
+    graph = graph_type(extractor)
     channels = 1 if extractor.grayscale else 3
     example = (torch.rand(1, channels, 200, 264), torch.tensor(64), torch.tensor(-1.0))
-    _export(graph, example, folder / EXTRACTOR_FILE, ["image", "max_keypoints", "detection_threshold"],
+    _export(graph(extractor), example, folder / EXTRACTOR_FILE, ["image", "max_keypoints", "detection_threshold"],
             ["keypoints", "scores", "descriptors"],
             {"image": {2: "height", 3: "width"}, "keypoints": {0: "keypoints"}, "scores": {0: "keypoints"},
              "descriptors": {0: "keypoints"}})
-    max_kp = getattr(extractor, "max_keypoints", -1)
+    max_keypoints, threshold = graph.inputs(extractor)
     return {
         "name": extractor.name, "file": EXTRACTOR_FILE, "descriptor_dim": extractor.descriptor_dim,
         "inputs": {"image": "float32 [1, C, H, W]: the network image, values in [0, 1]",
-                   "max_keypoints": "int64 scalar: keypoint cap (with detection_threshold <= 0: exactly this "
-                                    "many, top-k); <= 0 for none",
-                   "detection_threshold": "float32 scalar: score threshold; <= 0 for top-k mode"},
+                   "max_keypoints": "int64 scalar: keypoint cap; <= 0 for none",
+                   "detection_threshold": "float32 scalar: score threshold",
+                   "modes": " ".join((graph.__doc__ or "").split("\n\n")[0].split())},
         "outputs": {"keypoints": "float32 [N, 2]: (x, y) in network-image pixels (pixel centres at integers)",
                     "scores": "float32 [N]", "descriptors": f"float32 [N, {extractor.descriptor_dim}], unit norm"},
         "preprocess": {"color": "gray" if extractor.grayscale else "rgb", "range": [0.0, 1.0],
@@ -109,8 +118,7 @@ def export_extractor(extractor: Extractor, folder: Path) -> dict:
                                         "odd(max(4 sigma, 3)), reflect-101 border), then bilinear, half-pixel "
                                         "centres (kornia's antialiased resize)",
                        "keypoints_to_original": "(k + 0.5) / (new_size / old_size) - 0.5 per axis"},
-        "settings": {"max_keypoints": int(max_kp if max_kp else -1),
-                     "detection_threshold": float(getattr(extractor, "detection_threshold", 0.0)),
+        "settings": {"max_keypoints": max_keypoints, "detection_threshold": threshold,
                      "nms_radius": getattr(extractor, "nms_radius", None)},
     }
 
@@ -140,7 +148,7 @@ def to_fp16(path: Path) -> None:
 
 
 def _lightglue_files(matcher, folder: Path, precision: str) -> dict:
-    from .graphs import AssignGraph, EncodeGraph, LayerGraph
+    from .graphs import AssignGraph, BatchLayerGraph, EncodeGraph, LayerGraph
 
     v = matcher.variant
     d, dh, p = v.descriptor_dim, v.descriptor_dim // v.num_heads, 2 + 2 * v.add_scale_ori
@@ -151,7 +159,10 @@ def _lightglue_files(matcher, folder: Path, precision: str) -> dict:
     x0, x1 = torch.rand(7, d), torch.rand(5, d)
     c0, c1 = torch.rand(7, dh), torch.rand(5, dh)
     p0, p1 = {0: "points0"}, {0: "points1"}
-    layers, assign = [], []
+    xb, cb = torch.rand(3, 2, 7, d), torch.rand(3, 2, 7, dh)
+    mask = torch.rand(3, 2, 7) > 0.3
+    batch = {0: "pairs", 2: "points"}
+    layers, batch_layers, assign = [], [], []
     for i in range(v.n_layers):
         name = f"matcher_layer{i}.onnx"
         _export(LayerGraph(matcher, i), (x0, x1, c0, c0, c1, c1), folder / name,
@@ -159,14 +170,20 @@ def _lightglue_files(matcher, folder: Path, precision: str) -> dict:
                 ["x0_out", "x1_out", "confidence0", "confidence1", "matchability0", "matchability1"],
                 {"x0": p0, "x1": p1, "cos0": p0, "sin0": p0, "cos1": p1, "sin1": p1, "x0_out": p0, "x1_out": p1,
                  "confidence0": p0, "confidence1": p1, "matchability0": p0, "matchability1": p1})
-        if precision == "fp16":
-            to_fp16(folder / name)
+        batch_name = f"matcher_batch_layer{i}.onnx"
+        _export(BatchLayerGraph(matcher, i), (xb, mask, cb, cb), folder / batch_name, ["x", "mask", "cos", "sin"],
+                ["x_out", "confidence", "matchability"],
+                {"x": batch, "mask": batch, "cos": batch, "sin": batch, "x_out": batch, "confidence": batch,
+                 "matchability": batch})
+        for graph in (name, batch_name) if precision == "fp16" else ():
+            to_fp16(folder / graph)
         layers.append(name)
+        batch_layers.append(batch_name)
         name = f"matcher_assign{i}.onnx"
         _export(AssignGraph(matcher, i), (x0, x1), folder / name, ["x0", "x1"], ["best0", "argbest0", "argbest1"],
                 {"x0": p0, "x1": p1, "best0": p0, "argbest0": p0, "argbest1": p1})
         assign.append(name)
-    return {"encode": "matcher_encode.onnx", "layers": layers, "assign": assign}
+    return {"encode": "matcher_encode.onnx", "layers": layers, "batch_layers": batch_layers, "assign": assign}
 
 
 def export_matcher(matcher: Matcher, folder: Path, layout: str = "lightmatch", precision: str = "fp32") -> dict:
@@ -212,7 +229,12 @@ def export_matcher(matcher: Matcher, folder: Path, layout: str = "lightmatch", p
                     "when the share of points with confidence >= confidence_thresholds[i] (pruned points count) "
                     "exceeds depth_confidence; keep points with matchability > 1 - width_confidence or confidence "
                     "<= confidence_thresholds[i]; at the stopping layer run assign i: mutual best matches with "
-                    "probability exp(best0) > filter_threshold"}
+                    "probability exp(best0) > filter_threshold",
+            "batch_loop": "several pairs at once: pad both images of every pair to the batch's largest point count "
+                          "L (x, cos, sin [B, 2, L, .], mask [B, 2, L] True for real points) and run batch_layer i "
+                          "instead of layer i; decide as in 'loop' per pair over its real points (a pruned point "
+                          "becomes padding); a pair that stops leaves the batch, its remaining tokens go to assign i "
+                          "unpadded"}
 
 
 def export_onnx(extractor: Optional[Extractor], matcher: Optional[Matcher], folder: str | os.PathLike,

@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..runtime.onnx_runner import FORMAT_VERSION, NumpyFeatures, OnnxPipeline
 from ..types import Features, Matches
 from .base import Extractor, Matcher
@@ -58,11 +59,13 @@ class OnnxExtractor(Extractor):
 
     backend = BACKEND
 
-    def __init__(self, base: Extractor, pipeline: OnnxPipeline) -> None:
+    def __init__(self, base: Extractor, pipeline: OnnxPipeline, graph: type) -> None:
         super().__init__(resize=base.resize, precision="fp32", upsample=base.upsample)
         self.runner = pipeline.extractor
         self.name, self.descriptor_dim, self.grayscale = base.name, base.descriptor_dim, base.grayscale
-        for key in base.detector_settings():  # the settings the graph takes, as the torch extractor holds them
+        self._graph = graph  # the exported graph's class: the attributes its inputs come from
+        # the settings the store records and those the graph's inputs come from, as the torch extractor holds them
+        for key in (*base.detector_settings(), *self._graph.SOURCES):
             setattr(self, key, getattr(base, key))
         self._base_type = type(base)
 
@@ -73,15 +76,16 @@ class OnnxExtractor(Extractor):
         return self._base_type.budget_settings(self, n)
 
     def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        self.runner.max_keypoints = int(self.max_keypoints) if self.max_keypoints else -1
-        self.runner.detection_threshold = float(self.detection_threshold)
+        self.runner.max_keypoints, self.runner.detection_threshold = self._graph.inputs(self)
         keypoints, scores, descriptors = self.runner.run(image.detach().float().cpu().numpy())
         return torch.from_numpy(keypoints), torch.from_numpy(scores), torch.from_numpy(descriptors)
 
 
 class OnnxMatcher(Matcher):
     """An exported matcher run by ONNX Runtime (LightGlue: its layers driven one by one, early exit and pruning as
-    in torch); ``depth_confidence``, ``width_confidence`` and ``filter_threshold`` act as on the torch matcher."""
+    in torch; several pairs in one padded batch by :meth:`match_many`). The settings of the torch matcher's
+    ``matching_settings()`` act as on it: they are the runner's stated settings (``SETTINGS``), given to it on
+    every call."""
 
     backend = BACKEND
 
@@ -90,9 +94,11 @@ class OnnxMatcher(Matcher):
         self.runner = pipeline.matcher
         self.name = base.name
         self.precision = "fp32"
-        self.forwarded = [k for k in ("depth_confidence", "width_confidence", "filter_threshold", "ratio_threshold",
-                                      "distance_threshold") if hasattr(self.runner, k)]
-        for key in self.forwarded:
+        self._keys = tuple(base.matching_settings())
+        unknown = sorted(set(self._keys) - set(self.runner.SETTINGS))
+        if unknown:
+            raise ConfigError(f"--backend {BACKEND}: the exported {base.name} takes no setting {', '.join(unknown)}")
+        for key in self._keys:
             setattr(self, key, getattr(base, key))
         layers = pipeline.manifest["matcher"].get("layers")  # the layer graphs: "stopped at layer k of L"
         self._num_layers = len(layers) if layers is not None else None
@@ -102,11 +108,16 @@ class OnnxMatcher(Matcher):
         return self._num_layers
 
     def matching_settings(self) -> dict:
-        return {key: getattr(self, key) for key in self.forwarded}
+        return {key: getattr(self, key) for key in self._keys}
 
     def match(self, feats0: Features, feats1: Features) -> Matches:
-        for key in self.forwarded:
-            setattr(self.runner, key, getattr(self, key))
-        out = self.runner.match(numpy_features(feats0), numpy_features(feats1))
-        return Matches(torch.from_numpy(out.matches0), torch.from_numpy(out.scores0), stop_layer=out.stop_layer,
-                       info=out.info)
+        return self.match_many([(feats0, feats1)])[0]
+
+    def match_many(self, pairs: Sequence[tuple[Features, Features]]) -> list[Matches]:
+        self.runner.configure(self.matching_settings())
+        numpy_pairs = [(numpy_features(f0), numpy_features(f1)) for f0, f1 in pairs]
+        results = ([self.runner.match(*numpy_pairs[0])] if len(numpy_pairs) == 1  # the per-pair graphs: no padding
+                   else self.runner.match_many(numpy_pairs))
+        return [Matches(torch.from_numpy(out.matches0), torch.from_numpy(out.scores0), stop_layer=out.stop_layer,
+                        info=out.info) for out in results]
+

@@ -4,6 +4,7 @@
     >>> pipeline = OnnxPipeline("export_dir")
     >>> f0, f1 = pipeline.extract(pipeline.read_image("a.jpg")), pipeline.extract(pipeline.read_image("b.jpg"))
     >>> result = pipeline.match(f0, f1)   # result.matches0: (N0,) index into f1's keypoints or -1
+    >>> results = pipeline.match_many([(f0, f1), (f1, f0)])   # several pairs in one padded batch
 
 The folder's ``lightmatch_onnx.json`` (:data:`MANIFEST`) says everything the runner needs: the graphs, their inputs
 and outputs, the image normalisation and the settings. LightGlue's adaptive depth (early exit) and width (pruning)
@@ -26,7 +27,7 @@ from ..errors import ConfigError, InputError
 
 MANIFEST = "lightmatch_onnx.json"
 FORMAT = "lightmatch-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def import_onnxruntime():
@@ -194,17 +195,59 @@ def mutual_matches(best0: np.ndarray, arg0: np.ndarray, arg1: np.ndarray, thresh
     return np.where(valid, arg0, -1).astype(np.int64), scores
 
 
-class OnnxLightGlueRunner:
-    """LightGlue's exported graphs driven layer by layer, with early exit and pruning as the torch matcher."""
+class MatcherRunner:
+    """What :class:`OnnxPipeline`'s matchers share: the settings they take (:attr:`SETTINGS`, the keys of the torch
+    matcher's ``matching_settings()``), read from the manifest and replaced by :meth:`configure`."""
+
+    SETTINGS: tuple[str, ...] = ()
+
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
+        self.configure({key: spec["settings"].get(key) for key in self.SETTINGS})
+
+    def configure(self, settings: dict) -> None:
+        """Replace some of :attr:`SETTINGS` (a :class:`ConfigError` names a setting this matcher does not take)."""
+        unknown = sorted(set(settings) - set(self.SETTINGS))
+        if unknown:
+            raise ConfigError(f"the exported {self.spec['name']} matcher takes no setting {', '.join(unknown)} "
+                              f"(it takes {', '.join(self.SETTINGS)})")
+        for key, value in settings.items():
+            setattr(self, key, value)
+
+    def match(self, feats0: NumpyFeatures, feats1: NumpyFeatures) -> NumpyMatches:
+        raise NotImplementedError
+
+    def match_many(self, pairs: Sequence[tuple[NumpyFeatures, NumpyFeatures]]) -> list[NumpyMatches]:
+        """Match several pairs; runners with batched graphs override this. Default: one by one."""
+        return [self.match(f0, f1) for f0, f1 in pairs]
+
+
+def _no_matches(m: int) -> NumpyMatches:
+    return NumpyMatches(np.full(m, -1, np.int64), np.zeros(m, np.float32), 0, {"pruned0": 0, "pruned1": 0})
+
+
+def compact(mask: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """:func:`lightmatch.models.padding.compact` in numpy: the valid entries of each row of ``mask`` ``(..., L)``
+    moved to the front (in order) and every array ``(..., L, ...)`` cut to the largest number of valid entries."""
+    length = int(mask.sum(-1).max()) if mask.size else 0
+    order = np.argsort(~mask, axis=-1, kind="stable")[..., :length]
+    out = [np.take_along_axis(mask, order, -1)]
+    for a in arrays:
+        out.append(np.take_along_axis(a, order.reshape(order.shape + (1,) * (a.ndim - mask.ndim)), mask.ndim - 1))
+    return tuple(out)
+
+
+class OnnxLightGlueRunner(MatcherRunner):
+    """LightGlue's exported graphs driven layer by layer, with early exit and pruning as the torch matcher: one pair
+    (:meth:`match`, the per-pair graphs) or a padded, masked batch of pairs (:meth:`match_many`, the batch
+    graphs)."""
+
+    SETTINGS = ("depth_confidence", "width_confidence", "filter_threshold")
 
     def __init__(self, spec: dict, sessions: Sessions) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self.sessions = sessions
-        settings = spec["settings"]
-        self.depth_confidence = float(settings["depth_confidence"])
-        self.width_confidence = float(settings["width_confidence"])
-        self.filter_threshold = float(settings["filter_threshold"])
-        self.pruning_min_points = int(settings["pruning_min_points"])
+        self.pruning_min_points = int(spec["settings"]["pruning_min_points"])
         self.thresholds = np.array(spec["confidence_thresholds"], dtype=np.float32)
         self.n_layers = int(spec["n_layers"])
         self.add_scale_ori = bool(spec["add_scale_ori"])
@@ -217,20 +260,36 @@ class OnnxLightGlueRunner:
             positions = np.concatenate([positions, feats.scales[:, None], feats.oris[:, None]], 1)
         return positions.astype(np.float32)
 
-    def encode(self, feats: NumpyFeatures) -> list[np.ndarray]:
-        return self.sessions.run(self.spec["encode"], {"descriptors": feats.descriptors.astype(np.float32),
-                                                       "positions": self.positions(feats)})
+    def encode(self, feats: Sequence[NumpyFeatures]) -> list[np.ndarray]:
+        """Tokens and rotary factors of the points of ``feats``, concatenated (one call of the encode graph)."""
+        for f in feats:
+            if f.descriptors.shape[-1] != self.spec["input_dim"]:
+                raise ConfigError(f"the exported LightGlue expects {self.spec['input_dim']}-d descriptors, got "
+                                  f"{f.descriptors.shape[-1]}-d")
+        descriptors = np.concatenate([f.descriptors for f in feats]).astype(np.float32)
+        positions = np.concatenate([self.positions(f) for f in feats])
+        return self.sessions.run(self.spec["encode"], {"descriptors": descriptors, "positions": positions})
+
+    def should_stop(self, confidence: np.ndarray, layer: int, num_points: np.ndarray) -> np.ndarray:
+        """:meth:`LightGlue.should_stop` of the unpruned points' ``confidence`` ``(..., T)`` (masked points:
+        +inf), ``num_points`` ``(...)`` before pruning."""
+        unconfident = (confidence < self.thresholds[layer]).sum(-1).astype(np.float32)
+        return np.float32(1.0) - unconfident / num_points.astype(np.float32) > np.float32(self.depth_confidence)
+
+    def prune_mask(self, matchability: np.ndarray, confidence: Optional[np.ndarray], layer: int) -> np.ndarray:
+        """:meth:`LightGlue.prune_mask`: the points to keep."""
+        keep = matchability > np.float32(1 - self.width_confidence)
+        if confidence is not None:
+            keep |= confidence <= self.thresholds[layer]
+        return keep
 
     def match(self, feats0: NumpyFeatures, feats1: NumpyFeatures) -> NumpyMatches:
         """:meth:`lightmatch.models.lightglue.LightGlue.match` on the exported graphs."""
         m, n = len(feats0), len(feats1)
         if m == 0 or n == 0:
-            return NumpyMatches(np.full(m, -1, np.int64), np.zeros(m, np.float32), 0, {"pruned0": 0, "pruned1": 0})
-        for f in (feats0, feats1):
-            if f.descriptors.shape[-1] != self.spec["input_dim"]:
-                raise ConfigError(f"the exported LightGlue expects {self.spec['input_dim']}-d descriptors, got "
-                                  f"{f.descriptors.shape[-1]}-d")
-        (x0, cos0, sin0), (x1, cos1, sin1) = self.encode(feats0), self.encode(feats1)
+            return _no_matches(m)
+        x, cos, sin = self.encode([feats0, feats1])
+        x0, x1, cos0, cos1, sin0, sin1 = x[:m], x[m:], cos[:m], cos[m:], sin[:m], sin[m:]
         ind0, ind1 = np.arange(m), np.arange(n)
         early_stop, prune = self.depth_confidence > 0, self.width_confidence > 0
         for i in range(self.n_layers):
@@ -238,46 +297,103 @@ class OnnxLightGlueRunner:
                 self.spec["layers"][i], {"x0": x0, "x1": x1, "cos0": cos0, "sin0": sin0, "cos1": cos1, "sin1": sin1})
             if i == self.n_layers - 1:
                 break
-            if early_stop:
-                unconfident = int((conf0 < self.thresholds[i]).sum() + (conf1 < self.thresholds[i]).sum())
-                if np.float32(1.0) - np.float32(unconfident) / np.float32(m + n) > np.float32(self.depth_confidence):
-                    break
+            if early_stop and self.should_stop(np.concatenate([conf0, conf1]), i, np.array(m + n)):
+                break
             if prune:
-                keep0 = self.keep(match0, conf0 if early_stop else None, i, len(x0))
-                keep1 = self.keep(match1, conf1 if early_stop else None, i, len(x1))
+                keep0 = self.keep(match0, conf0 if early_stop else None, i)
+                keep1 = self.keep(match1, conf1 if early_stop else None, i)
                 if not keep0.all():
                     x0, cos0, sin0, ind0 = x0[keep0], cos0[keep0], sin0[keep0], ind0[keep0]
                 if not keep1.all():
                     x1, cos1, sin1, ind1 = x1[keep1], cos1[keep1], sin1[keep1], ind1[keep1]
                 if len(x0) == 0 or len(x1) == 0:
                     break
+        return self.final_matches(x0, x1, ind0, ind1, m, n, i)
+
+    def keep(self, matchability: np.ndarray, confidence: Optional[np.ndarray], layer: int) -> np.ndarray:
+        """:meth:`prune_mask` for one image's points (all kept at or below the pruning minimum)."""
+        if len(matchability) <= self.pruning_min_points:
+            return np.ones(len(matchability), dtype=bool)
+        return self.prune_mask(matchability, confidence, layer)
+
+    def final_matches(self, x0: np.ndarray, x1: np.ndarray, ind0: np.ndarray, ind1: np.ndarray, m: int, n: int,
+                      layer: int) -> NumpyMatches:
+        """Matches from the tokens left after ``layer`` (``x0`` ``(M', D)``, ``x1`` ``(N', D)``), whose original
+        indices are ``ind0`` and ``ind1`` among the pair's ``m`` and ``n`` points."""
         matches0 = np.full(m, -1, np.int64)
         scores0 = np.zeros(m, np.float32)
         if len(x0) and len(x1):
-            best0, arg0, arg1 = self.sessions.run(self.spec["assign"][i], {"x0": x0, "x1": x1})
+            best0, arg0, arg1 = self.sessions.run(self.spec["assign"][layer], {"x0": x0, "x1": x1})
             pm0, ps0 = mutual_matches(best0, arg0, arg1, self.filter_threshold)
             matches0[ind0] = np.where(pm0 == -1, -1, ind1[np.clip(pm0, 0, None)])
             scores0[ind0] = ps0
-        return NumpyMatches(matches0, scores0, i + 1, {"pruned0": m - len(ind0), "pruned1": n - len(ind1)})
+        return NumpyMatches(matches0, scores0, layer + 1, {"pruned0": m - len(ind0), "pruned1": n - len(ind1)})
 
-    def keep(self, matchability: np.ndarray, confidence: Optional[np.ndarray], layer: int, count: int) -> np.ndarray:
-        """:meth:`LightGlue.prune_mask`, for an image of ``count`` points (all kept at or below the pruning
-        minimum)."""
-        if count <= self.pruning_min_points:
-            return np.ones(count, dtype=bool)
-        keep = matchability > np.float32(1 - self.width_confidence)
-        if confidence is not None:
-            keep |= confidence <= self.thresholds[layer]
-        return keep
+    def match_many(self, pairs: Sequence[tuple[NumpyFeatures, NumpyFeatures]]) -> list[NumpyMatches]:
+        """:meth:`lightmatch.models.lightglue.LightGlue.match_many` on the batch graphs: the pairs padded to one
+        point count and masked, early exit and pruning decided per pair, finished pairs leaving the batch; the
+        matches of :meth:`match` pair by pair (up to float rounding)."""
+        results: list[Optional[NumpyMatches]] = [None] * len(pairs)
+        todo = []
+        for k, (f0, f1) in enumerate(pairs):
+            if len(f0) and len(f1):
+                todo.append(k)
+            else:
+                results[k] = _no_matches(len(f0))
+        if not todo:
+            return results  # type: ignore[return-value]
+        feats = [f for k in todo for f in pairs[k]]
+        counts = np.array([len(f) for f in feats]).reshape(-1, 2)  # (B, 2)
+        tokens = self.encode(feats)
+        b, length = len(todo), int(counts.max())
+        starts = np.concatenate([[0], np.cumsum(counts.reshape(-1))])
+        x, cos, sin = (np.zeros((b * 2, length, a.shape[-1]), np.float32) for a in tokens)
+        mask = np.zeros((b * 2, length), bool)
+        for j in range(2 * b):
+            size = starts[j + 1] - starts[j]
+            for padded, flat in zip((x, cos, sin), tokens):
+                padded[j, :size] = flat[starts[j]:starts[j + 1]]
+            mask[j, :size] = True
+        x, cos, sin = (a.reshape(b, 2, length, -1) for a in (x, cos, sin))
+        mask = mask.reshape(b, 2, length)
+        index = np.broadcast_to(np.arange(length), mask.shape)  # original point indices
+        active = np.arange(b)  # the pair (among todo) of each row of the batch
+        early_stop, prune = self.depth_confidence > 0, self.width_confidence > 0
+        for i in range(self.n_layers):
+            x, confidence, matchability = self.sessions.run(self.spec["batch_layers"][i],
+                                                            {"x": x, "mask": mask, "cos": cos, "sin": sin})
+            done = np.full(len(active), i == self.n_layers - 1)
+            if i < self.n_layers - 1:
+                if early_stop:
+                    masked = np.where(mask, confidence, np.float32(np.inf)).reshape(len(active), -1)
+                    done = self.should_stop(masked, i, counts[active].sum(-1))
+                if prune:
+                    keep = self.prune_mask(matchability, confidence if early_stop else None, i)
+                    keep |= (mask.sum(-1) <= self.pruning_min_points)[..., None]
+                    mask = np.where(done[:, None, None], mask, mask & keep)
+                    done |= (mask.sum(-1) == 0).any(-1)
+            for row in np.flatnonzero(done):
+                valid0, valid1 = mask[row, 0], mask[row, 1]
+                m, n = counts[active[row]]
+                results[todo[active[row]]] = self.final_matches(x[row, 0][valid0], x[row, 1][valid1],
+                                                                index[row, 0][valid0], index[row, 1][valid1],
+                                                                int(m), int(n), i)
+            if done.all():
+                break
+            if prune or done.any():
+                left = ~done
+                active = active[left]
+                mask, x, cos, sin, index = compact(mask[left], x[left], cos[left], sin[left], index[left])
+        return results  # type: ignore[return-value]
 
 
-class OnnxNearestNeighborRunner:
+class OnnxNearestNeighborRunner(MatcherRunner):
     """Mutual nearest neighbours (:mod:`lightmatch.models.nearest_neighbor`) in numpy: no graph needed."""
 
+    SETTINGS = ("ratio_threshold", "distance_threshold")
+
     def __init__(self, spec: dict, sessions: Optional[Sessions] = None) -> None:
-        settings = spec["settings"]
-        self.ratio_threshold = settings.get("ratio_threshold")
-        self.distance_threshold = settings.get("distance_threshold")
+        super().__init__(spec)
 
     def match(self, feats0: NumpyFeatures, feats1: NumpyFeatures) -> NumpyMatches:
         m, n = len(feats0), len(feats1)
@@ -343,7 +459,15 @@ class OnnxPipeline:
         return self.extractor.extract(image)
 
     def match(self, feats0: NumpyFeatures, feats1: NumpyFeatures) -> NumpyMatches:
+        return self._matcher().match(feats0, feats1)
+
+    def match_many(self, pairs: Sequence[tuple[NumpyFeatures, NumpyFeatures]]) -> list[NumpyMatches]:
+        """Several pairs at once (LightGlue: one padded, masked batch; the matches of :meth:`match` pair by
+        pair)."""
+        return self._matcher().match_many(pairs)
+
+    def _matcher(self) -> MatcherRunner:
         if self.matcher is None:
             raise ConfigError(f"{self.sessions.folder}: the export has no matcher this runner drives "
                               "(a --layout colmap export is for COLMAP)")
-        return self.matcher.match(feats0, feats1)
+        return self.matcher
