@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "assets"
@@ -70,9 +69,3 @@ def cached_aliked(max_keypoints: int = 2048, detection_threshold: float = 0.2, r
     from lightmatch.models.aliked import ALIKED
 
     return ALIKED(max_keypoints=max_keypoints, detection_threshold=detection_threshold, resize=resize, nms=nms)
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _no_grad():
-    torch.set_grad_enabled(False)
-    yield

@@ -8,7 +8,7 @@ import json
 import h5py
 import pytest
 import torch
-from helpers import assert_one_line_error, assert_store_invariant, run, superglue_checkpoint, superpoint_checkpoint
+from helpers import assert_one_line_error, assert_store_invariant, invoke, superglue_checkpoint, superpoint_checkpoint
 
 SMALL = ["--resize", "480", "--max-keypoints", "512", "--json"]
 
@@ -16,7 +16,7 @@ SMALL = ["--resize", "480", "--max-keypoints", "512", "--json"]
 @pytest.mark.parametrize("features", ["sift", "aliked", "disk"])
 def test_nearest_neighbour_on_bench_pair(shared_data, features):
     root = shared_data / "lightglue_bench"
-    out = json.loads(run("match", root / "DSC_0411.JPG", root / "DSC_0410.JPG", "--features", features,
+    out = json.loads(invoke("match", root / "DSC_0411.JPG", root / "DSC_0410.JPG", "--features", features,
                          "--matcher", "nn", "--ratio-threshold", "0.9", *SMALL).stdout)
     assert out["keypoints0"] > 100 and out["matches"] > 30
 
@@ -24,14 +24,14 @@ def test_nearest_neighbour_on_bench_pair(shared_data, features):
 @pytest.mark.parametrize("features, matcher", [("disk", "lightglue"), ("xfeat", "lightglue"),
                                                ("aliked-n32", "lightglue"), ("aliked-t16", "nn")])
 def test_other_extractors_on_sample(sample_pair, features, matcher):
-    out = json.loads(run("match", sample_pair[0], sample_pair[1], "--features", features, "--matcher", matcher,
+    out = json.loads(invoke("match", sample_pair[0], sample_pair[1], "--features", features, "--matcher", matcher,
                          "--homography", sample_pair[2], *SMALL).stdout)
     assert out["matches"] > 100 and out["correct"] > 0.85 * out["matches"]
 
 
 def test_superpoint_without_weights_says_how_to_get_them(sample_pair, tmp_path, monkeypatch):
     monkeypatch.setenv("LIGHTMATCH_CACHE_DIR", str(tmp_path))
-    proc = run("match", sample_pair[0], sample_pair[1], "--features", "superpoint", check_code=None)
+    proc = invoke("match", sample_pair[0], sample_pair[1], "--features", "superpoint", check_code=None)
     assert_one_line_error(proc, "superpoint_v1.pth", "lightmatch weights download superpoint", "--weights")
 
 
@@ -39,7 +39,7 @@ def test_superpoint_superglue_path_runs_with_official_layout(sample_pair, tmp_pa
     sp, sg = tmp_path / "superpoint_v1.pth", tmp_path / "superglue_outdoor.pth"
     torch.save(superpoint_checkpoint(), sp)
     torch.save(superglue_checkpoint(), sg)
-    out = json.loads(run("match", sample_pair[0], sample_pair[1], "--features", "superpoint", "--weights", sp,
+    out = json.loads(invoke("match", sample_pair[0], sample_pair[1], "--features", "superpoint", "--weights", sp,
                          "--matcher", "superglue", "--matcher-weights", sg, "--sinkhorn-iterations", "20",
                          "-o", tmp_path / "out", *SMALL).stdout)
     # random official-layout weights: what matters is that the whole path ran and stored a consistent result
@@ -61,7 +61,7 @@ def test_superpoint_lightglue_path_runs_with_official_layout(sample_pair, tmp_pa
     # superpoint_lightglue has ALIKED's LightGlue layout without the input projection (256-d in, 256-d tokens)
     state = {k: v for k, v in weights.load_state_dict("aliked_lightglue").items() if not k.startswith("input_proj")}
     torch.save(state, lg)
-    out = json.loads(run("match", sample_pair[0], sample_pair[1], "--features", "superpoint", "--weights", sp,
+    out = json.loads(invoke("match", sample_pair[0], sample_pair[1], "--features", "superpoint", "--weights", sp,
                          "--matcher-weights", lg, *SMALL).stdout)
     assert out["keypoints0"] > 0
 
@@ -70,7 +70,7 @@ def test_superpoint_lightglue_path_runs_with_official_layout(sample_pair, tmp_pa
     ("disk", "superglue", "SuperGlue is trained for SuperPoint features only"),
     ("aliked-t16", "lightglue", "no LightGlue weights for features 'aliked-t16'")])
 def test_pair_without_weights_is_a_usage_error(sample_pair, features, matcher, message):
-    proc = run("match", sample_pair[0], sample_pair[1], "--features", features, "--matcher", matcher,
+    proc = invoke("match", sample_pair[0], sample_pair[1], "--features", features, "--matcher", matcher,
                check_code=None)
     assert_one_line_error(proc, message)
     assert proc.returncode == 2
