@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 
 import h5py
+import numpy as np
 import pytest
 import torch
 from helpers import assert_one_line_error, assert_store_invariant, invoke, superglue_checkpoint, superpoint_checkpoint
+
+from lightmatch.io import h5
 
 SMALL = ["--resize", "480", "--max-keypoints", "512", "--json"]
 
@@ -54,7 +57,11 @@ def test_superpoint_superglue_path_runs_with_official_layout(sample_pair, tmp_pa
 
 
 def test_superpoint_lightglue_path_runs_with_official_layout(sample_pair, tmp_path):
+    """The files given reach the models: the stores hold what the library computes with SuperPoint and LightGlue
+    built from them, and record the matcher's weights by their digest."""
     from lightmatch import weights
+    from lightmatch.io.images import load_image
+    from lightmatch.models.factory import load_extractor, load_matcher
 
     sp, lg = tmp_path / "superpoint_v1.pth", tmp_path / "superpoint_lightglue.pth"
     torch.save(superpoint_checkpoint(), sp)
@@ -62,8 +69,20 @@ def test_superpoint_lightglue_path_runs_with_official_layout(sample_pair, tmp_pa
     state = {k: v for k, v in weights.load_state_dict("aliked_lightglue").items() if not k.startswith("input_proj")}
     torch.save(state, lg)
     out = json.loads(invoke("match", sample_pair[0], sample_pair[1], "--features", "superpoint", "--weights", sp,
-                         "--matcher-weights", lg, *SMALL).stdout)
-    assert out["keypoints0"] > 0
+                            "--matcher-weights", lg, "-o", tmp_path / "out", *SMALL).stdout)
+    extractor = load_extractor("superpoint", max_keypoints=512, resize=480, device="cpu", weights=str(sp))
+    matcher = load_matcher("lightglue", features="superpoint", device="cpu", weights=str(lg))
+    feats0, feats1 = (extractor.extract(load_image(path)) for path in sample_pair[:2])
+    expected = matcher.match(feats0, feats1)
+    stored = h5.read_features(tmp_path / "out" / "features.h5", "sample0.jpg")
+    assert out["keypoints0"] == len(feats0) == len(stored) and 0 < len(stored) <= 512
+    assert stored.descriptors.shape[1] == 256 and torch.equal(stored.keypoints, feats0.keypoints)
+    assert out["matches"] == expected.num_matches and out["stop_layer"] == expected.stop_layer
+    with h5py.File(tmp_path / "out" / "matches.h5") as handle:
+        assert handle.attrs["lightmatch_matcher_weights"] == matcher.weights_id
+        assert matcher.weights_id.startswith("sha256:")
+        assert np.array_equal(handle["sample0.jpg/sample1.jpg/matches0"][()], expected.matches0.numpy())
+    assert_store_invariant(tmp_path / "out")
 
 
 @pytest.mark.parametrize("features, matcher, message", [
