@@ -39,10 +39,12 @@ def test_match_sample_writes_hloc_stores_and_plot(sample_pair, tmp_path):
     assert cv2.imread(str(tmp_path / "out" / "m.png")) is not None
 
 
-def test_text_output(sample_pair):
-    out = invoke("match", sample_pair[0], sample_pair[1], *FAST).stdout
-    assert "sample0.jpg: 256 keypoints" in out and "matches:" in out
+def test_text_output_with_the_defaults(sample_pair):
+    """What a user gets without options: ALIKED (long side 1024, up to 2048 keypoints) and adaptive LightGlue."""
+    out = invoke("match", sample_pair[0], sample_pair[1]).stdout
     assert out.startswith("aliked-n16 + lightglue\n") and re.search(r"stopped at layer \d of 9", out)
+    keypoints = re.search(r"sample0\.jpg: (\d+) keypoints", out)
+    assert keypoints and 256 < int(keypoints.group(1)) <= 2048 and "matches:" in out
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from helpers import assert_one_line_error, assert_store_invariant, invoke, super
 from lightmatch.io import h5
 
 SMALL = ["--resize", "480", "--max-keypoints", "512", "--json"]
+TINY = ["--resize", "320", "--max-keypoints", "256", "--json"]  # random SuperPoint weights: only the path matters
 
 
 @pytest.mark.parametrize("features", ["sift", "aliked", "disk"])
@@ -44,7 +45,7 @@ def test_superpoint_superglue_path_runs_with_official_layout(sample_pair, tmp_pa
     torch.save(superglue_checkpoint(), sg)
     out = json.loads(invoke("match", sample_pair[0], sample_pair[1], "--features", "superpoint", "--weights", sp,
                          "--matcher", "superglue", "--matcher-weights", sg, "--sinkhorn-iterations", "20",
-                         "-o", tmp_path / "out", *SMALL).stdout)
+                         "-o", tmp_path / "out", *TINY).stdout)
     # random official-layout weights: what matters is that the whole path ran and stored a consistent result
     assert out["keypoints0"] > 0 and out["stop_layer"] == 18  # all 18 GNN layers ran
     assert_store_invariant(tmp_path / "out")
@@ -69,13 +70,13 @@ def test_superpoint_lightglue_path_runs_with_official_layout(sample_pair, tmp_pa
     state = {k: v for k, v in weights.load_state_dict("aliked_lightglue").items() if not k.startswith("input_proj")}
     torch.save(state, lg)
     out = json.loads(invoke("match", sample_pair[0], sample_pair[1], "--features", "superpoint", "--weights", sp,
-                            "--matcher-weights", lg, "-o", tmp_path / "out", *SMALL).stdout)
-    extractor = load_extractor("superpoint", max_keypoints=512, resize=480, device="cpu", weights=str(sp))
+                            "--matcher-weights", lg, "-o", tmp_path / "out", *TINY).stdout)
+    extractor = load_extractor("superpoint", max_keypoints=256, resize=320, device="cpu", weights=str(sp))
     matcher = load_matcher("lightglue", features="superpoint", device="cpu", weights=str(lg))
     feats0, feats1 = (extractor.extract(load_image(path)) for path in sample_pair[:2])
     expected = matcher.match(feats0, feats1)
     stored = h5.read_features(tmp_path / "out" / "features.h5", "sample0.jpg")
-    assert out["keypoints0"] == len(feats0) == len(stored) and 0 < len(stored) <= 512
+    assert out["keypoints0"] == len(feats0) == len(stored) and 0 < len(stored) <= 256
     assert stored.descriptors.shape[1] == 256 and torch.equal(stored.keypoints, feats0.keypoints)
     assert out["matches"] == expected.num_matches and out["stop_layer"] == expected.stop_layer
     with h5py.File(tmp_path / "out" / "matches.h5") as handle:
