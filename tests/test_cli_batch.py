@@ -41,8 +41,8 @@ def test_pairs_command_modes(images, tmp_path):
 
 def test_stdin_pipeline_resume_export_and_two_image_form(images, tmp_path):
     image_dir, names = images
-    match = f"{LIGHTMATCH} match --image-dir {image_dir} --pairs - -o out {FAST} --verify homography --json"
-    pipeline = f"{LIGHTMATCH} pairs {image_dir} | {match}"
+    match = f"match --image-dir {image_dir} --pairs - -o out {FAST} --verify homography --json"
+    pipeline = f"{LIGHTMATCH} pairs {image_dir} | {LIGHTMATCH} {match}"
     out = run_line(pipeline, tmp_path, shell=True)
     assert out.returncode == 0, out.stderr
     assert "\r" not in out.stderr  # no progress bar when stderr is not a terminal
@@ -58,7 +58,7 @@ def test_stdin_pipeline_resume_export_and_two_image_form(images, tmp_path):
         assert "inliers" in handle[f"{names[0]}/{names[1]}"]
 
     # the same command again (in-process, the pairs on its stdin): everything is skipped
-    out = run_line(match.split(" ", 1)[1], tmp_path, stdin=run_line(f"pairs {image_dir}", tmp_path).stdout)
+    out = run_line(match, tmp_path, stdin=run_line(f"pairs {image_dir}", tmp_path).stdout)
     summary = json_lines(out.stdout)[-1]
     assert out.returncode == 0 and summary["pairs_skipped"] == 10 and summary["pairs_matched"] == 0
     assert_store_invariant(tmp_path / "out")
