@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "assets"
@@ -72,7 +71,12 @@ def cached_aliked(max_keypoints: int = 2048, detection_threshold: float = 0.2, r
     return ALIKED(max_keypoints=max_keypoints, detection_threshold=detection_threshold, resize=resize, nms=nms)
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _no_grad():
-    torch.set_grad_enabled(False)
+@pytest.fixture(autouse=True)
+def _grad_mode_untouched():
+    """Tests run with autograd on, as a user's program does: the library's inference entry points choose their
+    own mode (``torch.inference_mode``), and no test or library call may leave it switched off for the next."""
+    import torch
+
+    assert torch.is_grad_enabled(), "autograd was left disabled before this test"
     yield
+    assert torch.is_grad_enabled(), "autograd left disabled"

@@ -3,6 +3,7 @@ comparison and the store invariant, checkpoints in the official key layouts."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shlex
@@ -51,10 +52,35 @@ def run(*args, check_code: int | None = 0, cwd: Path | None = None, stdin: str |
     return proc
 
 
+def invoke(*args, check_code: int | None = 0, cwd: Path | None = None,
+           stdin: str | None = None) -> subprocess.CompletedProcess:
+    """``lightmatch ARGS`` (each one argument) in this process, through click's test runner: the exit code, stdout
+    and stderr the console script would give, without a Python start, a torch import and a model load per call.
+    Asserts the exit code unless ``check_code`` is None. Tests whose point is a process boundary (signals, pipes,
+    the installed script's exit code) use :func:`run`."""
+    from click.testing import CliRunner
+
+    from lightmatch.cli import main
+
+    threads = torch.get_num_threads()  # `benchmark --threads` sets it for the process
+    with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
+        result = CliRunner().invoke(main, [str(a) for a in args], input=stdin)
+    torch.set_num_threads(threads)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # not through the command group's error handling: a bug of the test or of click
+    proc = subprocess.CompletedProcess(["lightmatch", *map(str, args)], result.exit_code, result.stdout,
+                                       result.stderr)
+    if check_code is not None:
+        assert proc.returncode == check_code, proc.stderr
+    return proc
+
+
 def run_line(args: str, cwd: Path, stdin: str | None = None, shell: bool = False) -> subprocess.CompletedProcess:
-    """Run a command line: ``lightmatch ARGS`` split like a shell, or ``args`` through a real shell."""
-    command = args if shell else [str(LIGHTMATCH), *shlex.split(args)]
-    return subprocess.run(command, cwd=cwd, input=stdin, capture_output=True, text=True, shell=shell, timeout=120)
+    """A command line: ``lightmatch ARGS`` split like a shell and run in this process (:func:`invoke`), or ``args``
+    through a real shell (pipes between processes)."""
+    if not shell:
+        return invoke(*shlex.split(args), check_code=None, cwd=cwd, stdin=stdin)
+    return subprocess.run(args, cwd=cwd, input=stdin, capture_output=True, text=True, shell=True, timeout=120)
 
 
 def json_lines(text: str) -> list[dict]:

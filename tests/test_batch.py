@@ -17,16 +17,14 @@ import pytest
 import torch
 from helpers import assert_same_stores, assert_store_invariant, make_images
 
-from lightmatch.errors import ConfigError, InputError, OutputError
+from lightmatch.errors import ConfigError, InputError
 from lightmatch.io import h5
 from lightmatch.io.pairs import exhaustive_pairs, sequential_pairs
-from lightmatch.io.store import OutputStore
 from lightmatch.pipeline.batch import BatchOptions, VerifyOptions, extract_batch, match_batch
 from lightmatch.pipeline.events import BatchStart, ImageEvent, PairEvent
 from lightmatch.pipeline.loader import PrefetchLoader, extract_loaded, load_for_extractor
-from lightmatch.pipeline.match import store_attributes
 from lightmatch.pipeline.plan import plan_pairs, unique_pairs, viz_filename
-from lightmatch.types import Features, Matches
+from lightmatch.types import Features
 
 
 @functools.lru_cache(maxsize=None)
@@ -132,49 +130,13 @@ def test_worker_preprocessing_equals_extract(folder):
     assert a.image_size == b.image_size == (256, 192)
 
 
-# ------------------------------------------------------------------------------------------- HDF5 and store ---
+# -------------------------------------------------------------------------------------------------- HDF5 ---
 
 def test_empty_features_round_trip(tmp_path):
     feats = Features.from_numpy(np.zeros((0, 2)), np.zeros(0), np.zeros((0, 128)), (64, 48))
     h5.write_features(tmp_path / "f.h5", {"blank.png": feats})
     back = h5.read_features(tmp_path / "f.h5", "blank.png")
     assert back.keypoints.shape == (0, 2) and back.descriptors.shape == (0, 128)
-
-
-def test_store_parts_consolidate_lock_and_stale(tmp_path):
-    extractor, matcher = models()
-    attrs, mattrs = store_attributes(extractor), store_attributes(extractor, matcher)
-    feats = Features.from_numpy(np.random.rand(5, 2), np.random.rand(5), np.random.rand(5, 128), (64, 48))
-    m = Matches(torch.tensor([0, -1, 2, -1, 4]), torch.rand(5))
-    store = OutputStore(tmp_path / "out", attrs, mattrs, chunk=1).open()  # one part per commit
-    try:
-        store.commit(features={"sub/a.jpg": feats, "b.jpg": feats})
-        store.commit(matches={("sub/a.jpg", "b.jpg"): (m, np.array([True, False, True, False, False]))})
-        with pytest.raises(OutputError, match="another lightmatch run"):
-            OutputStore(tmp_path / "out", attrs, mattrs).open()
-        parts = sorted((tmp_path / "out/.parts").glob("*.h5"))
-        assert [p.name[-4:] for p in parts] == ["f.h5", "m.h5"]
-        # a part is a complete hloc-layout file, readable before consolidation
-        with h5py.File(parts[1]) as handle:
-            assert handle["matches/sub-a.jpg/b.jpg/matches0"][()].tolist() == [0, -1, 2, -1, 4]
-        assert store.has_pair("b.jpg", "sub/a.jpg") and not store.has_pair("b.jpg", "c.jpg")
-        # a killed run: parts stay, a temporary file is left over
-        (tmp_path / "out/.parts/.x-0000009-m.h5.tmp").write_bytes(b"junk")
-        with pytest.raises(ValueError, match="before the features of c.jpg"):  # the store invariant
-            store.commit(matches={("c.jpg", "b.jpg"): (m, None)})
-    finally:
-        store.close()  # released without finishing, as by a kill
-    assert not (tmp_path / "out/features.h5").exists()
-    with OutputStore(tmp_path / "out", attrs, mattrs) as store:  # the next run consolidates first
-        assert not list((tmp_path / "out/.parts").iterdir())
-        assert store.has_pair("sub/a.jpg", "b.jpg")
-        assert torch.equal(store.read_features("sub/a.jpg").descriptors, feats.descriptors)
-    assert_store_invariant(tmp_path / "out")  # finished: no parts folder, no lock file left
-    pairs, _ = h5.read_matches(tmp_path / "out/matches.h5", "b.jpg", "sub/a.jpg")
-    assert pairs.tolist() == [[0, 0], [2, 2], [4, 4]]
-    with h5py.File(tmp_path / "out/matches.h5") as handle:
-        assert handle["sub-a.jpg/b.jpg/inliers"][()].tolist() == [True, False, True, False, False]
-        assert handle.attrs["lightmatch_matcher"] == "nn"
 
 
 # ---------------------------------------------------------------------------------------- batches, resume ---

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import h5py
 import pytest
-from helpers import LIGHTMATCH, assert_same_stores, assert_store_invariant, json_lines, make_images, store_contents
+from helpers import (
+    LIGHTMATCH,
+    assert_same_stores,
+    assert_store_invariant,
+    invoke,
+    json_lines,
+    make_images,
+    store_contents,
+)
 
 from lightmatch.io import h5
 
@@ -60,9 +68,7 @@ def setup(tmp_path_factory):
     make_images(root / "imgs", 10, seed=1, size=(384, 288), step=12, prefix="f")
     args = (f"match --image-dir {root / 'imgs'} --pairs-mode sequential --window 3 --features sift --matcher nn "
             "--resize -1 --max-keypoints 400 --verify homography --seed 7 -q")
-    reference = subprocess.run([str(LIGHTMATCH), *shlex.split(args), "-o", str(root / "ref")], capture_output=True,
-                               text=True, timeout=120)
-    assert reference.returncode == 0, reference.stderr
+    invoke(*shlex.split(args), "-o", root / "ref")
     return root, args
 
 
@@ -109,9 +115,7 @@ def test_sigkill_at_several_points_then_resume(setup):
         print(f"killed after {count} new pairs: {done} pairs saved" if reached else "run ended first")
     assert kills >= 2, "runs finished before they could be killed"
     assert 0 < completed_pairs_readable(out) < total
-    final = subprocess.run([str(LIGHTMATCH), *shlex.split(args), "-o", str(out), "--json"], capture_output=True,
-                           text=True, timeout=120)
-    assert final.returncode == 0, final.stderr
+    final = invoke(*shlex.split(args), "-o", out, "--json")  # the resume, in-process
     summary = json_lines(final.stdout)[-1]
     assert summary["type"] == "summary" and summary["pairs_skipped"] >= 5  # it resumed: the saved pairs are kept
     assert summary["pairs_skipped"] + summary["pairs_matched"] == total
@@ -131,9 +135,7 @@ def test_ctrl_c_stops_cleanly_after_saving(setup):
     assert not (out / ".parts").exists()  # consolidated on the way out
     with h5py.File(out / "matches.h5") as handle:
         assert len(h5.match_groups(handle)) >= 2
-    final = subprocess.run([str(LIGHTMATCH), *shlex.split(args), "-o", str(out)], capture_output=True, text=True,
-                           timeout=120)
-    assert final.returncode == 0, final.stderr
+    invoke(*shlex.split(args), "-o", out)
     assert_store_invariant(out)
     assert_same_stores(root / "ref", out)
 
@@ -145,9 +147,7 @@ def test_single_pair_killed_while_writing_leaves_nothing_behind(setup, tmp_path)
     images = [root / "imgs" / f"f{i:02d}.png" for i in range(4)]
     model = "--features sift --matcher nn --resize -1 --max-keypoints 400".split()
     out = tmp_path / "out"
-    first = subprocess.run([str(LIGHTMATCH), "match", str(images[0]), str(images[1]), "-o", str(out), *model],
-                           capture_output=True, text=True, timeout=120)
-    assert first.returncode == 0, first.stderr
+    invoke("match", images[0], images[1], "-o", out, *model)
     for delay in (0.3, 0.6, 0.9, 1.2):  # kills at several points of a run: loading, extracting, writing
         process = subprocess.Popen([str(LIGHTMATCH), "match", str(images[2]), str(images[3]), "-o", str(out), *model],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -157,9 +157,7 @@ def test_single_pair_killed_while_writing_leaves_nothing_behind(setup, tmp_path)
         with h5py.File(out / "features.h5", "r") as handle:  # never corrupted
             assert "f00.png" in handle and "f01.png" in handle
     (out / ".features.h5.left-by-a-killed-run.tmp").write_bytes(b"x" * 1000)
-    final = subprocess.run([str(LIGHTMATCH), "match", str(images[2]), str(images[3]), "-o", str(out), *model],
-                           capture_output=True, text=True, timeout=120)
-    assert final.returncode == 0, final.stderr
+    invoke("match", images[2], images[3], "-o", out, *model)
     assert_store_invariant(out)
     with h5py.File(out / "features.h5", "r") as handle:
         assert h5.feature_groups(handle) == ["f00.png", "f01.png", "f02.png", "f03.png"]

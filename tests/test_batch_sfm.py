@@ -8,20 +8,17 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import invoke
 
-LIGHTMATCH = Path(sys.executable).parent / "lightmatch"
 MODEL = "--features aliked --resize 640 --max-keypoints 1024"
 
 
 def lightmatch(args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
-    out = subprocess.run([str(LIGHTMATCH), *shlex.split(args)], cwd=cwd, input=stdin, capture_output=True, text=True,
-                         timeout=900)
-    assert out.returncode == 0, f"lightmatch {args}: {out.stderr}"
-    return out
+    """``lightmatch ARGS`` in this process, in ``cwd``; it must succeed."""
+    return invoke(*shlex.split(args), cwd=cwd, stdin=stdin)
 
 
 def test_sacre_coeur_reconstruction(shared_data, tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of lightmatch.benchmark and `lightmatch benchmark` (that it runs and its output parses, not its speed)."""
+"""Tests of lightmatch.benchmark and `lightmatch benchmark` (that it runs and what it reports, not its speed)."""
 
 from __future__ import annotations
 
@@ -24,22 +24,20 @@ def _invoke(args: list) -> str:
     return result.stdout
 
 
-def test_benchmark_cli_tables(tmp_path):
+def test_benchmark_cli_defaults_json_and_plot(tmp_path):
     plot = tmp_path / "latency.png"
-    text = _invoke(["benchmark", "--num-keypoints", 256, 512, "--repeat", 2, "--warmup", 1, "--resize", 256,
-                    "--plot", plot])
-    first = text.splitlines()[0]
-    assert first.startswith("Running benchmark on device: cpu") and f"{torch.get_num_threads()} threads" in first
-    tables = B.parse_benchmark_tables(text)
-    assert set(tables) == {"sample [ms]", "sample matches", "sample stop layer", "sample keypoints"}
-    latency = tables["sample [ms]"]
-    assert set(latency) == {"full", "adaptive"}
-    assert all(len(v) == 2 and all(x > 0 for x in v) for v in latency.values())
-    assert tables["sample keypoints"] == {"sample0.jpg": [256, 512], "sample1.jpg": [256, 512]}
-    assert tables["sample stop layer"]["full"] == [9, 9]
-    assert all(1 <= x <= 9 for x in tables["sample stop layer"]["adaptive"])
-    assert all(0 < x <= n for x, n in zip(tables["sample matches"]["full"], [256, 512]))
-    assert plot.is_file() and plot.stat().st_size > 1000
+    payload = json.loads(_invoke(["benchmark", "--num-keypoints", 256, 512, "--repeat", 2, "--warmup", 1,
+                                  "--resize", 256, "--plot", plot, "--json"]))
+    assert payload["device"] == "cpu" and payload["threads"] == torch.get_num_threads()
+    assert (payload["features"], payload["matcher"]) == ("aliked-n16", "lightglue")
+    assert [p["name"] for p in payload["pairs"]] == ["sample"]
+    records = {(r["config"], r["num_keypoints"]): r for r in payload["records"]}
+    assert set(records) == {(c, n) for c in ("full", "adaptive") for n in (256, 512)}
+    for (config, n), r in records.items():
+        assert r["pair"] == "sample" and (r["keypoints0"], r["keypoints1"]) == (n, n)
+        assert len(r["times_ms"]) == 2 and r["mean_ms"] > 0 and 0 < r["matches"] <= n
+        assert r["stop_layer"] == 9 if config == "full" else 1 <= r["stop_layer"] <= 9
+    assert plot.read_bytes()[:4] == b"\x89PNG" and plot.stat().st_size > 1000
 
 
 def test_benchmark_cli_json_other_pairs_and_matcher(tmp_path):
@@ -54,6 +52,10 @@ def test_benchmark_cli_json_other_pairs_and_matcher(tmp_path):
     assert [(r["pair"], r["num_keypoints"]) for r in payload["records"]] == [
         ("sample", 128), ("00-01", 128), ("sample", 256), ("00-01", 256)]
     assert all(r["keypoints0"] == r["num_keypoints"] and len(r["times_ms"]) == 1 for r in payload["records"])
+    text = _invoke(["benchmark", "--num-keypoints", 128, "--repeat", 1, "--warmup", 0, "--resize", 256,
+                    "--pairs-dir", folder, "--matcher", "nn"])  # without --json: the tables
+    assert text.startswith("Running benchmark on device: cpu, ")
+    assert "\nsample [ms]" in text and "\n00-01 keypoints" in text
 
 
 def test_benchmark_pairs(shared_data, tmp_path):
@@ -100,5 +102,8 @@ def test_run_benchmark_restores_settings():
     assert ex.max_keypoints == 1000 and ex.detection_threshold == 0.2 and ex.net.dkd.top_k == -1
     assert lg.depth_confidence == 0.95 and lg.width_confidence == 0.99
     assert report.series() == {"s full": [report.records[0].mean_ms], "s adaptive": [report.records[1].mean_ms]}
-    text = B.format_benchmark_tables(report)
-    assert B.parse_benchmark_tables(text)["s keypoints"] == {"sample0.jpg": [64], "sample1.jpg": [64]}
+    lines = B.format_benchmark_tables(report).splitlines()  # LightGlue's print_as_table layout
+    start = lines.index("s keypoints                   64")
+    assert lines[start + 1:start + 4] == ["-" * 32, "sample0.jpg                   64",
+                                          "sample1.jpg                   64"]
+    assert lines[lines.index("s stop layer                  64") + 2] == f"{'full':24} {9:>7}"

@@ -1,6 +1,6 @@
-"""The batch commands: pairs, extract, match (files, stdin, folders), export colmap, exit codes. Pipelines and
-exit codes through the installed console script (subprocesses), option errors in-process (click's runner).
-Small synthetic images, SIFT + nearest neighbour (the model does not matter here)."""
+"""The batch commands: pairs, extract, match (files, stdin, folders), export colmap, exit codes. In-process (click's
+runner), except where processes are the point: a shell pipeline between two console scripts, and two runs at once
+on one folder. Small synthetic images, SIFT + nearest neighbour (the model does not matter here)."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def test_pairs_command_modes(images, tmp_path):
 
 def test_stdin_pipeline_resume_export_and_two_image_form(images, tmp_path):
     image_dir, names = images
-    match = f"{LIGHTMATCH} match --image-dir {image_dir} --pairs - -o out {FAST} --verify homography --json"
-    pipeline = f"{LIGHTMATCH} pairs {image_dir} | {match}"
+    match = f"match --image-dir {image_dir} --pairs - -o out {FAST} --verify homography --json"
+    pipeline = f"{LIGHTMATCH} pairs {image_dir} | {LIGHTMATCH} {match}"
     out = run_line(pipeline, tmp_path, shell=True)
     assert out.returncode == 0, out.stderr
     assert "\r" not in out.stderr  # no progress bar when stderr is not a terminal
@@ -57,13 +57,13 @@ def test_stdin_pipeline_resume_export_and_two_image_form(images, tmp_path):
     with h5py.File(tmp_path / "out/matches.h5") as handle:
         assert "inliers" in handle[f"{names[0]}/{names[1]}"]
 
-    # the same command again: everything is skipped
-    out = run_line(pipeline, tmp_path, shell=True)
+    # the same command again (in-process, the pairs on its stdin): everything is skipped
+    out = run_line(match, tmp_path, stdin=run_line(f"pairs {image_dir}", tmp_path).stdout)
     summary = json_lines(out.stdout)[-1]
     assert out.returncode == 0 and summary["pairs_skipped"] == 10 and summary["pairs_matched"] == 0
     assert_store_invariant(tmp_path / "out")
 
-    # export (in-process: the console script is exercised above)
+    # export
     result = CliRunner().invoke(main, shlex.split(
         f"export colmap --image-dir {image_dir} --features {tmp_path}/out/features.h5 "
         f"--matches {tmp_path}/out/matches.h5 --database {tmp_path}/out/db.db --json"))

@@ -1,4 +1,5 @@
-"""`lightmatch match` on one pair through the installed console script: outputs, JSON, and every bad input."""
+"""`lightmatch match` on one pair: outputs, JSON, and every bad input, in-process (click's runner); the installed
+console script itself once."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, assert_store_invariant, run
+from helpers import assert_one_line_error, assert_store_invariant, invoke, run
 
 from lightmatch.io import h5
 
@@ -19,12 +20,12 @@ FAST = ["--resize", "320", "--max-keypoints", "256"]
 def test_console_script_help():
     out = run("--help").stdout
     assert "match" in out and "hloc" in out
-    assert "--depth-confidence" in run("match", "--help").stdout
+    assert "--depth-confidence" in invoke("match", "--help").stdout
 
 
 def test_match_sample_writes_hloc_stores_and_plot(sample_pair, tmp_path):
     img0, img1, H = sample_pair
-    proc = run("match", img0, img1, "-o", tmp_path / "out", "--viz", tmp_path / "out" / "m.png",
+    proc = invoke("match", img0, img1, "-o", tmp_path / "out", "--viz", tmp_path / "out" / "m.png",
                "--homography", H, "--json", *FAST)
     summary = json.loads(proc.stdout)
     assert summary["image0"] == "sample0.jpg" and summary["keypoints0"] == 256
@@ -38,10 +39,12 @@ def test_match_sample_writes_hloc_stores_and_plot(sample_pair, tmp_path):
     assert cv2.imread(str(tmp_path / "out" / "m.png")) is not None
 
 
-def test_text_output(sample_pair):
-    out = run("match", sample_pair[0], sample_pair[1], *FAST).stdout
-    assert "sample0.jpg: 256 keypoints" in out and "matches:" in out
+def test_text_output_with_the_defaults(sample_pair):
+    """What a user gets without options: ALIKED (long side 1024, up to 2048 keypoints) and adaptive LightGlue."""
+    out = invoke("match", sample_pair[0], sample_pair[1]).stdout
     assert out.startswith("aliked-n16 + lightglue\n") and re.search(r"stopped at layer \d of 9", out)
+    keypoints = re.search(r"sample0\.jpg: (\d+) keypoints", out)
+    assert keypoints and 256 < int(keypoints.group(1)) <= 2048 and "matches:" in out
 
 
 @pytest.fixture
@@ -69,41 +72,41 @@ def bad_files(tmp_path):
                                            ("tiny", "smaller than the minimum 32 px"),
                                            ("corrupt", "not a readable image")])
 def test_bad_image_is_one_line_error(bad_files, sample_pair, kind, message):
-    proc = run("match", sample_pair[0], bad_files[kind], check_code=None)
+    proc = invoke("match", sample_pair[0], bad_files[kind], check_code=None)
     assert_one_line_error(proc, str(bad_files[kind]), message)
 
 
 def test_unwritable_output_dir(sample_pair, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    proc = run("match", sample_pair[0], sample_pair[1], "-o", blocker / "out", check_code=None)
+    proc = invoke("match", sample_pair[0], sample_pair[1], "-o", blocker / "out", check_code=None)
     assert_one_line_error(proc, str(blocker / "out"), "cannot write")
 
 
 def test_corrupt_weights_file(sample_pair, tmp_path):
     bad = tmp_path / "aliked.pth"
     bad.write_bytes(b"\x00garbage" * 100)
-    proc = run("match", sample_pair[0], sample_pair[1], "--weights", bad, check_code=None)
+    proc = invoke("match", sample_pair[0], sample_pair[1], "--weights", bad, check_code=None)
     assert_one_line_error(proc, str(bad), "cannot read weights")
 
 
 def test_missing_weights_file_names_where_to_look(sample_pair, tmp_path):
-    proc = run("match", sample_pair[0], sample_pair[1], "--weights", tmp_path / "none.pth", check_code=None)
+    proc = invoke("match", sample_pair[0], sample_pair[1], "--weights", tmp_path / "none.pth", check_code=None)
     assert_one_line_error(proc, "none.pth", "not found")
 
 
 def test_usage_errors_exit_2(sample_pair):
-    assert run("match", sample_pair[0], check_code=None).returncode == 2
-    assert run("match", sample_pair[0], sample_pair[1], "--features", "orb", check_code=None).returncode == 2
+    assert invoke("match", sample_pair[0], check_code=None).returncode == 2
+    assert invoke("match", sample_pair[0], sample_pair[1], "--features", "orb", check_code=None).returncode == 2
 
 
 def test_failed_run_never_truncates_existing_outputs(sample_pair, bad_files, tmp_path):
     out = tmp_path / "out"
-    run("match", sample_pair[0], sample_pair[1], "-o", out, *FAST)
+    invoke("match", sample_pair[0], sample_pair[1], "-o", out, *FAST)
     before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     names = sorted(p.name for p in out.iterdir())
     for bad in ("truncated", "corrupt"):  # refused before the run / failing inside it: no lock or parts left
-        run("match", sample_pair[0], bad_files[bad], "-o", out, *FAST, check_code=1)
+        invoke("match", sample_pair[0], bad_files[bad], "-o", out, *FAST, check_code=1)
         assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
         assert sorted(p.name for p in out.iterdir()) == names
 
@@ -111,7 +114,7 @@ def test_failed_run_never_truncates_existing_outputs(sample_pair, bad_files, tmp
 def test_featureless_image_warns_and_writes_empty_arrays(sample_pair, tmp_path):
     blank = tmp_path / "blank.png"
     cv2.imwrite(str(blank), np.full((120, 160), 128, np.uint8))
-    proc = run("match", blank, sample_pair[0], "-o", tmp_path / "out", "--features", "sift", "--matcher", "nn",
+    proc = invoke("match", blank, sample_pair[0], "-o", tmp_path / "out", "--features", "sift", "--matcher", "nn",
                "--json")
     assert "warning" in proc.stderr and "no keypoints" in proc.stderr
     summary = json.loads(proc.stdout)
@@ -126,7 +129,7 @@ def test_grayscale_16bit_rgba_and_exif_inputs(sample_pair, tmp_path):
     cv2.imwrite(str(gray16), (cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257))
     rgba = tmp_path / "rgba.png"
     cv2.imwrite(str(rgba), cv2.cvtColor(image, cv2.COLOR_BGR2BGRA))
-    summary = json.loads(run("match", gray16, rgba, "--json", *FAST).stdout)
+    summary = json.loads(invoke("match", gray16, rgba, "--json", *FAST).stdout)
     assert summary["matches"] > 100  # same picture: most keypoints match
 
 
@@ -135,7 +138,7 @@ def test_names_are_relative_to_common_folder(sample_pair, tmp_path):
     (tmp_path / "b").mkdir()
     shutil.copy(sample_pair[0], tmp_path / "a" / "img.jpg")
     shutil.copy(sample_pair[1], tmp_path / "b" / "img.jpg")
-    summary = json.loads(run("match", tmp_path / "a" / "img.jpg", tmp_path / "b" / "img.jpg", "--json",
+    summary = json.loads(invoke("match", tmp_path / "a" / "img.jpg", tmp_path / "b" / "img.jpg", "--json",
                              "-o", tmp_path / "out", *FAST).stdout)
     assert (summary["image0"], summary["image1"]) == ("a/img.jpg", "b/img.jpg")
     assert sorted(h5.stored_image_names(tmp_path / "out" / "features.h5")) == ["a/img.jpg", "b/img.jpg"]
@@ -150,7 +153,7 @@ def test_names_are_relative_to_common_folder(sample_pair, tmp_path):
 ])
 def test_out_of_range_options_are_usage_errors(sample_pair, option, value, allowed):
     """Checked when parsing, before any model loads: one line naming the option and its range, exit code 2."""
-    proc = run("match", sample_pair[0], sample_pair[1], option, value, check_code=2)
+    proc = invoke("match", sample_pair[0], sample_pair[1], option, value, check_code=2)
     assert_one_line_error(proc, option, allowed)
 
 
@@ -165,5 +168,5 @@ def test_library_refuses_a_zero_resize():
 
 
 def test_viz_max_matches_needs_a_plot(sample_pair):
-    proc = run("match", sample_pair[0], sample_pair[1], "--viz-max-matches", "10", check_code=2)
+    proc = invoke("match", sample_pair[0], sample_pair[1], "--viz-max-matches", "10", check_code=2)
     assert_one_line_error(proc, "--viz-max-matches needs --viz")

@@ -11,7 +11,7 @@ import subprocess
 import click
 import pytest
 from click.testing import CliRunner
-from helpers import ASSETS, assert_one_line_error, run
+from helpers import ASSETS, assert_one_line_error, invoke
 from helpers import LIGHTMATCH as SCRIPT
 
 from lightmatch.cli import main
@@ -25,18 +25,18 @@ def no_weights_found(tmp_path, monkeypatch):
 
 
 def test_sift_with_default_matcher_names_matcher_weights_and_nn(sample_pair, no_weights_found):
-    proc = run("match", sample_pair[0], sample_pair[1], "--features", "sift", check_code=None)
+    proc = invoke("match", sample_pair[0], sample_pair[1], "--features", "sift", check_code=None)
     assert_one_line_error(proc, "sift_lightglue", "lightmatch weights download sift_lightglue",
                           "--matcher-weights PATH", "--matcher nn")
     assert not re.search(r"(^|\s)--weights\b", proc.stderr), proc.stderr
 
 
 def test_missing_matcher_weights_file_names_matcher_weights(sample_pair, tmp_path):
-    proc = run("match", sample_pair[0], sample_pair[1], "--matcher-weights", tmp_path / "missing.pth",
-               check_code=None)
+    proc = invoke("match", sample_pair[0], sample_pair[1], "--matcher-weights", tmp_path / "missing.pth",
+                  check_code=None)
     assert_one_line_error(proc, "missing.pth", "'--matcher-weights'", "not found")
     assert proc.returncode == 2
-    proc = run("match", sample_pair[0], sample_pair[1], "--weights", tmp_path / "missing.pth", check_code=None)
+    proc = invoke("match", sample_pair[0], sample_pair[1], "--weights", tmp_path / "missing.pth", check_code=None)
     assert_one_line_error(proc, "missing.pth", "'--weights'", "not found")
 
 
@@ -102,7 +102,7 @@ def test_resize_is_the_long_side_everywhere():
 
 @pytest.mark.parametrize("option, side", [("--resize", "long"), ("--resize-short", "short")])
 def test_eval_homography_resize_sides(tmp_path, option, side):
-    proc = run("eval", "homography", "--synthetic", ASSETS, "--num-pairs", 1, "-o", tmp_path / "out", option, 200,
-               "--features", "sift", "--matcher", "nn", "--max-keypoints", 128, "--json")
+    proc = invoke("eval", "homography", "--synthetic", ASSETS, "--num-pairs", 1, "-o", tmp_path / "out", option, 200,
+                  "--features", "sift", "--matcher", "nn", "--max-keypoints", 128, "--json")
     settings = json.loads(proc.stdout)["settings"]
     assert (settings["resize"], settings["side"]) == (200, side)

@@ -135,3 +135,20 @@ def test_dense_maps_are_the_reference_maps(sample_pair):
     features = maps.features_at(ys.reshape(-1), xs.reshape(-1))
     torch.testing.assert_close(features, feature_map[0].permute(1, 2, 0).reshape(-1, feature_map.shape[1]),
                                atol=1e-5, rtol=1e-4)
+
+
+def test_extract_and_match_choose_their_own_inference_mode(sample_pair):
+    """With autograd on, as in a user's program, extraction and matching (one pair and a batch) build no graph:
+    the library's entry points run under ``torch.inference_mode`` without the caller's help."""
+    from lightmatch.models.factory import load_matcher
+
+    assert torch.is_grad_enabled()
+    extractor = cached_aliked(256, 0.2, 320)
+    feats = [extractor.extract(load_image(path)) for path in sample_pair[:2]]
+    matcher = load_matcher("lightglue", features="aliked", device="cpu")
+    results = [matcher.match(*feats), *matcher.match_many([tuple(feats), tuple(feats)])]
+    tensors = [t for f in feats for t in (f.keypoints, f.scores, f.descriptors)]
+    tensors += [t for m in results for t in (m.matches0, m.scores0)]
+    assert not any(t.requires_grad or t.grad_fn is not None for t in tensors)
+    assert all(t.is_inference() for t in tensors)
+    assert torch.is_grad_enabled() and results[0].num_matches > 50

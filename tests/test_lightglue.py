@@ -108,7 +108,8 @@ def reference_matches(features0: Features, features1: Features, depth: float, wi
         return {"keypoints": f.keypoints[None], "descriptors": f.descriptors[None],
                 "image_size": torch.tensor(f.image_size, dtype=torch.float32)[None]}
 
-    out = ref({"image0": as_dict(features0), "image1": as_dict(features1)})
+    with torch.inference_mode():  # the reference leaves that to its caller
+        out = ref({"image0": as_dict(features0), "image1": as_dict(features1)})
     return out["matches0"][0], out["matching_scores0"][0], out["stop"]
 
 

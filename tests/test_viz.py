@@ -79,11 +79,32 @@ def test_score_colours_span_a_narrow_range_with_a_colour_bar(drawn):
     assert 0.9 <= low < 0.93 and high == pytest.approx(0.99)
 
 
-def test_plot_writes_a_png(tmp_path):
-    image, kpts, matches = _scene(50)
-    viz.plot_matches(image, image, kpts, kpts, matches, tmp_path / "m.png", scores=np.linspace(0, 1, 50),
-                     correct=np.arange(50) % 7 > 0, text=["a", "b"])
-    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+def test_plot_writes_the_lines_in_their_colours_where_the_matches_are(tmp_path):
+    """The PNG itself: 10 horizontal matches 10 px apart, the 8th wrong. Down the middle of the gap between the
+    two images there are exactly 10 lines, at the matches' rows (110 dpi: 1.1 px per image pixel, plus the 0.05 in
+    margin), green but the 8th red; the width is the two images and the gap at that scale."""
+    import cv2
+
+    image = np.full((120, 160, 3), 128, np.uint8)
+    rows = 10 + 10 * np.arange(10, dtype=np.float32)
+    kpts0 = np.stack([np.full(10, 20, np.float32), rows], 1)
+    kpts1 = np.stack([np.full(10, 140, np.float32), rows], 1)
+    correct = np.arange(10) != 7
+    viz.plot_matches(image, image, kpts0, kpts1, np.stack([np.arange(10)] * 2, 1), tmp_path / "m.png",
+                     scores=np.linspace(0, 1, 10), correct=correct, text=["a", "b"])
+    png = cv2.imread(str(tmp_path / "m.png"))[..., ::-1].astype(int)  # RGB
+    scale, margin = 1.1, 0.05 * 110
+    assert png.shape[1] == round((160 + 10 + 160) * scale + 2 * margin)
+    column = png[:round(120 * scale + margin), png.shape[1] // 2]  # the gap's middle, above the legend
+    green = (column[:, 1] - column[:, 0] > 100) & (column[:, 1] - column[:, 2] > 100)
+    red = (column[:, 0] - column[:, 1] > 150) & (column[:, 0] - column[:, 2] > 150)
+    drawn = np.flatnonzero(green | red)
+    runs = np.split(drawn, np.flatnonzero(np.diff(drawn) > 1) + 1)
+    assert len(runs) == 10
+    assert [bool(red[run].any()) for run in runs] == (~correct).tolist()
+    assert not any(green[run].any() and red[run].any() for run in runs)
+    centres = np.array([run.mean() for run in runs])
+    assert np.allclose(centres, rows * scale + margin, atol=1.5)
 
 
 def test_plot_without_scores_or_truth_has_no_strip(drawn):

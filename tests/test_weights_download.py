@@ -7,13 +7,13 @@ import dataclasses
 import hashlib
 import http.server
 import io
-import os
 import socket
 import threading
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import invoke
 
 from lightmatch import weights
 from lightmatch.errors import WeightsError
@@ -205,36 +205,30 @@ def test_list_weights(cache, tmp_path, monkeypatch):
 
 
 def test_cli_weights_list_and_download(server, cache, tmp_path):
-    """Through the console script: the listing shows shipped files; download --url fetches into the cache."""
+    """`lightmatch weights` (in-process): the listing shows shipped files; download --url fetches into the cache."""
     import json
-    import subprocess
-    import sys
 
-
-    script = Path(sys.executable).parent / "lightmatch"
-    env = {**os.environ, "LIGHTMATCH_CACHE_DIR": str(tmp_path / "cache")}
-    out = subprocess.run([str(script), "weights", "list", "--json"], capture_output=True, text=True, env=env)
+    out = invoke("weights", "list", "--json")
     rows = {row["name"]: row for row in map(json.loads, out.stdout.splitlines())}
     assert rows["aliked_lightglue"]["available"] and rows["aliked_lightglue"]["licence"] == "Apache-2.0"
     assert not rows["superpoint"]["available"] and "Magic Leap" in rows["superpoint"]["licence"]
-    text = subprocess.run([str(script), "weights", "list"], capture_output=True, text=True, env=env).stdout
+    text = invoke("weights", "list").stdout
     assert "superglue_outdoor" in text and "xfeat_lighterglue" in text
     # superpoint has a known git blob id: another file from any URL is refused, nothing is kept
-    done = subprocess.run([str(script), "weights", "download", "superpoint", "--url", f"{server}/good.pth"],
-                          capture_output=True, text=True, env=env)
+    done = invoke("weights", "download", "superpoint", "--url", f"{server}/good.pth", check_code=None)
     assert done.returncode == 1 and "non-commercial" in done.stderr
     assert "checksum mismatch" in done.stderr and "git blob id" in done.stderr.splitlines()[-1]
     assert not (tmp_path / "cache" / "superpoint_v1.pth").exists()
     # sift_lightglue has no known digest: refused unless --sha256 or --trust-unverified
-    sift = [str(script), "weights", "download", "sift_lightglue", "--url", f"{server}/good.pth"]
+    sift = ["weights", "download", "sift_lightglue", "--url", f"{server}/good.pth"]
     hits = len(_Handler.hits)
-    done = subprocess.run(sift, capture_output=True, text=True, env=env)
+    done = invoke(*sift, check_code=None)
     assert done.returncode == 1 and "--sha256 HEX" in done.stderr and "--trust-unverified" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and len(_Handler.hits) == hits  # nothing fetched
-    wrong = subprocess.run(sift + ["--sha256", "ab" * 32], capture_output=True, text=True, env=env)
+    wrong = invoke(*sift, "--sha256", "ab" * 32, check_code=None)
     assert wrong.returncode == 1 and "checksum mismatch" in wrong.stderr
     digest = hashlib.sha256(PAYLOAD).hexdigest()
-    trusted = subprocess.run(sift + ["--trust-unverified"], capture_output=True, text=True, env=env)
+    trusted = invoke(*sift, "--trust-unverified", check_code=None)
     assert trusted.returncode == 0 and f"recorded sha256 {digest}" in trusted.stderr
     path = tmp_path / "cache" / "sift_lightglue.pth"
     recorded = (tmp_path / "cache" / "sift_lightglue.pth.sha256").read_text()
@@ -242,7 +236,7 @@ def test_cli_weights_list_and_download(server, cache, tmp_path):
     path.write_bytes(b"tampered")  # a later load checks the recorded digest
     with pytest.raises(WeightsError, match="checksum mismatch"):
         weights.verify("sift_lightglue", path)
-    ok = subprocess.run(sift + ["--sha256", digest, "--force"], capture_output=True, text=True, env=env)
+    ok = invoke(*sift, "--sha256", digest, "--force", check_code=None)
     assert ok.returncode == 0 and path.read_bytes() == PAYLOAD, ok.stderr
 
 

@@ -76,18 +76,6 @@ def format_homography_table(summary: dict[str, Any]) -> str:
             + "".join(f"{summary[key]:.2f}\t " for _, key in TABLE_COLUMNS).rstrip(" "))
 
 
-def parse_homography_table(text: str) -> dict[str, float]:
-    """Read the numbers back from :func:`format_homography_table`'s text."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    keys = dict(TABLE_COLUMNS)
-    for i, line in enumerate(lines):
-        if line.startswith("Homography Results (mean over"):
-            out: dict[str, float] = {keys[h]: float(v) for h, v in zip(lines[i + 1].split(), lines[i + 2].split())}
-            out["num_pairs"] = int(line.split("over", 1)[1].split()[0])
-            return out
-    raise ValueError("no 'Homography Results' table in text")
-
-
 def image_files_in(folder: str | os.PathLike) -> list[Path]:
     """Image files directly in ``folder``, sorted by name."""
     folder = Path(folder)
@@ -254,5 +242,4 @@ def evaluate_homography(
     return report
 
 
-__all__ = ["HomographyEvalReport", "HomographyPair", "evaluate_homography", "format_homography_table",
-           "parse_homography_table"]
+__all__ = ["HomographyEvalReport", "HomographyPair", "evaluate_homography", "format_homography_table"]

@@ -152,22 +152,6 @@ def format_pose_table(summary: dict[str, Any]) -> str:
             + "{:.2f}\t {:.2f}\t {:.2f}\t {:.2f}\t {:.2f}\t".format(*values))
 
 
-def parse_pose_table(text: str) -> dict[str, float]:
-    """Read the numbers back from :func:`format_pose_table`'s text (or SuperGlue's output)."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    for i, line in enumerate(lines):
-        if line.startswith("Evaluation Results (mean over"):
-            n = int(line.split("over", 1)[1].split()[0])
-            header = lines[i + 1].split()
-            values = [float(v) for v in lines[i + 2].split()]
-            keys = {"AUC@5": "auc@5", "AUC@10": "auc@10", "AUC@20": "auc@20", "Prec": "precision",
-                    "MScore": "matching_score"}
-            out = {keys[h]: v for h, v in zip(header, values)}
-            out["num_pairs"] = n
-            return out
-    raise ValueError("no 'Evaluation Results' table in text")
-
-
 def _pair_record(pair: PosePair, result: PoseResult, num_keypoints1: int, matches: Optional[Matches],
                  timings: dict[str, float]) -> dict[str, Any]:
     record = {

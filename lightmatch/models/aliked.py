@@ -278,8 +278,10 @@ class ALIKED(Extractor):
                 "nms": self.nms, "nms_radius": self.nms_radius}
 
     # ------------------------------------------------------------------ dense part
+    @torch.inference_mode()
     def dense_maps(self, image: torch.Tensor) -> DenseMaps:
-        """Backbone and score head on a ``(1, 3, H, W)`` image (padded inside to multiples of 32)."""
+        """Backbone and score head on a ``(1, 3, H, W)`` image (padded inside to multiples of 32); inference only
+        (the score head writes into preallocated bands, which autograd cannot follow)."""
         net = self.net
         h, w = image.shape[-2:]
         pad_h, pad_w = (-h) % DIVISOR, (-w) % DIVISOR
