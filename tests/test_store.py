@@ -18,7 +18,7 @@ from helpers import assert_store_invariant
 from lightmatch.errors import ConfigError, OutputError
 from lightmatch.io import h5
 from lightmatch.io import store as S
-from lightmatch.io.store import OutputStore, PairIndex, PartWriter
+from lightmatch.io.store import OutputStore, PairIndex
 from lightmatch.types import Features, Matches
 
 ATTRS = {"lightmatch_extractor": "test", "lightmatch_extractor_settings": {"max_keypoints": 5}}
@@ -164,23 +164,3 @@ def test_pair_index_holds_keys_in_either_spelling_once():
     index.add("d.png/a.png")
     assert "d.png/a.png" in index and len(index) == 3
 
-
-def test_part_writer_writes_parts_the_driver_consolidates(tmp_path):
-    out = tmp_path / "out"
-    with OutputStore(out, ATTRS, MATCH_ATTRS) as store:
-        store.commit(features={"a.png": features(0)})
-    store = OutputStore(out, ATTRS, MATCH_ATTRS).open()  # the driver holds the folder; a worker writes parts
-    worker = PartWriter(out, ATTRS, MATCH_ATTRS, run="w0")
-    try:
-        with pytest.raises(ValueError, match="before the features of c.png"):
-            worker.commit(matches={("a.png", "c.png"): (MATCHES, None)})
-        assert torch.equal(worker.read_features("a.png").scores, features(0).scores)
-        written = worker.commit(features={"b.png": features(1)}, matches={("a.png", "b.png"): (MATCHES, None)})
-        assert "-w0-" in written.name and written.name.endswith("-m.h5")  # unique among the run's writers
-        assert parts(out) == [written.name]
-    finally:
-        worker.close()
-    store.finish()
-    assert_store_invariant(out)
-    pairs, _ = h5.read_matches(out / "matches.h5", "a.png", "b.png")
-    assert pairs.tolist() == [[0, 0], [2, 2], [4, 4]]
