@@ -337,27 +337,3 @@ def format_benchmark_tables(report: BenchmarkReport) -> str:
                                                            Path(pair["image1"]).name: [r.keypoints1 for r in first]},
                         "d")
     return "\n".join(lines)
-
-
-def parse_benchmark_tables(text: str) -> dict[str, dict[str, list[float]]]:
-    """Read :func:`format_benchmark_tables` back: ``{table title: {row name: values}}``."""
-    tables: dict[str, dict[str, list[float]]] = {}
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines) - 1:
-        if lines[i + 1].startswith("---") and lines[i].strip():
-            tokens = lines[i].split()
-            ncols = 0
-            while ncols < len(tokens) and tokens[len(tokens) - 1 - ncols].isdigit():
-                ncols += 1
-            title = " ".join(tokens[:len(tokens) - ncols])
-            rows: dict[str, list[float]] = {}
-            i += 2
-            while i < len(lines) and lines[i].strip():
-                parts = lines[i].split()
-                rows[" ".join(parts[:-ncols])] = [float(v) for v in parts[-ncols:]]
-                i += 1
-            tables[title] = rows
-        else:
-            i += 1
-    return tables

@@ -406,14 +406,12 @@ def test_xfeat_lighterglue(tmp_path, sample_pair):
 
 def test_benchmark_cli_backend(exported, cache, monkeypatch):
     """`benchmark --backend onnxruntime`: torch and ONNX Runtime rows from one run, extraction included."""
-    from lightmatch.benchmark import parse_benchmark_tables
-
     monkeypatch.setenv("LIGHTMATCH_CACHE_DIR", str(cache))
     result = CliRunner().invoke(main, ["benchmark", "--backend", "onnxruntime", "--num-keypoints", "256",
-                                       "--repeat", "1", "--warmup", "0", "--resize", str(RESIZE)])
+                                       "--repeat", "1", "--warmup", "0", "--resize", str(RESIZE), "--json"])
     assert result.exit_code == 0, result.output
-    tables = parse_benchmark_tables(result.stdout)
-    assert set(tables["sample [ms]"]) == {f"{b} {c}" for b in ("torch", "onnxruntime")
-                                          for c in ("extract", "full", "adaptive")}
-    assert tables["sample same matches [%]"] == {"onnxruntime full": [100.0], "onnxruntime adaptive": [100.0]}
-    assert tables["sample stop layer"]["onnxruntime adaptive"] == tables["sample stop layer"]["torch adaptive"]
+    records = {(r["backend"], r["config"]): r for r in json.loads(result.stdout)["records"] if r["pair"] == "sample"}
+    assert set(records) == {(b, c) for b in ("torch", "onnxruntime") for c in ("extract", "full", "adaptive")}
+    assert all(r["mean_ms"] > 0 for r in records.values())
+    assert records["onnxruntime", "full"]["same_matches"] == records["onnxruntime", "adaptive"]["same_matches"] == 1.0
+    assert records["onnxruntime", "adaptive"]["stop_layer"] == records["torch", "adaptive"]["stop_layer"]
