@@ -44,6 +44,15 @@ MODELS = ("aliked-n16", "aliked-n16rot", "aliked-n32", "aliked-t16")
 NmsMode = Literal["reference", "strict"]
 DIVISOR = 32  # the backbone pads images to multiples of this (replicate padding, centred)
 BAND_ROWS = 32  # rows per band of the full-resolution part of the score head (16-32 measured best)
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805  # torch.nn.SELU's constants
+
+
+def selu_(x: torch.Tensor) -> torch.Tensor:
+    """SELU in place, ``scale * (max(x, 0) + alpha * (exp(min(x, 0)) - 1))``: torch's ``selu_`` within 2.4e-7 of
+    it (fp32), 3x faster on the CPU (torch's kernel evaluates ``expm1`` element by element; ``exp`` is vectorised).
+    SELU was 70% of ALIKED's time at 1024 px."""
+    negative = x.clamp(max=0).exp_().sub_(1)
+    return x.clamp_(min=0).mul_(SELU_SCALE).add_(negative, alpha=SELU_ALPHA * SELU_SCALE)
 
 
 def bn_folded(conv: nn.Module, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,15 +103,15 @@ def conv_bn(x: torch.Tensor, conv: nn.Module, bn: nn.BatchNorm2d) -> torch.Tenso
 
 def conv_block(x: torch.Tensor, block: nn.Module) -> torch.Tensor:
     """kornia's ``ConvBlock`` (two convolutions, each with batch norm and SELU) in eval mode."""
-    x = torch.selu_(conv_bn(x, block.conv1, block.bn1))
-    return torch.selu_(conv_bn(x, block.conv2, block.bn2))
+    x = selu_(conv_bn(x, block.conv1, block.bn1))
+    return selu_(conv_bn(x, block.conv2, block.bn2))
 
 
 def res_block(x: torch.Tensor, block: nn.Module) -> torch.Tensor:
     """kornia's ``ResBlock`` (two convolutions with batch norm, SELU, a 1x1 convolution as shortcut) in eval mode."""
-    out = torch.selu_(conv_bn(x, block.conv1, block.bn1))
+    out = selu_(conv_bn(x, block.conv1, block.bn1))
     out = conv_bn(out, block.conv2, block.bn2)
-    return torch.selu_(out.add_(block.downsample(x)))
+    return selu_(out.add_(block.downsample(x)))
 
 
 def window_max(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -238,7 +247,7 @@ class DenseMaps:
         c, height, width = self.full.shape[1:]
         ys, xs = ys + self.padding[1], xs + self.padding[0]
         full = F.embedding(ys * width + xs, self.full[0].permute(1, 2, 0).reshape(-1, c)).float()
-        parts = [torch.selu_(F.linear(full, self.project))]
+        parts = [selu_(F.linear(full, self.project))]
         parts += [upsampled_at(level, (height, width), ys, xs) for level in self.levels]
         return F.normalize(torch.cat(parts, 1), p=2, dim=1)
 
@@ -291,7 +300,7 @@ class ALIKED(Extractor):
         x2 = res_block(F.avg_pool2d(x1, 2), net.block2)
         x3 = res_block(F.avg_pool2d(x2, 4), net.block3)
         x4 = res_block(F.avg_pool2d(x3, 4), net.block4)
-        levels = tuple(torch.selu_(conv(level)) for conv, level in zip((net.conv2, net.conv3, net.conv4), (x2, x3, x4)))
+        levels = tuple(selu_(conv(level)) for conv, level in zip((net.conv2, net.conv3, net.conv4), (x2, x3, x4)))
         project = net.conv1.weight.flatten(1)
         score_map = self.score_map(x1, project, levels)[..., top:top + h, left:left + w].contiguous()
         return DenseMaps(score_map, x1, project, levels, (left, top))
@@ -307,14 +316,14 @@ class ALIKED(Extractor):
             rows = full.permute(0, 2, 3, 1)  # (1, H, W, c1), contiguous for a channels-last map
             x = rows.new_empty((1, height, width, first[0].shape[0]), dtype=torch.float32)
             for r in range(0, height, BAND_ROWS):
-                band = torch.selu_(F.linear(rows[:, r:r + BAND_ROWS].float(), project))
+                band = selu_(F.linear(rows[:, r:r + BAND_ROWS].float(), project))
                 torch.matmul(band, first[0].T, out=x[:, r:r + BAND_ROWS])
             x = x.permute(0, 3, 1, 2)  # (1, 8, H, W) channels-last
             for level, weight in zip(levels, first[1:]):
                 x += F.interpolate(F.conv2d(level.float(), weight[:, :, None, None]), size=(height, width),
                                    mode="bilinear", align_corners=True)
             for layer in head[1:]:
-                x = layer(x)
+                x = selu_(x) if isinstance(layer, nn.SELU) else layer(x)
             return torch.sigmoid(x)
 
     # ------------------------------------------------------------------ detection
@@ -362,7 +371,7 @@ class ALIKED(Extractor):
         # the offset network: two convolutions with one output pixel per patch, i.e. two linear layers
         conv_a, conv_b = head.offset_conv[0], head.offset_conv[2]
         hidden = F.linear(patches.transpose(1, 2).reshape(n, -1), conv_a.weight.flatten(1), conv_a.bias)
-        offset = F.linear(torch.selu_(hidden), conv_b.weight.flatten(1), conv_b.bias)
+        offset = F.linear(selu_(hidden), conv_b.weight.flatten(1), conv_b.bias)
         max_offset = max(h, w) / 4.0
         offset = offset.clamp(-max_offset, max_offset).view(n, 2, n_pos).permute(0, 2, 1)
         # grid_sample(feature map, pos, align_corners=True, zeros outside), from the reference's normalised grid
@@ -372,7 +381,7 @@ class ALIKED(Extractor):
         pixels, inverse = torch.unique(rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1), return_inverse=True)
         features = F.embedding_bag(inverse, maps.features_at(pixels // w, pixels % w), per_sample_weights=weights_,
                                    mode="sum").view(n, n_pos, -1)
-        features = torch.selu_(F.linear(features, head.sf_conv.weight.flatten(1)))
+        features = selu_(F.linear(features, head.sf_conv.weight.flatten(1)))
         descriptors = features.reshape(n, -1) @ head.agg_weights.reshape(-1, head.agg_weights.shape[-1])
         return F.normalize(descriptors, p=2.0, dim=1)
 
