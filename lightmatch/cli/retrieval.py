@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import click
 
-from ..pipeline.sources import PairSource, RetrievalSettings, SourcedPairs
+from ..pipeline.sources import PairSource, RetrievalSettings, SourcedPairs, source_pairs
 from ..retrieval.pairs import NUM_MATCHED, RetrievalResult
 from .common import ExistingPath
 
@@ -82,7 +82,6 @@ def pairs_of(source: PairSource, store_dir: Optional[str], spec: Any, quiet: boo
     """The pairs of ``source`` (:func:`~lightmatch.pipeline.sources.source_pairs`); retrieval extracts by the
     extractor of ``spec`` (a :class:`~lightmatch.pipeline.spec.ModelSpec`) into ``store_dir`` (None: a temporary
     folder) with progress and a closing line on stderr."""
-    from ..pipeline.sources import source_pairs
     from .common import extractor_spec
     from .reporter import Reporter
 
