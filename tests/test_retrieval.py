@@ -257,3 +257,19 @@ def test_every_extractor_aggregates(features, tmp_path):
         other = load_extractor("aliked", max_keypoints=64, resize=256, device="cpu")
         with pytest.raises(ConfigError, match="codebook made for sift"):
             retrieval_pairs(tmp_path / "imgs", tmp_path / "other", other, 2, codebook=result.codebook_path)
+
+
+def test_pairs_sequential_plus_retrieval_keeps_the_default_window(tmp_path):
+    """--mode sequential --retrieval K without --window: the window of 5 (its default), plus the retrieved pairs
+    (the window was dropped before)."""
+    names = [f"f{i}.png" for i in range(7)]
+    (tmp_path / "imgs").mkdir()
+    for name in names:
+        (tmp_path / "imgs" / name).write_bytes(b"")  # not decoded: the global descriptors are given
+    write_global(tmp_path / "g.h5", {n: np.array([1.0, 0.1 * i]) for i, n in enumerate(names)}, {})
+    out = CliRunner().invoke(main, ["pairs", str(tmp_path / "imgs"), "--mode", "sequential", "--retrieval", "1",
+                                    "--global-features", str(tmp_path / "g.h5"), "-q"])
+    assert out.exit_code == 0, out.output
+    got = {frozenset(line.split()) for line in out.output.splitlines()}
+    window = {frozenset((names[i], names[j])) for i in range(7) for j in range(i + 1, min(i + 6, 7))}
+    assert window <= got

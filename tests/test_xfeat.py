@@ -43,3 +43,34 @@ def test_lighterglue_parity(xfeat_features, width):
     assert ((ours.matches0 == ref_m0) & valid).sum() >= 0.99 * valid.sum()
     assert (ours.scores0 - out["matching_scores0"][0]).abs().max() < 1e-4
     assert ours.num_matches > 300 and ours.stop_layer == out["stop"]
+
+
+@pytest.fixture(scope="module")
+def xfeat_uncapped():
+    return lm.load_extractor("xfeat", max_keypoints=-1, resize=512, device="cpu")
+
+
+def test_xfeat_without_a_cap_keeps_every_detection(sample_pair, xfeat_uncapped):
+    """-1: every maximum above the detection threshold (kornia's top-k takes no -1), as for the other extractors."""
+    image = lm.load_image(sample_pair[0])
+    assert xfeat_uncapped.max_keypoints == -1 and xfeat_uncapped.settings()["max_keypoints"] == -1
+    every = xfeat_uncapped.extract(image)
+    huge = xfeat_uncapped.with_settings(max_keypoints=10 ** 6).extract(image)
+    assert len(every) > 3000 and torch.equal(every.keypoints, huge.keypoints)  # a cap above them all
+    assert torch.equal(every.scores, huge.scores) and (every.scores > 0).all()
+    assert torch.equal(every.scores, every.scores.sort(descending=True).values)  # best first, as with a cap
+    capped = xfeat_uncapped.with_settings(max_keypoints=100).extract(image)
+    assert len(capped) == 100 and torch.equal(capped.keypoints, every.keypoints[:100])
+
+
+def test_xfeat_detection_threshold_override_reaches_kornia(sample_pair, xfeat_uncapped):
+    """with_settings shares kornia's network: the threshold must still change what it detects."""
+    image = lm.load_image(sample_pair[0])
+    base = xfeat_uncapped.with_settings(max_keypoints=10 ** 6)  # a cap above every detection
+    default = base.extract(image)
+    low = base.with_settings(detection_threshold=0.01)
+    high = base.with_settings(detection_threshold=0.2)
+    assert low.settings()["detection_threshold"] == 0.01 and base.detection_threshold == 0.05
+    n_low, n_high = len(low.extract(image)), len(high.extract(image))
+    assert n_low > len(default) > n_high > 0
+    assert len(base.extract(image)) == len(default)  # the original is unchanged

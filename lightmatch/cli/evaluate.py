@@ -259,16 +259,18 @@ def _pose_pairs_source(paths: tuple[str, ...], colmap_model: Optional[str], mode
         raise click.UsageError("give --pairs, or --num-pairs/--min-covisibility to sample, not both")
     from pathlib import Path
 
-    from ..eval.colmap_model import pairs_from_colmap_model, write_pose_pairs
+    from ..eval.colmap_model import MIN_COVISIBILITY, NUM_PAIRS, pairs_from_colmap_model, write_pose_pairs
 
-    found = pairs_from_colmap_model(colmap_model, model_pairs, 1500 if num_pairs is None else num_pairs,
-                                    0.1 if min_covisibility is None else min_covisibility, seed=seed)
+    if min_covisibility is None:
+        min_covisibility = MIN_COVISIBILITY
+    found = pairs_from_colmap_model(colmap_model, model_pairs, NUM_PAIRS if num_pairs is None else num_pairs,
+                                    min_covisibility, seed=seed)
     settings: dict[str, Any] = {"colmap_model": colmap_model, "model_pairs": model_pairs,
                                 "num_candidate_pairs": found.num_candidates,
                                 "mean_covisibility": float(found.covisibility.mean()),
                                 "distortion_ignored_cameras": found.distorted_cameras}
     if model_pairs is None:
-        settings["min_covisibility"] = 0.1 if min_covisibility is None else min_covisibility
+        settings["min_covisibility"] = min_covisibility
     if output_dir is not None:
         settings["pairs_written"] = str(write_pose_pairs(found.pairs, Path(output_dir) / "pairs_with_gt.txt"))
     return found.pairs, paths[0], settings

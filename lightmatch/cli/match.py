@@ -7,7 +7,6 @@ import contextlib
 import json
 import signal
 import sys
-from pathlib import Path
 from typing import Any, Optional
 
 import click
@@ -39,7 +38,7 @@ from .common import (
     preset_option,
 )
 from .reporter import Reporter
-from .retrieval import describe, pop_retrieval_options, retrieval_options, retrieval_pairs_for, wants_retrieval
+from .retrieval import pairs_of, pop_retrieval_options, retrieval_options, retrieval_settings
 
 EXIT_INTERRUPTED = 130
 MAX_WORKERS = 64  # decoding threads, each holding images ahead of the network
@@ -344,21 +343,18 @@ def _match_batch(images: tuple[str, ...], output: dict, source: dict, verify, ba
         raise click.UsageError("--window and --loop go with --pairs-mode sequential")
 
     from ..pipeline.batch import BatchOptions, match_batch
+    from ..pipeline.sources import PairSource
 
-    retrieved = None
-    if wants_retrieval(pairs_mode, retrieval):
-        if output_dir is None:
-            raise click.UsageError("retrieval pairs need -o OUTDIR (features and global descriptors are kept there)")
-        retrieved = retrieval_pairs_for(image_dir, output_dir, pairs_mode, window, loop, retrieval, spec, quiet,
-                                        batch["workers"])
-        if not quiet:
-            click.echo(f"lightmatch: {describe(retrieved)}", err=True)
-    pairs = retrieved.pairs if retrieved is not None else _pairs_for(image_dir, pairs_file, pairs_mode, window, loop)
+    pair_source = PairSource(image_dir, pairs_file, pairs_mode, window, loop, retrieval_settings(pairs_mode, retrieval))
+    if pair_source.retrieved_per_image is not None and output_dir is None:
+        raise click.UsageError("retrieval pairs need -o OUTDIR (features and global descriptors are kept there)")
+    found = pairs_of(pair_source, output_dir, spec, quiet, batch["workers"])
+    pairs = found.pairs
     if not pairs:
         click.echo(f"lightmatch: warning: no pairs to match (found no images in {image_dir})"
                    if pairs_mode else f"lightmatch: warning: no pairs in {pairs_file}", err=True)
-    options = BatchOptions(verify, output["viz_dir"], output["viz_max_matches"], batch["overwrite"], batch["workers"],
-                           batch_pairs=source["batch_pairs"])
+    options = BatchOptions(verify=verify, viz_dir=output["viz_dir"], viz_max_matches=output["viz_max_matches"],
+                           overwrite=batch["overwrite"], workers=batch["workers"], batch_pairs=source["batch_pairs"])
     extractor, matcher = spec.load()
     reporter = Reporter(as_json, quiet, "pair")
     with _batch_run():
@@ -369,8 +365,8 @@ def _match_batch(images: tuple[str, ...], output: dict, source: dict, verify, ba
                                   _executor(ray, spec))
         finally:
             reporter.close()
-    if retrieved is not None:  # images that failed before pairing count as failed images of the run
-        summary.failed_images.update(retrieved.failed_images)
+    if found.retrieval is not None:  # images that failed before pairing count as failed images of the run
+        summary.failed_images.update(found.failed_images)
         summary.images_failed = len(summary.failed_images)
     _finish(summary, reporter, as_json, quiet)
 
@@ -396,21 +392,6 @@ def _match_two(images: tuple[str, ...], output: dict, overwrite: bool, spec) -> 
     line = result.event(matcher.num_layers).to_json()
     as_json = output["as_json"]
     click.echo(json.dumps(line) if as_json else format_pair_text(line, f"{extractor.name} + {matcher.name}"))
-
-
-def _pairs_for(image_dir: str, pairs_file: Optional[str], mode: Optional[str], window: Optional[int],
-               loop: bool) -> list[tuple[str, str]]:
-    from ..errors import InputError
-    from ..io.pairs import exhaustive_pairs, list_images, read_pairs, sequential_pairs
-
-    if not Path(image_dir).is_dir():
-        raise InputError(f"{image_dir}: no such image directory")
-    if pairs_file is not None:
-        return read_pairs(pairs_file, image_dir)
-    names = list_images(image_dir)
-    if mode == "sequential":
-        return sequential_pairs(names, window or 5, loop)
-    return exhaustive_pairs(names)
 
 
 # ------------------------------------------------------------------------------------------------- pairs ---
@@ -441,21 +422,16 @@ def pairs_command(image_dir: str, mode: str, window: Optional[int], loop: bool, 
     lightmatch pairs imgs --mode retrieval --num-matched 10 --store out -o pairs.txt
     """
     from ..io.pairs import format_pairs, write_pairs
+    from ..pipeline.sources import PairSource
 
     if (window is not None or loop) and mode != "sequential":
         raise click.UsageError("--window and --loop go with --mode sequential")
-    retrieval = pop_retrieval_options(opts)
-    failed: dict[str, str] = {}  # images retrieval could not read
-    if wants_retrieval(mode, retrieval):
-        result = retrieval_pairs_for(image_dir, store_dir, mode, window, loop, retrieval, model_spec(opts), quiet,
-                                     2)
-        if not quiet:
-            click.echo(f"lightmatch: {describe(result)}", err=True)
-        pairs, failed = result.pairs, result.failed_images
-    elif store_dir is not None:
+    settings = retrieval_settings(mode, pop_retrieval_options(opts))
+    source = PairSource(image_dir, mode=mode, window=window, loop=loop, retrieval=settings)
+    if store_dir is not None and source.retrieved_per_image is None:
         raise click.UsageError("--store is for the retrieval mode")
-    else:
-        pairs = _pairs_for(image_dir, None, mode, window, loop)
+    found = pairs_of(source, store_dir, model_spec(opts), quiet, 2)
+    pairs, failed = found.pairs, found.failed_images
     if not pairs:
         click.echo(f"lightmatch: warning: no pairs (found fewer than two images in {image_dir})", err=True)
     if output is not None:

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import click
 
 from ..io.colmap import CAMERA_MODELS
+from ..pipeline.sources import SEQUENTIAL_WINDOW
 from ..retrieval.pairs import NUM_MATCHED
 from .common import EXIT_OK, EXIT_PARTIAL, SEED, ExistingPath, extractor_options, main, matcher_options, model_spec
 from .match import EXIT_INTERRUPTED, MAX_WORKERS, _batch_run
@@ -105,7 +106,8 @@ def reconstruct_command(image_dir: str, output_dir: str, pairs_mode: str, num_ma
     if codebook is not None and global_features is not None:
         raise click.UsageError("--codebook is for our VLAD descriptors; --global-features replaces them")
     import_pycolmap()
-    options = ReconstructOptions(pairs_mode=pairs_mode, num_matched=num_matched or NUM_MATCHED, window=window or 5,
+    options = ReconstructOptions(pairs_mode=pairs_mode, num_matched=num_matched or NUM_MATCHED,
+                                 window=window or SEQUENTIAL_WINDOW,
                                  retrieval=retrieval, codebook=codebook, global_features=global_features,
                                  mapper=mapper, camera_model=camera_model, single_camera=single_camera,
                                  verify=VerifyOptions(VERIFY_MODEL, seed=seed), seed=seed, workers=workers,

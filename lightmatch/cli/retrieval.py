@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import click
 
-from ..retrieval.pairs import NUM_MATCHED
+from ..pipeline.sources import PairSource, RetrievalSettings, SourcedPairs, source_pairs
+from ..retrieval.pairs import NUM_MATCHED, RetrievalResult
 from .common import ExistingPath
 
 MAX_NUM_MATCHED = 10000  # neighbours per image: the top-K table holds n * K entries
@@ -55,8 +54,9 @@ def pop_retrieval_options(opts: dict) -> dict:
     return {key: opts.pop(key, None) for key in RETRIEVAL_KEYS}
 
 
-def wants_retrieval(mode: Optional[str], retrieval: dict) -> bool:
-    """Check the retrieval options against the pairing ``mode``; True when pairs come from retrieval."""
+def retrieval_settings(mode: Optional[str], retrieval: dict) -> RetrievalSettings:
+    """The :class:`~lightmatch.pipeline.sources.RetrievalSettings` of the retrieval options, checked against the
+    pairing ``mode`` (a usage error naming the option that does not go with it)."""
     given = {k for k, v in retrieval.items() if v is not None and not (k == "search" and v == "exact")}
     if retrieval["retrieval"] is not None and mode != "sequential":
         raise click.UsageError("--retrieval K adds retrieval to a sequential mode; use --num-matched K with the "
@@ -65,62 +65,49 @@ def wants_retrieval(mode: Optional[str], retrieval: dict) -> bool:
         extra = given - {"retrieval", "codebook", "global_features", "search"}
         if extra:
             raise click.UsageError(f"{OPTION_NAMES[sorted(extra)[0]]} goes with the retrieval mode")
-        return True
-    if mode != "retrieval":
-        if given:
-            raise click.UsageError(f"{OPTION_NAMES[sorted(given)[0]]} needs the retrieval mode (or --retrieval K "
-                                   "with the sequential mode)")
-        return False
+    elif mode != "retrieval" and given:
+        raise click.UsageError(f"{OPTION_NAMES[sorted(given)[0]]} needs the retrieval mode (or --retrieval K "
+                               "with the sequential mode)")
     if (retrieval["query_dir"] is None) != (retrieval["db_dir"] is None):
         raise click.UsageError("--query-dir and --db-dir go together")
     if retrieval["codebook"] is not None and retrieval["global_features"] is not None:
         raise click.UsageError("--codebook is for our VLAD descriptors; --global-features replaces them")
-    return True
+    return RetrievalSettings(num_matched=retrieval["num_matched"], sequential_k=retrieval["retrieval"],
+                             query_dir=retrieval["query_dir"], db_dir=retrieval["db_dir"],
+                             codebook=retrieval["codebook"], global_features=retrieval["global_features"],
+                             search=retrieval["search"] or "exact")
 
 
-def retrieval_pairs_for(image_dir: str, store_dir: Optional[str], mode: str, window: Optional[int], loop: bool,
-                        retrieval: dict, spec: Any, quiet: bool, workers: int):
-    """Run retrieval (extraction into ``store_dir`` when needed, by the extractor of ``spec``, a
-    :class:`~lightmatch.pipeline.spec.ModelSpec`; progress on stderr) and return its
-    :class:`~lightmatch.retrieval.pairs.RetrievalResult`; ``store_dir`` None: a temporary folder."""
-    from ..errors import InputError
-    from ..io.pairs import list_images
-    from ..retrieval.pairs import names_under, retrieval_pairs
+def pairs_of(source: PairSource, store_dir: Optional[str], spec: Any, quiet: bool, workers: int) -> SourcedPairs:
+    """The pairs of ``source`` (:func:`~lightmatch.pipeline.sources.source_pairs`); retrieval extracts by the
+    extractor of ``spec`` (a :class:`~lightmatch.pipeline.spec.ModelSpec`) into ``store_dir`` (None: a temporary
+    folder) with progress and a closing line on stderr."""
     from .common import extractor_spec
     from .reporter import Reporter
 
+    if source.retrieved_per_image is None:
+        return source_pairs(source)
     if spec.rotation_search:
         raise click.UsageError("--rotation-search does not go with retrieval pairs (their features are upright)")
-    if not Path(image_dir).is_dir():
-        raise InputError(f"{image_dir}: no such image directory")
-    names, queries = None, None
-    if retrieval["query_dir"] is not None:
+    settings = source.retrieval
+    if settings.query_dir is not None:
         for key in ("query_dir", "db_dir"):
-            if not (Path(image_dir) / retrieval[key]).is_dir():
-                raise click.BadParameter(f"{retrieval[key]}: no such folder under {image_dir}",
+            if not (Path(source.image_dir) / getattr(settings, key)).is_dir():
+                raise click.BadParameter(f"{getattr(settings, key)}: no such folder under {source.image_dir}",
                                          param_hint=OPTION_NAMES[key])
-        names, queries = names_under(image_dir, retrieval["db_dir"]), names_under(image_dir, retrieval["query_dir"])
-    k = retrieval["retrieval"] if mode == "sequential" else (retrieval["num_matched"] or NUM_MATCHED)
-    extractor = None
-    if retrieval["global_features"] is None:  # the extractor exactly as `match` builds it (matcher unused)
-        extractor = extractor_spec(spec).load()[0]
+    # the extractor exactly as `match` builds it (matcher unused)
+    extractor = extractor_spec(spec).load()[0] if source.needs_extractor else None
     reporter = Reporter(False, quiet, "image")
-    with contextlib.ExitStack() as stack:
-        if store_dir is None:
-            store_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="lightmatch-"))
-        try:
-            result = retrieval_pairs(image_dir, store_dir, extractor, k,
-                                     names=names if names is not None else list_images(image_dir),
-                                     query_names=queries, window=window if mode == "sequential" else None,
-                                     loop=loop, codebook=retrieval["codebook"],
-                                     global_features=retrieval["global_features"], backend=retrieval["search"],
-                                     workers=workers, on_event=reporter)
-        finally:
-            reporter.close()
-    return result
+    try:
+        found = source_pairs(source, store_dir, extractor, workers=workers, on_event=reporter)
+    finally:
+        reporter.close()
+    if not quiet:
+        click.echo(f"lightmatch: {describe(found.retrieval)}", err=True)
+    return found
 
 
-def describe(result: Any) -> str:
+def describe(result: RetrievalResult) -> str:
     """One line on what retrieval did, for stderr."""
     text = f"retrieval: {len(result.pairs)} pairs among {len(result.images)} images"
     if result.failed_images:

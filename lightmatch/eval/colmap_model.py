@@ -33,6 +33,8 @@ from ..io.pairs import read_pairs
 from .pose_data import PosePair
 
 PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
+NUM_PAIRS = 1500  # pairs sampled by default (MegaDepth-1500 style)
+MIN_COVISIBILITY = 0.1  # least covisibility of a sampled pair by default
 
 
 @dataclass
@@ -99,8 +101,8 @@ def _pose_pair(reconstruction: Any, id0: int, id1: int) -> PosePair:
 def pairs_from_colmap_model(
     model_dir: str | os.PathLike,
     pairs_file: Optional[str | os.PathLike] = None,
-    num_pairs: int = 1500,
-    min_covisibility: float = 0.1,
+    num_pairs: int = NUM_PAIRS,
+    min_covisibility: float = MIN_COVISIBILITY,
     max_covisibility: float = 1.0,
     seed: int = 0,
 ) -> ColmapPairs:

@@ -48,11 +48,12 @@ def finite(obj: Any) -> Any:
 
 
 def write_report(report: EvalReport, output_dir: Path) -> dict[str, str]:
-    """Write ``results.jsonl`` (one record per pair) and ``summary.json`` into ``output_dir``."""
+    """Write ``results.jsonl`` (one record per pair) and ``summary.json`` into ``output_dir``, both strict JSON
+    (non-finite numbers as ``null``)."""
     results = output_dir / "results.jsonl"
     summary = output_dir / "summary.json"
     files = {"results": str(results), "summary": str(summary), **report.files}
-    texts = {results: "".join(json.dumps(r) + "\n" for r in report.pairs),
+    texts = {results: "".join(json.dumps(finite(r)) + "\n" for r in report.pairs),
              summary: json.dumps(finite({**report.summary, "settings": report.settings, "files": files}),
                                  indent=2) + "\n"}
     for path, text in texts.items():

@@ -3,12 +3,14 @@ XFeat's configuration (64-d input, 96-d tokens, 6 layers, 1 head) with the offic
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import torch
 from kornia.feature.xfeat import XFeat as KorniaXFeat
 
 from .. import weights
+from ..defaults import NO_KEYPOINT_CAP
 from .base import Extractor
 from .lightglue import LightGlue, LightGlueVariant
 
@@ -28,9 +30,9 @@ class XFeat(Extractor):
                  resize: Optional[int] = None, weights_path: Optional[str] = None, precision: str = "fp32",
                  upsample: bool = True) -> None:
         super().__init__(resize=resize, precision=precision, upsample=upsample)
-        self.max_keypoints = max_keypoints
+        self.max_keypoints = max_keypoints if max_keypoints and max_keypoints > 0 else NO_KEYPOINT_CAP
         self.detection_threshold = 0.05 if detection_threshold is None else max(detection_threshold, 0.0)
-        self.net = KorniaXFeat(top_k=max_keypoints, detection_threshold=self.detection_threshold)
+        self.net = KorniaXFeat(detection_threshold=self.detection_threshold)  # both passed with each call
         weights.load_into(self.net.net, weights.load_state_dict("xfeat", weights_path), "xfeat",
                           str(weights_path or ""))
         self.eval()
@@ -39,7 +41,10 @@ class XFeat(Extractor):
         return {"max_keypoints": self.max_keypoints, "detection_threshold": self.detection_threshold}
 
     def detect_and_describe(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.net.detectAndCompute(image[None], top_k=self.max_keypoints)[0]
+        # both settings go with each call: the kornia network is shared by the extractors of with_settings; its
+        # top-k has no "all", but keeps min(top_k, candidates): no cap is every maximum above the threshold
+        top_k = self.max_keypoints if self.max_keypoints > 0 else sys.maxsize
+        out = self.net.detectAndCompute(image[None], top_k=top_k, detection_threshold=self.detection_threshold)[0]
         return out["keypoints"], out["scores"], out["descriptors"]
 
 

@@ -15,8 +15,8 @@ from typing import Any, Mapping, Optional
 
 from ..defaults import default_max_keypoints
 from ..errors import ConfigError
+from ..models import factory
 from ..models.base import Extractor, Matcher
-from ..models.factory import load_extractor, load_matcher, resolve_device
 
 BACKENDS = ("torch", "openvino", "onnxruntime")
 ORIGINAL_SIZE = -1  # ``resize``: the network sees the image at its own size
@@ -72,7 +72,7 @@ class ModelSpec:
 
     def load(self) -> tuple[Extractor, Matcher]:
         """The extractor and the matcher this spec describes, on its device (weights resolved and checked)."""
-        device = resolve_device(self.device)
+        device = factory.resolve_device(self.device)
         precision = {"precision": self.precision}
         extractor_options = {"max_keypoints": default_max_keypoints(self.extractor), **self.extractor_settings,
                              **precision}
@@ -80,11 +80,11 @@ class ModelSpec:
             extractor_options["resize"] = None
         if self.backend == "openvino":
             extractor_options["backend"] = self.backend
-        extractor = load_extractor(self.extractor, device=device, weights=self.extractor_weights,
-                                   **extractor_options)
+        extractor = factory.load_extractor(self.extractor, device=device, weights=self.extractor_weights,
+                                           **extractor_options)
         matcher_options = dict(self.matcher_settings, **(precision if self.matcher != "nn" else {}))
-        matcher = load_matcher(self.matcher, features=self.extractor, device=device, weights=self.matcher_weights,
-                               **matcher_options)
+        matcher = factory.load_matcher(self.matcher, features=self.extractor, device=device,
+                                       weights=self.matcher_weights, **matcher_options)
         if self.backend == "onnxruntime":
             from ..export.backend import onnx_models
 

@@ -23,11 +23,12 @@ from typing import Callable, Optional
 
 from ..errors import InputError
 from ..io.colmap import export_colmap
-from ..io.pairs import exhaustive_pairs, list_images, sequential_pairs, write_pairs
+from ..io.pairs import list_images, write_pairs
 from ..models.base import Extractor, Matcher
 from ..pipeline.events import BatchSummary, EventCallback
+from ..pipeline.sources import SEQUENTIAL_WINDOW, PairSource, RetrievalSettings, source_pairs
 from ..pipeline.verify import VerifyOptions
-from ..retrieval.pairs import NUM_MATCHED, retrieval_pairs
+from ..retrieval.pairs import NUM_MATCHED
 from .mapper import ModelStats, import_pycolmap, model_stats, run_mapper
 from .picture import draw_model
 
@@ -43,7 +44,7 @@ class ReconstructOptions:
 
     pairs_mode: str = "auto"
     num_matched: int = NUM_MATCHED
-    window: int = 5  # sequential
+    window: int = SEQUENTIAL_WINDOW  # sequential
     retrieval: Optional[int] = None  # sequential: also K retrieved images per image
     codebook: Optional[str] = None
     global_features: Optional[str] = None
@@ -111,6 +112,17 @@ def choose_pairs_mode(mode: str, num_images: int) -> str:
     return mode
 
 
+def _retrieval_settings(mode: str, options: ReconstructOptions) -> RetrievalSettings:
+    """The retrieval settings of ``options`` for the pairing ``mode`` (none where the mode retrieves nothing)."""
+    if mode == "retrieval":
+        return RetrievalSettings(num_matched=options.num_matched, codebook=options.codebook,
+                                 global_features=options.global_features)
+    if mode == "sequential" and options.retrieval is not None:
+        return RetrievalSettings(sequential_k=options.retrieval, codebook=options.codebook,
+                                 global_features=options.global_features)
+    return RetrievalSettings()
+
+
 def reconstruct(image_dir: str | os.PathLike, output_dir: str | os.PathLike, extractor: Extractor,
                 matcher: Matcher, options: Optional[ReconstructOptions] = None,
                 on_event: Optional[EventCallback] = None,
@@ -132,19 +144,14 @@ def reconstruct(image_dir: str | os.PathLike, output_dir: str | os.PathLike, ext
     result.pairs_mode = mode
 
     start = time.perf_counter()
-    if mode == "exhaustive":
-        pairs = exhaustive_pairs(names)
-    elif mode == "sequential" and options.retrieval is None:
-        pairs = sequential_pairs(names, options.window)
-    else:
-        k = options.retrieval if mode == "sequential" else options.num_matched
+    source = PairSource(str(image_dir), mode=mode, window=options.window if mode == "sequential" else None,
+                        retrieval=_retrieval_settings(mode, options))
+    k = source.retrieved_per_image
+    if k is not None:
         stage(f"pairs: retrieval, {k} per image (extracting features of {len(names)} images)")
-        found = retrieval_pairs(image_dir, out, extractor, k, names=names,
-                                window=options.window if mode == "sequential" else None,
-                                codebook=options.codebook, global_features=options.global_features,
-                                workers=options.workers, on_event=on_event)
-        pairs = found.pairs
-        result.failed_images.update(found.failed_images)
+    found = source_pairs(source, out, extractor, names=names, workers=options.workers, on_event=on_event)
+    pairs = found.pairs
+    result.failed_images.update(found.failed_images)
     write_pairs(out / "pairs.txt", pairs)
     result.pairs = len(pairs)
     result.times["pairs"] = time.perf_counter() - start
