@@ -21,3 +21,5 @@ VERIFY_MAX_ITERS = 10000
 VERIFY_ESTIMATOR = "magsac"  # OpenCV's MAGSAC++ (lightmatch.estimators)
 VIZ_MAX_MATCHES = 300  # match lines drawn in a plot at most (all of them below)
 BATCH_PAIRS = 1  # pairs matched together in a batch; padding does not pay on the CPU (docs/training.md)
+NUM_MATCHED = 10  # retrieval: neighbours per image, the default K (measured: docs/reconstruction.md)
+SEQUENTIAL_WINDOW = 5  # images after each image that sequential pairing pairs it with, by default

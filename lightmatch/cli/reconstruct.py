@@ -9,9 +9,8 @@ from typing import Any, Optional
 
 import click
 
-from ..io.colmap import CAMERA_MODELS
-from ..pipeline.sources import SEQUENTIAL_WINDOW
-from ..retrieval.pairs import NUM_MATCHED
+from ..defaults import NUM_MATCHED, SEQUENTIAL_WINDOW
+from ..io.cameras import CAMERA_MODELS
 from .common import EXIT_OK, EXIT_PARTIAL, SEED, ExistingPath, extractor_options, main, matcher_options, model_spec
 from .match import EXIT_INTERRUPTED, MAX_WORKERS, _batch_run
 from .reporter import Reporter

@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import click
 
-from ..pipeline.sources import PairSource, RetrievalSettings, SourcedPairs, source_pairs
-from ..retrieval.pairs import NUM_MATCHED, RetrievalResult
+from ..defaults import NUM_MATCHED
 from .common import ExistingPath
+
+if TYPE_CHECKING:  # imported when used: `lightmatch --help` and usage errors start without torch
+    from ..pipeline.sources import PairSource, RetrievalSettings, SourcedPairs
+    from ..retrieval.pairs import RetrievalResult
 
 MAX_NUM_MATCHED = 10000  # neighbours per image: the top-K table holds n * K entries
 NUM_MATCHED_RANGE = click.IntRange(1, MAX_NUM_MATCHED)
@@ -57,6 +60,8 @@ def pop_retrieval_options(opts: dict) -> dict:
 def retrieval_settings(mode: Optional[str], retrieval: dict) -> RetrievalSettings:
     """The :class:`~lightmatch.pipeline.sources.RetrievalSettings` of the retrieval options, checked against the
     pairing ``mode`` (a usage error naming the option that does not go with it)."""
+    from ..pipeline.sources import RetrievalSettings
+
     given = {k for k, v in retrieval.items() if v is not None and not (k == "search" and v == "exact")}
     if retrieval["retrieval"] is not None and mode != "sequential":
         raise click.UsageError("--retrieval K adds retrieval to a sequential mode; use --num-matched K with the "
@@ -82,6 +87,7 @@ def pairs_of(source: PairSource, store_dir: Optional[str], spec: Any, quiet: boo
     """The pairs of ``source`` (:func:`~lightmatch.pipeline.sources.source_pairs`); retrieval extracts by the
     extractor of ``spec`` (a :class:`~lightmatch.pipeline.spec.ModelSpec`) into ``store_dir`` (None: a temporary
     folder) with progress and a closing line on stderr."""
+    from ..pipeline.sources import source_pairs
     from .common import extractor_spec
     from .reporter import Reporter
 

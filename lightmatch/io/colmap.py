@@ -32,32 +32,17 @@ import numpy as np
 
 from ..errors import ConfigError, InputError, OutputError
 from .atomic import atomic_output
+from .cameras import CAMERA_MODELS, camera_params
 from .files import check_regular_file
 from .h5 import INDEX_GROUP, feature_groups, find_pair, match_groups, names_to_pair
 from .images import read_image
 from .pairs import read_pairs
 
 MAX_IMAGE_ID = 2147483647
-FOCAL_FACTOR = 1.2
 SENSOR_CAMERA = 0  # COLMAP's SensorType::CAMERA
 CONFIG_DEGENERATE = 1  # COLMAP's TwoViewGeometry::ConfigurationType
 CONFIG_CALIBRATED = 2
 
-# name -> (COLMAP model id, number of focal parameters, default values of the parameters after cx, cy)
-CAMERA_MODELS: dict[str, tuple[int, int, tuple[float, ...]]] = {
-    "SIMPLE_PINHOLE": (0, 1, ()),
-    "PINHOLE": (1, 2, ()),
-    "SIMPLE_RADIAL": (2, 1, (0.0,)),
-    "RADIAL": (3, 1, (0.0, 0.0)),
-    "OPENCV": (4, 2, (0.0,) * 4),
-    "OPENCV_FISHEYE": (5, 2, (0.0,) * 4),
-    "FULL_OPENCV": (6, 2, (0.0,) * 8),
-    "FOV": (7, 2, (0.01,)),
-    "SIMPLE_RADIAL_FISHEYE": (8, 1, (0.0,)),
-    "RADIAL_FISHEYE": (9, 1, (0.0, 0.0)),
-    "THIN_PRISM_FISHEYE": (10, 2, (0.0,) * 8),
-    "RAD_TAN_THIN_PRISM_FISHEYE": (11, 2, (0.0,) * 12),
-}
 
 # COLMAP's schema (src/colmap/scene/database_sqlite.cc); COLMAP opens and migrates it with CREATE ... IF NOT EXISTS.
 SCHEMA = """
@@ -161,15 +146,6 @@ def pair_id(image_id1: int, image_id2: int) -> int:
     if image_id1 > image_id2:
         image_id1, image_id2 = image_id2, image_id1
     return image_id1 * MAX_IMAGE_ID + image_id2
-
-
-def camera_params(model: str, width: int, height: int) -> np.ndarray:
-    """COLMAP's initial parameters for ``model``: focal ``1.2 * max(W, H)``, centre ``(W/2, H/2)``, no distortion."""
-    if model not in CAMERA_MODELS:
-        raise ConfigError(f"unknown COLMAP camera model {model!r}; choose one of {', '.join(CAMERA_MODELS)}")
-    _, num_focal, extra = CAMERA_MODELS[model]
-    focal = FOCAL_FACTOR * max(width, height)
-    return np.array([focal] * num_focal + [width / 2, height / 2] + list(extra), dtype=np.float64)
 
 
 def _blob(array: np.ndarray, dtype) -> bytes:

@@ -13,16 +13,18 @@ import os
 import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
+from ..defaults import NUM_MATCHED, SEQUENTIAL_WINDOW
 from ..errors import ConfigError, InputError
 from ..io.pairs import Pair, exhaustive_pairs, list_images, read_pairs, sequential_pairs
-from ..models.base import Extractor
-from ..retrieval.pairs import NUM_MATCHED, RetrievalResult, names_under, retrieval_pairs
+from ..retrieval.pairs import RetrievalResult, names_under, retrieval_pairs
 from .events import EventCallback
 
+if TYPE_CHECKING:  # the CLI imports this module before any model: torch loads only when a model does
+    from ..models.base import Extractor
+
 PAIR_MODES = ("exhaustive", "sequential", "retrieval")
-SEQUENTIAL_WINDOW = 5  # images after each image that sequential pairing pairs it with, by default
 
 
 @dataclass(frozen=True)

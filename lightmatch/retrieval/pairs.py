@@ -17,21 +17,23 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import h5py
 import numpy as np
 
+from ..defaults import NUM_MATCHED
 from ..errors import InputError
 from ..io.pairs import Pair, list_images, normalise_name, sequential_pairs
 from ..io.store import FEATURES_FILE
-from ..models.base import Extractor
 from ..pipeline.events import BatchSummary, EventCallback
 from .store import GLOBAL_FILE, read_global, write_global
 from .topk import top_k
 from .vlad import Codebook, sample_descriptors, train_codebook, vlad
 
-NUM_MATCHED = 10  # default K (measured: docs/reconstruction.md)
+if TYPE_CHECKING:
+    from ..models.base import Extractor
+
 CODEBOOK_FILE = "codebook.npz"
 
 

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..defaults import NUM_MATCHED, SEQUENTIAL_WINDOW
 from ..errors import InputError
 from ..io.colmap import export_colmap
 from ..io.pairs import list_images, write_pairs
 from ..models.base import Extractor, Matcher
 from ..pipeline.events import BatchSummary, EventCallback
-from ..pipeline.sources import SEQUENTIAL_WINDOW, PairSource, RetrievalSettings, source_pairs
+from ..pipeline.sources import PairSource, RetrievalSettings, source_pairs
 from ..pipeline.verify import VerifyOptions
-from ..retrieval.pairs import NUM_MATCHED
 from .mapper import ModelStats, import_pycolmap, model_stats, run_mapper
 from .picture import draw_model
 
