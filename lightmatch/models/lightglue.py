@@ -87,8 +87,10 @@ class LearnableFourierPositionalEncoding(nn.Module):
         nn.init.normal_(self.Wr.weight.data, mean=0, std=1.0)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(T, in_dim)`` -> the rotary factors (:func:`rotary_factors`), each ``(T, head_dim)``."""
-        return rotary_factors(self.Wr(x))
+        """``(T, in_dim)`` -> the rotary factors (:func:`rotary_factors`), each ``(T, head_dim)``, in float32 also
+        under autocast (angles of several radians in bf16 are off by up to 0.06 rad)."""
+        with torch.autocast(x.device.type, enabled=False):
+            return rotary_factors(self.Wr(x.float()))
 
 
 class FusedWeights:
