@@ -14,11 +14,12 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
-
-import torch
+from typing import TYPE_CHECKING, Any, Optional
 
 from .errors import WeightsError
+
+if TYPE_CHECKING:  # torch loads with the first weights file read: `weights list` and `--help` start without it
+    import torch
 
 APACHE = "Apache-2.0"
 BSD3 = "BSD-3-Clause"
@@ -242,6 +243,8 @@ def load_state_dict(name: str, explicit: Optional[str | os.PathLike] = None) -> 
 
     A file given explicitly is not checksum-verified (it may be a fine-tuned variant), only loaded.
     """
+    import torch
+
     path = resolve(name, explicit)
     if explicit is None:
         verify(name, path)
@@ -352,6 +355,8 @@ class MatcherContract:
 def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Parameter shapes of a weights file (memory-mapped: the tensors are not read); LighterGlue's ``matcher.``
     prefix removed. A file that does not load gives none: loading the model reports why."""
+    import torch
+
     try:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
