@@ -32,9 +32,9 @@ _EXPORTS = {
     "match_pair": ".pipeline.match",
     "match_batch": ".pipeline.batch",
     "extract_batch": ".pipeline.batch",
-    "PairSource": ".pipeline.sources",
-    "RetrievalSettings": ".pipeline.sources",
-    "source_pairs": ".pipeline.sources",
+    "PairSource": ".pair_sources",
+    "RetrievalSettings": ".pair_sources",
+    "source_pairs": ".pair_sources",
 }
 
 __all__ = ["LightmatchError", *sorted(_EXPORTS)]

@@ -112,8 +112,8 @@ def test_eval_homography_resize_sides(tmp_path, option, side):
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["match", "--help"], ["reconstruct", "--help"],
                                   ["match", "--no-such-option"], ["weights", "list"]])
 def test_help_and_usage_errors_start_without_torch(args):
-    """Help, the version, usage errors and the weights list answer before torch is imported (0.2 s instead of 2 s): torch loads only
-    when a command builds a model or reads a store."""
+    """Help, the version, usage errors and the weights list answer before torch is imported (0.2 s instead of
+    2 s): torch loads only when a command builds a model or reads a store."""
     code = ("import sys\nfrom lightmatch.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print('torch' in sys.modules, file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)

@@ -342,8 +342,8 @@ def _match_batch(images: tuple[str, ...], output: dict, source: dict, verify, ba
     if (window is not None or loop) and pairs_mode != "sequential":
         raise click.UsageError("--window and --loop go with --pairs-mode sequential")
 
+    from ..pair_sources import PairSource
     from ..pipeline.batch import BatchOptions, match_batch
-    from ..pipeline.sources import PairSource
 
     pair_source = PairSource(image_dir, pairs_file, pairs_mode, window, loop, retrieval_settings(pairs_mode, retrieval))
     if pair_source.retrieved_per_image is not None and output_dir is None:
@@ -422,7 +422,7 @@ def pairs_command(image_dir: str, mode: str, window: Optional[int], loop: bool, 
     lightmatch pairs imgs --mode retrieval --num-matched 10 --store out -o pairs.txt
     """
     from ..io.pairs import format_pairs, write_pairs
-    from ..pipeline.sources import PairSource
+    from ..pair_sources import PairSource
 
     if (window is not None or loop) and mode != "sequential":
         raise click.UsageError("--window and --loop go with --mode sequential")

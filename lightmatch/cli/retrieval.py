@@ -12,7 +12,7 @@ from ..defaults import NUM_MATCHED
 from .common import ExistingPath
 
 if TYPE_CHECKING:  # imported when used: `lightmatch --help` and usage errors start without torch
-    from ..pipeline.sources import PairSource, RetrievalSettings, SourcedPairs
+    from ..pair_sources import PairSource, RetrievalSettings, SourcedPairs
     from ..retrieval.pairs import RetrievalResult
 
 MAX_NUM_MATCHED = 10000  # neighbours per image: the top-K table holds n * K entries
@@ -58,9 +58,9 @@ def pop_retrieval_options(opts: dict) -> dict:
 
 
 def retrieval_settings(mode: Optional[str], retrieval: dict) -> RetrievalSettings:
-    """The :class:`~lightmatch.pipeline.sources.RetrievalSettings` of the retrieval options, checked against the
+    """The :class:`~lightmatch.pair_sources.RetrievalSettings` of the retrieval options, checked against the
     pairing ``mode`` (a usage error naming the option that does not go with it)."""
-    from ..pipeline.sources import RetrievalSettings
+    from ..pair_sources import RetrievalSettings
 
     given = {k for k, v in retrieval.items() if v is not None and not (k == "search" and v == "exact")}
     if retrieval["retrieval"] is not None and mode != "sequential":
@@ -84,10 +84,10 @@ def retrieval_settings(mode: Optional[str], retrieval: dict) -> RetrievalSetting
 
 
 def pairs_of(source: PairSource, store_dir: Optional[str], spec: Any, quiet: bool, workers: int) -> SourcedPairs:
-    """The pairs of ``source`` (:func:`~lightmatch.pipeline.sources.source_pairs`); retrieval extracts by the
+    """The pairs of ``source`` (:func:`~lightmatch.pair_sources.source_pairs`); retrieval extracts by the
     extractor of ``spec`` (a :class:`~lightmatch.pipeline.spec.ModelSpec`) into ``store_dir`` (None: a temporary
     folder) with progress and a closing line on stderr."""
-    from ..pipeline.sources import source_pairs
+    from ..pair_sources import source_pairs
     from .common import extractor_spec
     from .reporter import Reporter
 

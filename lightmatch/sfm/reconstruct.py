@@ -26,8 +26,8 @@ from ..errors import InputError
 from ..io.colmap import export_colmap
 from ..io.pairs import list_images, write_pairs
 from ..models.base import Extractor, Matcher
+from ..pair_sources import PairSource, RetrievalSettings, source_pairs
 from ..pipeline.events import BatchSummary, EventCallback
-from ..pipeline.sources import PairSource, RetrievalSettings, source_pairs
 from ..pipeline.verify import VerifyOptions
 from .mapper import ModelStats, import_pycolmap, model_stats, run_mapper
 from .picture import draw_model

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from ..defaults import NUM_MATCHED, SEQUENTIAL_WINDOW
-from ..errors import ConfigError, InputError
-from ..io.pairs import Pair, exhaustive_pairs, list_images, read_pairs, sequential_pairs
-from ..retrieval.pairs import RetrievalResult, names_under, retrieval_pairs
-from .events import EventCallback
+from .defaults import NUM_MATCHED, SEQUENTIAL_WINDOW
+from .errors import ConfigError, InputError
+from .io.pairs import Pair, exhaustive_pairs, list_images, read_pairs, sequential_pairs
+from .pipeline.events import EventCallback
+from .retrieval.pairs import RetrievalResult, names_under, retrieval_pairs
 
 if TYPE_CHECKING:  # the CLI imports this module before any model: torch loads only when a model does
-    from ..models.base import Extractor
+    from .models.base import Extractor
 
 PAIR_MODES = ("exhaustive", "sequential", "retrieval")
 

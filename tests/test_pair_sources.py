@@ -1,4 +1,4 @@
-"""Pair sources (lightmatch.pipeline.sources): a pairs file or stdin, exhaustive, sequential (window, loop),
+"""Pair sources (lightmatch.pair_sources): a pairs file or stdin, exhaustive, sequential (window, loop),
 retrieval and sequential plus retrieval, and the settings each refuses. No model is loaded: retrieval reads a
 user's global descriptors."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lightmatch.errors import ConfigError, InputError
-from lightmatch.pipeline.sources import SEQUENTIAL_WINDOW, PairSource, RetrievalSettings, source_pairs
+from lightmatch.pair_sources import SEQUENTIAL_WINDOW, PairSource, RetrievalSettings, source_pairs
 from lightmatch.retrieval.store import write_global
 
 
