@@ -12,7 +12,8 @@ with ``strict=True``; the computation is reorganised for speed, with the same re
 * cross-attention computes the similarity in both orientations by a matrix product each, so both softmaxes run
   along the contiguous axis (the reference copies the transposed similarity), in blocks of query rows that stay in
   cache; the reference's matches exactly (scores within 1e-5, measured ~1e-6) at half the time;
-* on CUDA, attention runs through ``scaled_dot_product_attention`` (flash) under fp16/bf16 autocast.
+* on CUDA, attention runs through ``scaled_dot_product_attention`` (flash) under fp16/bf16 autocast; on the CPU
+  self-attention does in fp32, and under bf16/fp16 autocast both run blocked (:func:`attend`).
 
 Adaptive depth: after each layer a per-token confidence decides whether enough points are settled to stop.
 Adaptive width: points confidently unmatchable are dropped from later layers.
