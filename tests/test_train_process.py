@@ -45,6 +45,21 @@ def start(setup, out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def finish_here(setup, out: Path) -> None:
+    """Run the run in ``out`` to its end in this process, resuming it when it has a checkpoint: what is tested
+    there is the state the killed or stopped processes left, not a process boundary. Single-threaded, as
+    :func:`start`'s processes are, so that the steps compute alike."""
+    resume = ["--resume"] if (out / "last.pth").exists() else []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = CliRunner().invoke(main, ["train", "--config", str(setup["config"]), "-o", str(out), "--cache",
+                                           str(setup["cache"]), "-q", *resume])
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+
+
 def finish(proc: subprocess.Popen) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=600)
     return proc.returncode, out, err
@@ -134,8 +149,7 @@ def test_sigkill_at_random_points_then_resume(setup, straight):
                 f.write('{"split": "train", "step": 9')
         (setup["cache"] / ".0.pt.abc.tmp").write_bytes(b"half")  # a killed cache write
         (out / ".last.pth.abc.tmp").write_bytes(b"half")
-    code, _, err = finish(start(setup, out, *(("--resume",) if (out / "last.pth").exists() else ())))
-    assert code == 0, err
+    finish_here(setup, out)
     assert_clean_log(out)
     assert_same_model(out, straight["out"])
     assert_no_tmp(out, setup["cache"])
@@ -152,8 +166,7 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint(setup, straight):
     step = torch.load(out / "last.pth", weights_only=True)["step"]
     assert 0 < step < STEPS
     assert f"stopped at step {step} of {STEPS}" in err and f"lightmatch train -o {out} --resume" in err
-    done, stdout, err = finish(start(setup, out, "--resume"))
-    assert done == 0, err
+    finish_here(setup, out)
     assert_clean_log(out)
     assert_same_model(out, straight["out"])
 

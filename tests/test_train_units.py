@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import make_images
 
 from lightmatch.errors import InputError
 from lightmatch.models.lightglue import LightGlue
@@ -155,6 +156,24 @@ def test_split_by_image_and_errors(tmp_path):
     assert len(val) == 2 and not set(train) & set(val) and len(train) + len(val) == 10
     with pytest.raises(InputError, match="at least 2"):
         split_images(imgs[:1], 0.1, 0)
+
+
+def test_validation_extracts_its_fixed_pairs_once(tmp_path, monkeypatch):
+    """The validation pairs are the same at every validation: their features are extracted at the first one only,
+    and a later validation of the same model gives the same numbers (nothing held was changed in place)."""
+    from lightmatch.train.loop import TrainConfig, Trainer
+
+    make_images(tmp_path / "images", 4, size=(160, 120))
+    config = TrainConfig(features="sift", images=[str(tmp_path / "images")], output=str(tmp_path / "run"), steps=1,
+                         batch_size=2, n_layers=1, num_keypoints=32, patch_size=(128, 96), val_pairs=3,
+                         val_fraction=0.25, device="cpu")
+    trainer = Trainer(config)
+    extract, calls = trainer.val_data._extract, []
+    monkeypatch.setattr(trainer.val_data, "_extract", lambda image: calls.append(image.shape) or extract(image))
+    first = trainer.validate()
+    assert len(calls) == 6  # 3 pairs, 2 views each
+    assert trainer.validate() == first and len(calls) == 6
+    assert trainer.train_data.kept is None  # each training pair is used once: nothing is held
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -135,10 +135,12 @@ class Batch:
 
 class FeatureSource:
     """Features of the samples of a :class:`PairSource`, extracted on the fly or read from a cache folder keyed by
-    the extractor settings and the stream (images, seed, homography settings)."""
+    the extractor settings and the stream (images, seed, homography settings). ``keep``: also hold them in memory
+    once computed, for samples read again and again (the fixed validation pairs, at every validation)."""
 
-    def __init__(self, pairs: PairSource, extractor: Extractor, config: TrainConfig) -> None:
+    def __init__(self, pairs: PairSource, extractor: Extractor, config: TrainConfig, keep: bool = False) -> None:
         self.pairs, self.extractor = pairs, extractor
+        self.kept: Optional[dict[int, tuple[Features, Features, np.ndarray]]] = {} if keep else None
         self.folder: Optional[Path] = None
         if config.cache:
             settings = repr((config.features, config.num_keypoints, "threshold0", "noresize", config.weights,
@@ -158,6 +160,14 @@ class FeatureSource:
         return self.extractor.extract(tensor).to("cpu")
 
     def __getitem__(self, index: int) -> tuple[Features, Features, np.ndarray]:
+        if self.kept is not None and index in self.kept:
+            return self.kept[index]
+        item = self._compute(index)
+        if self.kept is not None:
+            self.kept[index] = item
+        return item
+
+    def _compute(self, index: int) -> tuple[Features, Features, np.ndarray]:
         path = None if self.folder is None else self.folder / f"{index}.pt"
         if path is not None and path.is_file():
             return load_cache_item(path)
@@ -244,7 +254,8 @@ class Trainer:
         hconf = HomographyConfig(patch_size=tuple(config.patch_size))
         self.extractor = build_extractor(config, self.device)
         self.train_data = FeatureSource(PairSource(train_images, "train", config.seed, hconf), self.extractor, config)
-        self.val_data = FeatureSource(PairSource(val_images, "val", config.seed, hconf), self.extractor, config)
+        self.val_data = FeatureSource(PairSource(val_images, "val", config.seed, hconf), self.extractor, config,
+                                      keep=True)
         self.n_val = len(val_images)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
