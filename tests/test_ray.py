@@ -173,9 +173,10 @@ class Cluster:
         self.env = {**{k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"},
                     **EMBEDDED_ENV,  # no usage reports, no cloud metadata lookups
                     "RAY_AUTH_MODE": "disabled",  # a loopback-only test cluster needs no token
-                    # a killed node is declared dead after 3 failed health checks 1 s apart, not 5 checks 3 s apart
-                    # (Ray's defaults: 15 s of a test spent waiting); each check still waits up to Ray's 10 s for
-                    # an answer, so a node that is alive but slow on a busy machine is not declared dead
+                    # the killed worker node is declared dead (and its actors restarted elsewhere) after 3 failed
+                    # health checks 1 s apart, instead of Ray's 5 checks 3 s apart: up to 15 s of the node-loss test
+                    # spent waiting. Each check still waits Ray's 10 s for an answer, so a node alive but slow on a
+                    # busy machine is not declared dead.
                     "RAY_health_check_period_ms": "1000",
                     "RAY_health_check_failure_threshold": "3",
                     "TMPDIR": str(own / "tmp"),  # what a worker killed mid-chunk leaves, removed with the cluster
@@ -204,8 +205,9 @@ class Cluster:
         return self.node
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
+        for process in self.processes:  # all nodes at once: each stops in its own time
             process.send_signal(signal.SIGTERM)
+        for process in self.processes:
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:
