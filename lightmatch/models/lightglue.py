@@ -189,7 +189,7 @@ class SelfBlock(nn.Module):
         weight, bias = self._fused.get(lambda: (self.Wqkv.weight[self.qkv_order], self.Wqkv.bias[self.qkv_order]),
                                        self.Wqkv.weight, self.Wqkv.bias)
         qkv = F.linear(x, weight, bias).view(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        cos, sin = cos[:, None], sin[:, None]
+        cos, sin = cos[:, None].to(qkv.dtype), sin[:, None].to(qkv.dtype)  # factors in the compute dtype
         q, k, v = apply_rotary(qkv[0], cos, sin), apply_rotary(qkv[1], cos, sin), qkv[2]  # (B, H, T, dh)
         if 2 * split == t:  # equal sizes: both images in one batched call
             def images(z: torch.Tensor) -> torch.Tensor:
