@@ -120,13 +120,14 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: Optional
            scale: Optional[float] = None, exact: bool = False) -> torch.Tensor:
     """Softmax attention ``softmax(scale q k^T) v`` of ``(..., Tq, dh)`` queries over ``(..., Tk, dh)`` keys/values
     (``scale`` None: ``dh ** -0.5``); ``key_mask`` (broadcast to ``(..., Tq, Tk)``, True: attend) leaves out padded
-    keys. On the CPU the blocked product (:func:`blocked_attention`) runs where ``exact`` asks for the reference's
+    keys. The blocked product (:func:`blocked_attention`) runs off CUDA where ``exact`` asks for the reference's
     rounding (cross-attention: its scores within 1e-5 of the reference's, ``scaled_dot_product_attention`` gives
-    7e-5) and under reduced-precision autocast (1.3-2.2x faster than the CPU flash kernel in bf16);
-    ``scaled_dot_product_attention`` (flash) everywhere else."""
+    7e-5 on the CPU), and on the CPU under reduced-precision autocast (1.3-2.2x faster than the CPU flash kernel in
+    bf16); ``scaled_dot_product_attention`` (flash) everywhere else."""
     if q.shape[-2] == 0 or k.shape[-2] == 0:
         return q.new_zeros(q.shape[:-1] + (v.shape[-1],))
-    if q.device.type == "cpu" and (exact or torch.is_autocast_enabled("cpu")):
+    device = q.device.type
+    if (exact and device != "cuda") or (device == "cpu" and torch.is_autocast_enabled("cpu")):
         scale = q.shape[-1] ** -0.5 if scale is None else scale
         return blocked_attention(q if scale == 1.0 else q * scale, k, v, key_mask)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, scale=scale)
